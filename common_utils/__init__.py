@@ -1,0 +1,1 @@
+"""Metrics, image I/O, padding/tiling inference, checkpoint I/O and evaluation."""

@@ -1,0 +1,23 @@
+"""Entry-point helper: user errors become one line on stderr and exit code 2, never a traceback."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from models.registry import UserError
+
+
+def run_cli(job: Callable[[], None]) -> int:
+    """Run ``job``; print a UserError as ``error: ...`` and return 2 (set SSIR_DEBUG=1 for tracebacks)."""
+    try:
+        job()
+    except UserError as exc:
+        if os.environ.get("SSIR_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

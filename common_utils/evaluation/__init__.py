@@ -1,0 +1,1 @@
+"""Evaluation: the shared loop, dataset resolution, reports and the command-line tools."""

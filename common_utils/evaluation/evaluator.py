@@ -1,0 +1,147 @@
+"""One evaluation loop for validation, ``eval.py`` and ``eval_with_any_backbone.py``.
+
+Each image runs through the network at full resolution (padded to its size multiple and
+cropped back, or in overlapping tiles), the output is clamped to [0, 1], and PSNR / SSIM /
+LPIPS are computed on the device. The forward time is measured with device synchronisation,
+the first image excluded as warm-up.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common_utils.inference import forward_padded, forward_tiled
+from common_utils.metrics import SSIM_PROTOCOLS, gt_mean_correct, psnr
+from data.image_io import write_image
+
+
+@dataclass
+class EvalProtocol:
+    """How outputs are produced and scored (recorded next to every result)."""
+
+    ssim: str = "y"
+    lpips: nn.Module | None = None
+    lpips_reason: str | None = None
+    fast: bool = False
+    tile: int | None = None
+    tile_overlap: int = 32
+    resize: int | None = None
+    gt_mean: bool = False
+    channels_last: bool = False
+
+    def describe(self, device: torch.device) -> dict[str, Any]:
+        """Protocol fields for summaries."""
+        ssim_desc = {"y": "SSIM on Y (YIQ luma x255, rounded), Gaussian 11/1.5, valid (pyiqa default)",
+                     "rgb": "SSIM on RGB (pytorch-msssim, Gaussian 11/1.5)",
+                     "piq": "SSIM on RGB (piq defaults, with downsampling)"}[self.ssim]
+        prec = "fp16 autocast" if self.fast and device.type == "cuda" else (
+            "bf16 autocast" if self.fast else "fp32")
+        return {
+            "psnr": "RGB, data range 1, output clamped to [0,1]",
+            "ssim": ssim_desc,
+            "lpips": getattr(self.lpips, "description", None) if self.lpips is not None else
+            f"unavailable: {self.lpips_reason}" if self.lpips_reason else "not computed",
+            "precision": prec,
+            "resize": self.resize,
+            "tile": self.tile,
+            "gt_mean_columns": self.gt_mean,
+            "device": str(device),
+        }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def enhance(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, protocol: EvalProtocol) -> torch.Tensor:
+    """Run ``net`` on ``x`` under the protocol and return the clamped float32 output."""
+    if x.dtype != torch.float32:
+        x = x.float()
+    if protocol.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if protocol.fast:
+        dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
+        ctx = torch.autocast(device_type=x.device.type, dtype=dtype)
+    else:
+        ctx = contextlib.nullcontext()
+    with ctx:
+        if isinstance(net, nn.Module) and protocol.tile:
+            y = forward_tiled(net, x, protocol.tile, protocol.tile_overlap)
+        elif isinstance(net, nn.Module):
+            y = forward_padded(net, x)
+        else:
+            y = net(x)
+    return y.float().clamp_(0, 1)
+
+
+@dataclass
+class EvalResult:
+    """Per-image rows and their means."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    metric_seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"images": len(self.rows)}
+        keys = [k for k in (self.rows[0] if self.rows else {}) if k != "name"]
+        for k in keys:
+            vals = [r[k] for r in self.rows if r[k] is not None]
+            out[k] = float(sum(vals) / len(vals)) if vals else None
+        out.setdefault("lpips", None)
+        timed = self.latencies[1:] if len(self.latencies) > 1 else self.latencies
+        if timed:
+            out["latency_ms"] = 1000.0 * statistics.median(timed)
+            out["fps"] = len(timed) / sum(timed) if sum(timed) > 0 else None
+        return out
+
+
+@torch.inference_mode()
+def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict[str, Any]], device: torch.device,
+             protocol: EvalProtocol, save_dir: Path | None = None, max_images: int | None = None,
+             progress: Callable[[Iterable], Iterable] | None = None, time_forward: bool = True) -> EvalResult:
+    """Evaluate ``net`` on batch-1 paired ``batches`` (dicts with lq, gt, name)."""
+    result = EvalResult()
+    it = progress(batches) if progress else batches
+    for i, batch in enumerate(it):
+        if max_images is not None and i >= max_images:
+            break
+        lq = batch["lq"].to(device, non_blocking=True)
+        gt = batch["gt"].to(device, non_blocking=True) if "gt" in batch else None
+        if protocol.resize:
+            size = (protocol.resize, protocol.resize)
+            lq = F.interpolate(lq, size=size, mode="bilinear", align_corners=False, antialias=True)
+            if gt is not None:
+                gt = F.interpolate(gt, size=size, mode="bilinear", align_corners=False, antialias=True)
+        if time_forward:
+            _sync(device)
+        t0 = time.perf_counter()
+        out = enhance(net, lq, protocol)
+        if time_forward:
+            _sync(device)
+        result.latencies.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        names = batch["name"]
+        row: dict[str, Any] = {"name": names[0] if isinstance(names, (list, tuple)) else names}
+        if gt is not None:
+            row["psnr"] = float(psnr(out, gt)[0])
+            row["ssim"] = float(SSIM_PROTOCOLS[protocol.ssim](out, gt)[0])
+            row["lpips"] = float(protocol.lpips(out, gt)[0]) if protocol.lpips is not None else None
+            if protocol.gt_mean:
+                corr = gt_mean_correct(out, gt)
+                row["psnr_gt_mean"] = float(psnr(corr, gt)[0])
+                row["ssim_gt_mean"] = float(SSIM_PROTOCOLS[protocol.ssim](corr, gt)[0])
+        result.metric_seconds += time.perf_counter() - t1
+        if save_dir is not None:
+            write_image(Path(save_dir) / f"{row['name']}.png", out[0].permute(1, 2, 0).cpu().numpy())
+        result.rows.append(row)
+    return result

@@ -1,0 +1,116 @@
+"""Full-reference image quality metrics with their protocol in their arguments.
+
+All functions take batched ``(B, 3, H, W)`` tensors in [0, 1] on any device and return one value
+per image (a ``(B,)`` tensor), so metrics run on the device, batched, without host round trips.
+
+Protocols:
+- :func:`psnr`: RGB, data range 1, MSE over C*H*W (the SSLL evaluation, pyiqa ``psnr``).
+- :func:`ssim_y`: the SSLL evaluation's SSIM (pyiqa ``ssim`` defaults): Y of YIQ scaled to 255
+  and rounded, 11x11 Gaussian with sigma 1.5, 'valid' filtering, contrast term clipped at 0.
+- :func:`ssim_rgb`: pytorch-msssim's SSIM on RGB (11x11 Gaussian, sigma 1.5, data range 1).
+- :func:`ssim_piq`: the ICEML evaluation's SSIM (piq defaults, with its 1/round(min(H,W)/256)
+  average-pool downsampling).
+- LPIPS: :class:`LPIPSMetric` (AlexNet, v0.1, inputs mapped to [-1, 1]).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from common_utils.lpips_weights import LPIPSMetric, LPIPSUnavailable  # noqa: F401  (re-export)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, eps: float = 1e-8) -> torch.Tensor:
+    """PSNR per image in dB: 10*log10(range^2 / (MSE + eps)), MSE over all channels and pixels."""
+    mse = (x.float() - y.float()).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(data_range ** 2 / (mse + eps))
+
+
+@lru_cache(maxsize=8)
+def _gaussian_window(size: int, sigma: float, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """Normalised 2-D Gaussian (MATLAB fspecial style), shape (1, 1, size, size)."""
+    half = (size - 1) / 2.0
+    coords = torch.arange(size, dtype=torch.float64) - half
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    g = torch.exp(-(xx ** 2 + yy ** 2) / (2.0 * sigma ** 2))
+    g[g < torch.finfo(torch.float64).eps * g.max()] = 0
+    g = g / g.sum()
+    return g.to(device=device, dtype=dtype)[None, None]
+
+
+def _ssim_map_valid(x: torch.Tensor, y: torch.Tensor, data_range: float, win: torch.Tensor) -> torch.Tensor:
+    c = x.shape[1]
+    w = win.expand(c, 1, -1, -1)
+    filt = lambda t: F.conv2d(t, w, groups=c)  # noqa: E731  ('valid' filtering)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu1, mu2 = filt(x), filt(y)
+    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    s1 = filt(x * x) - mu1_sq
+    s2 = filt(y * y) - mu2_sq
+    s12 = filt(x * y) - mu12
+    cs = F.relu((2 * s12 + c2) / (s1 + s2 + c2))
+    return ((2 * mu12 + c1) / (mu1_sq + mu2_sq + c1)) * cs
+
+
+def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
+    """Luma of YIQ (0.299 R + 0.587 G + 0.114 B), shape (B, 1, H, W)."""
+    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def ssim_y(x: torch.Tensor, y: torch.Tensor, win_size: int = 11, sigma: float = 1.5,
+           round_y: bool = True) -> torch.Tensor:
+    """SSIM on the Y channel scaled to [0, 255] and rounded (the SSLL paper's protocol), per image."""
+    x64, y64 = x.double(), y.double()
+    yx, yy = rgb_to_y(x64) * 255.0, rgb_to_y(y64) * 255.0
+    if round_y:
+        yx, yy = yx.round(), yy.round()
+    win = _gaussian_window(win_size, sigma, str(x.device), torch.float64)
+    return _ssim_map_valid(yx, yy, 255.0, win).flatten(1).mean(1).to(x.dtype if x.is_floating_point() else torch.float32)
+
+
+def ssim_rgb(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM on RGB from pytorch-msssim (Gaussian 11, sigma 1.5, data range 1), per image."""
+    from pytorch_msssim import ssim
+
+    return ssim(x.float(), y.float(), data_range=1.0, size_average=False)
+
+
+def ssim_piq(x: torch.Tensor, y: torch.Tensor, downsample: bool = True) -> torch.Tensor:
+    """SSIM as piq computes it by default (ICEML protocol): RGB, 11/1.5 Gaussian, valid filtering,
+    average-pool downsampling by ``max(1, round(min(H, W) / 256))`` first."""
+    x, y = x.double(), y.double()
+    if downsample:
+        f = max(1, round(min(x.shape[-2:]) / 256))
+        if f > 1:
+            x = F.avg_pool2d(x, kernel_size=f)
+            y = F.avg_pool2d(y, kernel_size=f)
+    win = _gaussian_window(11, 1.5, str(x.device), torch.float64)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c = x.shape[1]
+    w = win.expand(c, 1, -1, -1)
+    filt = lambda t: F.conv2d(t, w, groups=c)  # noqa: E731
+    mu1, mu2 = filt(x), filt(y)
+    s1 = filt(x * x) - mu1 ** 2
+    s2 = filt(y * y) - mu2 ** 2
+    s12 = filt(x * y) - mu1 * mu2
+    cs = (2 * s12 + c2) / (s1 + s2 + c2)
+    ss = (2 * mu1 * mu2 + c1) / (mu1 ** 2 + mu2 ** 2 + c1) * cs
+    return ss.mean(dim=(-1, -2)).mean(1).float()
+
+
+SSIM_PROTOCOLS = {"y": ssim_y, "rgb": ssim_rgb, "piq": ssim_piq}
+
+
+def gt_mean_correct(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Scale ``out`` so its mean gray level equals the GT's (the KinD/LLFlow "GT-mean" protocol)."""
+    scale = rgb_to_y(gt).flatten(1).mean(1) / rgb_to_y(out).flatten(1).mean(1).clamp_min(1e-8)
+    return (out * scale.view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def psnr_to_mse(p: float) -> float:
+    """Inverse of PSNR for range 1 (for averaging in MSE space when wanted)."""
+    return 10 ** (-p / 10) if math.isfinite(p) else 0.0

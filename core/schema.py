@@ -1,0 +1,189 @@
+"""The config schema: every valid key, its type and default.
+
+Sections are nested dicts; leaves are :class:`Field`; ``FREE`` marks a mapping whose keys are
+checked elsewhere (constructor arguments); :class:`ListOf` is a list of sub-sections.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config value: allowed types, default, whether None is allowed, allowed choices."""
+
+    types: tuple[type, ...]
+    default: Any = None
+    optional: bool = False
+    required: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A list whose items follow ``schema``; a bare string item means ``{shorthand: item}``."""
+
+    schema: dict[str, Any]
+    shorthand: str | None = None
+
+
+FREE = object()
+
+
+def F(types: type | tuple[type, ...], default: Any = None, optional: bool = False, required: bool = False,
+      choices: tuple[Any, ...] = ()) -> Field:
+    """Shorthand constructor for :class:`Field`."""
+    t = types if isinstance(types, tuple) else (types,)
+    return Field(t, default, optional or default is None and not required, required, choices)
+
+
+NUM = (int, float)
+
+DATASET = {
+    "type": F(str, None),
+    "args": FREE,
+    "batch_size": F(int, None),
+}
+
+EVAL_DATASET = {
+    "name": F(str, required=True),
+    "type": F(str, None),
+    "args": FREE,
+}
+
+LOSS = {
+    "name": F(str, required=True),
+    "weight": F(NUM, 1.0),
+    "args": FREE,
+}
+
+BASE_SCHEMA: dict[str, Any] = {
+    "name": F(str, required=True),
+    "seed": F(int, 0),
+    "trainer": F(str, "supervised"),
+    "output_root": F(str, "experiments"),
+    "device": F(str, "auto"),
+    "demo_data": {
+        "root": F(str, None),
+        "seed": F(int, 0),
+        "auto_create": F(bool, False),
+        "kind": F(str, "lowlight", choices=("lowlight", "haze", "all")),
+    },
+    "network": {
+        "name": F(str, required=True),
+        "args": FREE,
+        "init": F(str, None, choices=("normal", None)),
+    },
+    "pretrained": {
+        "path": F(str, None),
+        "teacher_from": F(str, "teacher", choices=("teacher", "student")),
+        "resume_optimizer": F(bool, False),
+    },
+    "data": {
+        "paired": DATASET,
+        "unpaired": DATASET,
+        "val": DATASET,
+        "num_workers": F(int, 2),
+        "pin_memory": F(bool, True),
+        "prefetch_factor": F(int, 2),
+        "batch_size": F(int, 4),
+    },
+    "optim": {
+        "type": F(str, "adamw", choices=("adamw", "adam")),
+        "lr": F(NUM, 2e-4),
+        "betas": F(list, [0.9, 0.999]),
+        "eps": F(NUM, 1e-8),
+        "weight_decay": F(NUM, 0.0),
+    },
+    "scheduler": {
+        "type": F(str, "cosine", choices=("cosine", "constant")),
+        "period_epochs": F(int, None),
+        "eta_min": F(NUM, 1e-6),
+        "by_epoch": F(bool, True),
+        "warmup_iters": F(int, 0),
+    },
+    "train": {
+        "epochs": F(int, None),
+        "iters": F(int, None),
+        "log_every": F(int, 20),
+        "val_every": F(int, None),
+        "val_every_epochs": F(int, None),
+        "save_every": F(int, None),
+        "keep_last": F(int, 3),
+        "amp": F(str, "off", choices=("off", "fp16", "bf16")),
+        "tf32": F(bool, False),
+        "grad_clip": F(NUM, None),
+        "channels_last": F(bool, False),
+        "compile": F(bool, False),
+        "deterministic": F(bool, False),
+        "max_nonfinite": F(int, 5),
+        "ema_decay": F(NUM, 0.99),
+        "find_unused_parameters": F(bool, False),
+        "sample_images": F(int, 4),
+    },
+    "losses": ListOf(LOSS, shorthand="name"),
+    "validation": {
+        "ssim": F(str, "y", choices=("y", "rgb", "piq")),
+        "lpips": F(bool, False),
+        "max_images": F(int, None),
+        "watch": F(str, "psnr"),
+    },
+    "eval": {
+        "after_train": F(bool, True),
+        "datasets": ListOf(EVAL_DATASET, shorthand="name"),
+        "data_root": F(str, None),
+        "ssim": F(str, "y", choices=("y", "rgb", "piq")),
+        "lpips": F(bool, True),
+        "fast": F(bool, False),
+        "checkpoint": F(str, "best", choices=("best", "last")),
+        "resize": F(int, None),
+        "tile": F(int, None),
+        "tile_overlap": F(int, 32),
+    },
+    "ssll": {
+        "semi_start_epoch": F(int, None),
+        "curriculum_epochs": F(int, None),
+        "ramp_epochs": F(int, 350),
+        "semi_weight": F(NUM, 1.0),
+        "consistency_weight": F(NUM, 1.0),
+        "lambda_p": F(NUM, 0.1),
+        "gamma_p": F(NUM, 10.0),
+        "margin_p": F(NUM, -0.25),
+        "lambda_u": F(NUM, 0.1),
+        "gamma_u": F(NUM, 10.0),
+        "margin_u": F(NUM, 0.25),
+        "cutmix_sigma": F(NUM, 1.0),
+        "cutmix_min": F(NUM, 0.1),
+        "cutmix_max": F(NUM, 0.9),
+        "official_unseeded_cutmix": F(bool, False),
+        "official_lpips_range": F(bool, False),
+        "fused_student_forward": F(bool, True),
+    },
+    "iceml": {
+        "pretrain_epochs": F(int, None),
+        "pretrain_iters": F(int, None),
+        "pretrain_lr": F(NUM, 1e-4),
+        "mutual_lr": F(NUM, 2e-5),
+        "w_rtx_j": F(NUM, 1.0),
+        "w_rtx_inv": F(NUM, 0.0),
+        "inv_target_clamp": F(NUM, 10.0),
+        "w_asm_j": F(NUM, 1.0),
+        "w_asm_t": F(NUM, 0.5),
+        "w_asm_a": F(NUM, 0.5),
+        "w_inverse": F(NUM, 1.0),
+        "w_chroma": F(NUM, 1.0),
+        "w_mutual_l1": F(NUM, 0.0),
+        "w_saturation": F(NUM, 0.1),
+        "saturation_target": F(NUM, 0.5),
+        "w_dcp_t": F(NUM, 0.0),
+        "w_dcp_a": F(NUM, 0.0),
+        "w_supervised": F(NUM, 0.0),
+        "t_min": F(NUM, 0.1),
+    },
+}
+
+
+def schema_for(trainer: str) -> dict[str, Any]:
+    """The schema (one for every trainer: unused sections simply keep their defaults)."""
+    return BASE_SCHEMA

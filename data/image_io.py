@@ -1,0 +1,114 @@
+"""Reading and writing images as float32 RGB in [0, 1].
+
+Every reader returns an ``(H, W, 3)`` float32 array whatever the file holds: grayscale is
+repeated to three channels, alpha is dropped, 16-bit data is scaled by 65535. A file that cannot
+be decoded raises :class:`ImageReadError` naming the file, never a deep library error.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.registry import UserError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy")
+
+cv2.setNumThreads(0)  # decoding runs inside loader workers; no nested thread pools
+
+
+class ImageReadError(UserError):
+    """An image file that is missing, truncated or not an image."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True for the file extensions the framework reads."""
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _to_float_rgb(arr: np.ndarray, path: str, bgr: bool) -> np.ndarray:
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint8:
+        scale = 255.0
+    elif arr.dtype == np.uint16:
+        scale = 65535.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        scale = 1.0
+    else:
+        raise ImageReadError(f"{path}: unsupported pixel type {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise ImageReadError(f"{path}: unsupported image shape {arr.shape}")
+    c = arr.shape[2]
+    if c in (1, 2):  # gray, gray+alpha
+        arr = np.repeat(arr[:, :, :1], 3, axis=2)
+    elif c == 4:
+        arr = arr[:, :, :3]
+    if bgr and c >= 3:
+        arr = arr[:, :, ::-1]
+    out = arr.astype(np.float32) / np.float32(scale)
+    return np.ascontiguousarray(np.clip(out, 0.0, 1.0))
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file (or an ``.npy`` array, HWC uint8/float) as float32 RGB (H, W, 3) in [0, 1]."""
+    p = str(path)
+    if not os.path.isfile(p):
+        raise ImageReadError(f"{p}: file not found")
+    if p.lower().endswith(".npy"):
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except Exception as exc:  # a corrupt array is a user data problem
+            raise ImageReadError(f"{p}: cannot read the array ({exc.__class__.__name__})") from None
+        return _to_float_rgb(arr, p, bgr=False)
+    data = np.fromfile(p, dtype=np.uint8)
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if arr is None:
+        raise ImageReadError(f"{p}: not a readable image (empty, truncated or not an image file)")
+    if not _looks_complete(p, data):
+        raise ImageReadError(f"{p}: the image file is truncated")
+    return _to_float_rgb(arr, p, bgr=True)
+
+
+def _looks_complete(path: str, data: np.ndarray) -> bool:
+    """Detect truncated PNG/JPEG files that decoders partially accept."""
+    low = path.lower()
+    tail = bytes(data[-12:])
+    if low.endswith(".png"):
+        return b"IEND" in tail
+    if low.endswith((".jpg", ".jpeg")):
+        return bytes(data[-2:]) == b"\xff\xd9" or b"\xff\xd9" in bytes(data[-64:])
+    return True
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
+    """Write a float RGB (H, W, 3) image in [0, 1] as 8-bit; the folder is created if needed."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.clip(np.round(np.asarray(img, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[:, :, ::-1]
+    ext = p.suffix if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp") else ".png"
+    ok, buf = cv2.imencode(ext, arr)
+    if not ok:
+        raise UserError(f"{p}: cannot encode the image")
+    try:
+        buf.tofile(str(p))
+    except OSError as exc:
+        raise UserError(f"cannot write {p}: {exc.strerror}") from None
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` sorted by name; raises a UserError for a missing or empty folder."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"image folder not found: {root}")
+    it = root.rglob("*") if recursive else root.iterdir()
+    files = sorted((f for f in it if f.is_file() and is_image_file(f)), key=lambda f: str(f.relative_to(root)))
+    if not files:
+        raise UserError(f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return files

@@ -1,0 +1,37 @@
+"""Loss functions and their registry.
+
+``build_loss(name, **kwargs)`` returns an ``nn.Module``. Image losses are called as
+``loss(output, target)``; ``pico`` as ``loss(anchor, positive, negative, mask=None)``; masked
+losses take ``mask=`` too. Every loss returns a scalar.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from models.registry import Registry
+
+_LOSS_MODULES = {
+    "l1": "losses.pixel",
+    "mse": "losses.pixel",
+    "ssim": "losses.pixel",
+    "lpips": "losses.pixel",
+    "masked_l1": "losses.pixel",
+    "pico": "losses.pico",
+    "chromaticity": "losses.dehaze",
+    "saturation": "losses.dehaze",
+    "inverse_consistency": "losses.dehaze",
+}
+
+LOSSES = Registry("loss", lazy=_LOSS_MODULES)
+
+
+def build_loss(name: str, **kwargs: Any) -> nn.Module:
+    """Build the loss registered as ``name``."""
+    return LOSSES.build(name, **kwargs)
+
+
+def list_losses() -> list[str]:
+    """Names of every registered loss."""
+    return LOSSES.names()

@@ -1,0 +1,45 @@
+"""Train (and evaluate) from a config: ``python run.py -c config/demo_supervised.yaml [--resume CKPT] [key.sub=value ...]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common_utils.cli import run_cli  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-c", "--config", required=True, help="YAML config file")
+    parser.add_argument("--resume", default=None, help="training checkpoint to continue from (e.g. "
+                        "experiments/<name>/checkpoints/last.pth)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.iters=100")
+    args = parser.parse_args(argv)
+
+    def job() -> None:
+        from core import TRAINERS
+        from core.config import load_config
+        from core.trainer import final_evaluation
+        from data.demo import make_demo_data
+        from data.paths import resolve_path
+
+        cfg = load_config(args.config, args.overrides)
+        if cfg.demo_data.auto_create:
+            root = resolve_path(cfg.demo_data.root or "demo_data")
+            make_demo_data(root, seed=cfg.demo_data.seed, kind=cfg.demo_data.kind)
+        trainer = TRAINERS.get(cfg.trainer)(cfg, resume=args.resume)
+        try:
+            trainer.train()
+            if not args.no_eval and cfg.eval.after_train:
+                final_evaluation(trainer)
+        finally:
+            trainer.close()
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
