@@ -41,12 +41,22 @@ def forward_padded(net: nn.Module, x: torch.Tensor, multiple: int | None = None)
 
 
 def _window(size: int, overlap: int, device, dtype) -> torch.Tensor:
-    """1-D blending weights: a raised-cosine ramp over ``overlap`` pixels at each end."""
+    """1-D blending weights for one tile side of ``size`` pixels.
+
+    Within ``overlap`` pixels of each end the outer quarter gets weight 0 (those pixels saw the
+    tile's artificial border) and the middle half a raised-cosine ramp, so neighbouring tiles
+    blend without seams and a pixel never takes a value computed within ``overlap // 4`` of a
+    tile edge.
+    """
     w = torch.ones(size, device=device, dtype=dtype)
     if overlap > 0:
-        ramp = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(overlap, device=device, dtype=dtype) + 0.5) / overlap)
-        w[:overlap] = ramp
-        w[-overlap:] = ramp.flip(0)
+        margin = overlap // 4
+        n = overlap - 2 * margin
+        ramp = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(n, device=device, dtype=dtype) + 0.5) / n)
+        edge = torch.cat([torch.zeros(margin, device=device, dtype=dtype), ramp])
+        k = min(edge.numel(), size)
+        w[:k] = edge[:k]
+        w[size - k:] = torch.minimum(w[size - k:], edge[:k].flip(0))
     return w
 
 
@@ -61,8 +71,9 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
 def forward_tiled(net: nn.Module, x: torch.Tensor, tile: int, overlap: int = 32) -> torch.Tensor:
     """Run ``net`` over overlapping ``tile``-sized windows and blend them.
 
-    Every output pixel is a weighted mean of the tiles covering it. Where the overlap covers
-    the network's receptive field, the result equals untiled inference (up to float error).
+    Every output pixel is a weighted mean of the tiles covering it, ignoring each tile's outer
+    ``overlap // 4`` pixels at edges shared with another tile. When the network's receptive-field
+    radius is at most ``overlap // 4`` the result equals untiled inference (up to float error).
     """
     b, c, h, w = x.shape
     if tile <= 0 or (h <= tile and w <= tile):

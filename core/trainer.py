@@ -463,15 +463,40 @@ class BaseTrainer:
             "amp": self.cfg.train.amp,
         }
 
+    def weights_state(self, only: str | None = None) -> dict[str, Any]:
+        """Network weights and metadata, without optimizer state (the ``best`` checkpoints)."""
+        nets = {**self.networks, **self.teachers}
+        return {
+            "format": "ssir-weights-v1",
+            "network": network_name(self.cfg.network.name),
+            "network_args": self.cfg.network.args.to_dict(),
+            "networks": {k: v.state_dict() for k, v in nets.items() if only is None or k == only},
+            "iter": self.iter,
+            "best": self.best,
+            "config": self.cfg.to_dict(),
+        }
+
     def save_checkpoint(self, tag: str, extra: dict[str, Any] | None = None) -> None:
-        """Write ``checkpoints/<tag>.pth`` atomically (rank 0); ``last`` also keeps the last K by iteration."""
+        """Write ``checkpoints/<tag>.pth`` atomically (rank 0).
+
+        ``last`` holds the full training state (and the last K are kept as ``iter_*.pth``);
+        ``best`` / ``best_<network>`` hold weights only.
+        """
         if self.is_main:
-            state = self.state_dict()
+            if tag.startswith("best"):
+                state = self.weights_state(tag[len("best_"):] if tag.startswith("best_") else None)
+            else:
+                state = self.state_dict()
             if extra:
                 state.update(extra)
             atomic_save(state, self.ckpt_dir / f"{tag}.pth")
             if tag == "last" and self.cfg.train.keep_last > 1:
-                atomic_save(state, self.ckpt_dir / f"iter_{self.iter:08d}.pth")
+                link = self.ckpt_dir / f"iter_{self.iter:08d}.pth"
+                try:  # same bytes as last.pth: a hard link costs no second write
+                    link.unlink(missing_ok=True)
+                    os.link(self.ckpt_dir / "last.pth", link)
+                except OSError:
+                    atomic_save(state, link)
                 kept = sorted(self.ckpt_dir.glob("iter_*.pth"))
                 for old in kept[:-self.cfg.train.keep_last]:
                     old.unlink(missing_ok=True)

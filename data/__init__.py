@@ -11,6 +11,10 @@ from models.registry import Registry
 _DATASET_MODULES = {
     "paired_folder": "data.datasets",
     "unpaired_folder": "data.datasets",
+    "smid_npy": "data.public_datasets",
+    "prefix_paired": "data.public_datasets",
+    "flat_paired": "data.public_datasets",
+    "paired_folder_listed": "data.public_datasets",
 }
 
 DATASETS = Registry("dataset", lazy=_DATASET_MODULES)

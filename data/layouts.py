@@ -5,6 +5,29 @@ layout in turn, and returns a paired dataset. The root comes from, in order: the
 (``--data-root``), the ``SSIR_DATA_ROOT`` environment variable, ``config/datasets.yaml``
 (``data_root:`` or a per-dataset path), and the repository's ``datasets/`` folder. A set that is
 absent or incomplete raises :class:`DatasetMissing` listing the exact paths expected.
+
+Known sets and the sub-paths tried, in order (relative to the data root):
+
+- low-light (the SSLL paper's five, ``ALL_LOWLIGHT``; sorted-order pairing as the official
+  evaluation does):
+  ``LOLv2`` (= LOLv2-Real): ``LOLv2/Real_captured/Test/{Low,Normal}`` (original release),
+  ``LOLv2/low/teacher`` or ``LOLv2/low`` (recursive) + ``LOLv2/normal`` (official evaluation);
+  ``LOLv2-Synthetic``: ``LOLv2/Synthetic/Test/{Low,Normal}``;
+  ``SID`` (processed sRGB): ``SID/low/teacher`` or ``SID/low`` + ``SID/normal``;
+  ``SDSD``: ``SDSD/low/teacher`` or ``SDSD/low`` + ``SDSD/normal`` (option ``sdsd_official_list``
+  keeps the official 52 images);
+  ``SMID``: ``SMID/test_list.txt``, ``SMID/high_np/<scene>/*.npy``, ``SMID/low_np/<scene>/<frame>.npy``
+  (one fixed frame per scene; option ``smid_green_quirk``, on by default, is the official
+  behaviour of dividing the low input's green channel by 1.5);
+  ``LSRW-Huawei``: ``LSRW/Huawei/test/{low,high}`` or ``LSRW-Huawei/test/{low,high}``.
+- dehazing: ``SOTS-indoor``: ``SOTS/indoor/hazy`` + ``gt`` | ``clear``, ``nyuhaze500/{hazy,gt}``
+  (hazy ``{id}_{k}.png`` -> GT ``{id}.png``); ``SOTS-outdoor``: ``SOTS/outdoor/hazy`` + ``gt`` |
+  ``clear`` (``{id}_{A}_{beta}.jpg`` -> ``{id}.png``); ``RICE-I``: ``RICE1/cloud`` + ``RICE1/label``,
+  ``RICE-I/Hazy`` + ``RICE-I/GT``; ``O-HAZE``, ``I-HAZE``, ``NH-HAZE``, ``Dense-Haze``: ``<set>/hazy``
+  (or ``Hazy``) + ``<set>/GT``, or one flat folder of ``NN_..._hazy.*`` / ``NN_..._GT.*`` files.
+  Every dehazing set also accepts the ICEML paired-test layout ``<set>/Hazy`` + ``<set>/GT``.
+- any folder path holding one of the pairs in ``GENERIC_PAIRS`` (e.g. ``Hazy/`` + ``GT/``, the
+  ICEML paired-test layout) can be opened by giving the path instead of a name.
 """
 from __future__ import annotations
 
@@ -28,12 +51,20 @@ class DatasetMissing(UserError):
 
 @dataclass(frozen=True)
 class Layout:
-    """One way a dataset can be stored: low and GT folders relative to the dataset folder."""
+    """One way a dataset can be stored: low and GT folders relative to the dataset folder.
+
+    ``under`` replaces the dataset's folder (relative to the data root) for this layout;
+    ``dataset`` names a special dataset type (``prefix_paired``, ``flat_paired``) instead of the
+    plain paired folder; ``probe`` is a glob the low folder must match (flat folders).
+    """
 
     lq: str
     gt: str
     pairing: str = "sorted"
     recursive: bool = True
+    under: str | None = None
+    dataset: str | None = None
+    probe: str | None = None
 
 
 @dataclass
@@ -47,6 +78,7 @@ class NamedDataset:
     task: str = "lowlight"
     note: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    finish: Callable[[Any, dict[str, Any]], Any] | None = None
 
 
 LAYOUTS = Registry("dataset layout")
@@ -87,24 +119,175 @@ def dataset_folder(ds: NamedDataset, root: str | None) -> Path:
     return data_root(root) / ds.folder
 
 
-def open_layout(name: str, root: str | None = None, **options: Any) -> Any:
-    """Open the named dataset (see module docstring)."""
+def _candidates(ds: NamedDataset, root: str | None) -> list[tuple[Layout, Path]]:
+    """Each layout with the folder it is relative to (a per-dataset path in the YAML wins)."""
+    paths = (_yaml_settings().get("paths") or {})
+    out, seen = [], set()
+    for lay in ds.layouts:
+        if not root and ds.name in paths:
+            base = Path(resolve_path(paths[ds.name]))
+        else:
+            base = data_root(root) / (lay.under if lay.under is not None else ds.folder)
+        key = (base / lay.lq, base / lay.gt, lay.dataset)
+        if key not in seen:
+            seen.add(key)
+            out.append((lay, base))
+    return out
+
+
+def _build(lay: Layout, lq: Path, gt: Path) -> Any:
+    from data import build_dataset
     from data.datasets import PairedFolderDataset
 
+    if lay.dataset == "prefix_paired":
+        return build_dataset("prefix_paired", lq_dir=str(lq), gt_dir=str(gt))
+    if lay.dataset == "flat_paired":
+        return build_dataset("flat_paired", folder=str(lq))
+    return PairedFolderDataset(str(lq), str(gt), pairing=lay.pairing, recursive=lay.recursive)
+
+
+def open_layout(name: str, root: str | None = None, **options: Any) -> Any:
+    """Open the named dataset (see module docstring); a folder path opens a generic pair.
+
+    ``options`` are the dataset options (e.g. ``smid_green_quirk``); those a dataset does not
+    have are ignored, so one set of options can be passed to every dataset.
+    """
+    from data.public_datasets import has_images
+
+    if name not in LAYOUTS and Path(name).is_dir():
+        return open_folder(name)
     ds: NamedDataset = LAYOUTS.get(name)
-    folder = dataset_folder(ds, root)
+    opts = {**ds.options, **{k: v for k, v in options.items() if k in ds.options}}
     if ds.opener is not None:
-        return ds.opener(folder, **{**ds.options, **options})
-    tried = []
-    for lay in ds.layouts:
-        lq, gt = folder / lay.lq, folder / lay.gt
-        if lq.is_dir() and gt.is_dir():
-            return PairedFolderDataset(str(lq), str(gt), pairing=lay.pairing, recursive=lay.recursive)
-        tried.append(f"{lq} + {gt}")
-    raise DatasetMissing(f"{ds.name} not found; expected one of: {' | '.join(tried)}"
-                         + (f" ({ds.note})" if ds.note else ""))
+        return ds.opener(dataset_folder(ds, root), **opts)
+    tried, partial = [], []
+    for lay, base in _candidates(ds, root):
+        lq, gt = base / lay.lq, base / lay.gt
+        lq_ok = has_images(lq, lay.recursive, lay.probe)
+        gt_ok = lq_ok if lq == gt else has_images(gt, lay.recursive)
+        if lq_ok and gt_ok:
+            dataset = _build(lay, lq, gt)
+            return ds.finish(dataset, opts) if ds.finish else dataset
+        if lq == gt:
+            tried.append(f"{lq}/{lay.probe or '*'}")
+        else:
+            tried.append(f"{lq} + {gt}")
+            if lq_ok != gt_ok:
+                partial.append(f"{lq if lq_ok else gt} has images but {gt if lq_ok else lq} "
+                               f"{'is missing' if not (gt if lq_ok else lq).is_dir() else 'has none'}")
+    msg = f"{ds.name} not found; expected one of: {' | '.join(tried)}"
+    if partial:
+        msg += f" (incomplete: {'; '.join(partial)})"
+    raise DatasetMissing(msg + (f" ({ds.note})" if ds.note else ""))
 
 
+# Sub-folder pairs a bare folder may hold (opened by path), tried in order; sorted-order pairing.
+GENERIC_PAIRS = (("Hazy", "GT"), ("hazy", "GT"), ("hazy", "gt"), ("hazy", "clear"), ("low", "high"),
+                 ("low", "normal"), ("Low", "Normal"), ("Low", "High"), ("input", "target"), ("lq", "gt"))
+
+
+def open_folder(path: str) -> Any:
+    """Open a folder holding one of ``GENERIC_PAIRS`` (e.g. the ICEML test layout ``Hazy/`` + ``GT/``)."""
+    from data.datasets import PairedFolderDataset
+    from data.public_datasets import has_images
+
+    root = Path(resolve_path(path))
+    for lq, gt in GENERIC_PAIRS:
+        if has_images(root / lq, True) and has_images(root / gt, True):
+            return PairedFolderDataset(str(root / lq), str(root / gt), pairing="sorted", recursive=True)
+    raise DatasetMissing(f"{root} holds no known pair of folders; expected one of: "
+                         + " | ".join(f"{root / a} + {root / b}" for a, b in GENERIC_PAIRS))
+
+
+def expand_dataset_names(spec: str | list[str]) -> list[str]:
+    """``all`` -> the five low-light sets; ``A,B`` -> [A, B] with canonical names (folder paths kept)."""
+    items = spec if isinstance(spec, list) else [s.strip() for s in str(spec).split(",")]
+    out: list[str] = []
+    for item in items:
+        if not item:
+            continue
+        if item.lower() == "all":
+            out.extend(ALL_LOWLIGHT)
+        elif item.lower() == "all_haze":
+            out.extend(PAPER_DEHAZING)
+        elif item not in LAYOUTS and Path(item).is_dir():
+            out.append(item)
+        else:
+            out.append(LAYOUTS.canonical_name(item))
+    if not out:
+        raise UserError("no dataset given")
+    return list(dict.fromkeys(out))
+
+
+def _open_smid(folder: Path, smid_green_quirk: bool = True) -> Any:
+    from data.public_datasets import SMIDNpyDataset
+
+    return SMIDNpyDataset(str(folder), green_quirk=smid_green_quirk)
+
+
+def _sdsd_finish(dataset: Any, options: dict[str, Any]) -> Any:
+    """Keep only the official 52 SDSD test images when ``sdsd_official_list`` is set."""
+    if not options.get("sdsd_official_list"):
+        return dataset
+    from data.public_datasets import ListedPairedFolderDataset, official_lists
+
+    return ListedPairedFolderDataset(str(dataset.lq_dir), str(dataset.gt_dir), official_lists()["sdsd_test_list"],
+                                     pairing="sorted", recursive=True)
+
+
+def _official_eval(prefix: str = "") -> tuple[Layout, ...]:
+    """The official evaluation's ``low/teacher`` (or recursive ``low``) + ``normal`` folders."""
+    return (Layout(f"{prefix}low/teacher", f"{prefix}normal"), Layout(f"{prefix}low", f"{prefix}normal"))
+
+
+def _haze_layouts(folders: tuple[str, ...], flat: bool = True) -> tuple[Layout, ...]:
+    """``hazy``/``Hazy`` + ``GT`` sub-folders (sorted pairing), then a flat folder of *hazy*/*GT* files."""
+    lays = []
+    for f in folders:
+        lays += [Layout("Hazy", "GT", under=f), Layout("hazy", "GT", under=f), Layout("hazy", "gt", under=f)]
+    if flat:
+        lays += [Layout(".", ".", under=f, dataset="flat_paired", probe="*[hH][aA][zZ][yY]*", recursive=False)
+                 for f in folders]
+    return tuple(lays)
+
+
+def _sots(folder: str, extra: tuple[str, ...]) -> tuple[Layout, ...]:
+    lays = [Layout("hazy", gt, under=folder, dataset="prefix_paired") for gt in ("gt", "GT", "clear")]
+    for f in extra:
+        lays += [Layout("hazy", "gt", under=f, dataset="prefix_paired"),
+                 Layout("Hazy", "GT", under=f, dataset="prefix_paired")]
+    return tuple(lays)
+
+
+ALL_LOWLIGHT = ("LOLv2", "SID", "SDSD", "SMID", "LSRW-Huawei")
+PAPER_DEHAZING = ("RICE-I", "SOTS-outdoor")
+
+register_layout(NamedDataset("LOLv2", "LOLv2", (Layout("Real_captured/Test/Low", "Real_captured/Test/Normal"),)
+                             + _official_eval()), aliases=("LOLv2-Real", "LOL-v2", "LOLv2_Real"))
+register_layout(NamedDataset("LOLv2-Synthetic", "LOLv2", (Layout("Synthetic/Test/Low", "Synthetic/Test/Normal"),)),
+                aliases=("LOLv2-Syn", "LOLv2_Synthetic"))
+register_layout(NamedDataset("SID", "SID", _official_eval(), note="the processed sRGB SID set of the official "
+                             "evaluation"))
+register_layout(NamedDataset("SDSD", "SDSD", _official_eval(), options={"sdsd_official_list": False},
+                             finish=_sdsd_finish))
+register_layout(NamedDataset("SMID", "SMID", opener=_open_smid, options={"smid_green_quirk": True},
+                             note="SMID in the .npy layout"))
+register_layout(NamedDataset("LSRW-Huawei", "LSRW-Huawei",
+                             (Layout("test/low", "test/high", under="LSRW/Huawei"), Layout("test/low", "test/high"))),
+                aliases=("LSRW", "Huawei"))
+register_layout(NamedDataset("SOTS-indoor", "SOTS-indoor", _sots("SOTS/indoor", ("nyuhaze500", "SOTS-indoor")),
+                             task="haze"))
+register_layout(NamedDataset("SOTS-outdoor", "SOTS-outdoor", _sots("SOTS/outdoor", ("SOTS-outdoor",)), task="haze"),
+                aliases=("SOTS-Outdoors",))
+register_layout(NamedDataset("RICE-I", "RICE-I", (Layout("cloud", "label", under="RICE1"),
+                                                  Layout("Hazy", "GT", under="RICE1"),
+                                                  Layout("Hazy", "GT"), Layout("cloud", "label")), task="haze"),
+                aliases=("RICE1", "RICE"))
+register_layout(NamedDataset("O-HAZE", "O-HAZE", _haze_layouts(("O-HAZE", "O-Haze")), task="haze"))
+register_layout(NamedDataset("I-HAZE", "I-HAZE", _haze_layouts(("I-HAZE", "I-Haze")), task="haze"))
+register_layout(NamedDataset("NH-HAZE", "NH-HAZE", _haze_layouts(("NH-HAZE", "NH-Haze")), task="haze"))
+register_layout(NamedDataset("Dense-Haze", "Dense-Haze", _haze_layouts(("Dense-Haze", "Dense-HAZE")), task="haze"),
+                aliases=("DenseHaze",))
 register_layout(NamedDataset("demo_lowlight", str(REPO_ROOT / "demo_data" / "lowlight"),
                              (Layout("test/low", "test/high", pairing="name", recursive=False),),
                              note="run scripts/make_demo_data.py to create it"), aliases=("demo",))

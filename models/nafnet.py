@@ -32,7 +32,7 @@ def normalize_train_size(train_size: int | Sequence[int]) -> tuple[int, int, int
     else:
         try:
             sizes = tuple(int(s) for s in train_size)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise UserError(f"NAFNet train_size must be an int or a list of 4 ints, got {train_size!r}") from exc
     if len(sizes) != 4 or sizes[2] <= 0 or sizes[3] <= 0:
         raise UserError(f"NAFNet train_size must be an int or a list of 4 ints (N, C, H, W), got {train_size!r}")

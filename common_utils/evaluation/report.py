@@ -58,11 +58,21 @@ def markdown_table(summary: Mapping[str, Any], protocol: Mapping[str, Any] | Non
         if "missing" in entry:
             lines.append(f"| {ds} | – | missing | – | – | – | – | – |")
             continue
-        rows = [("main", entry)] + [(k, v) for k, v in entry.items() if isinstance(v, Mapping)]
+        if "error" in entry:
+            lines.append(f"| {ds} | – | failed | – | – | – | – | – |")
+            continue
+        subs = [(k, v) for k, v in entry.items() if isinstance(v, Mapping)]
+        label = entry.get("network")
+        label = label if isinstance(label, str) and label not in dict(subs) else "main"
+        rows = [(label, entry)] + subs
         for net, r in rows:
             lines.append(f"| {ds} | {net} | {r.get('images', '')} | {_cell(r.get('psnr'), 2)} | "
                          f"{_cell(r.get('ssim'), 4)} | {_cell(r.get('lpips'), 4)} | {_cell(r.get('latency_ms'), 1)} | "
                          f"{_cell(r.get('fps'), 2)} |")
+    notes = [(ds, e.get("missing") or e.get("error")) for ds, e in summary.items()
+             if not ds.startswith("_") and isinstance(e, Mapping) and (e.get("missing") or e.get("error"))]
+    if notes:
+        lines += ["", "Not evaluated:", ""] + [f"- {ds}: {msg}" for ds, msg in notes]
     if protocol:
         lines += ["", "Protocol:", ""] + [f"- {k}: {v}" for k, v in protocol.items()]
     return "\n".join(lines) + "\n"

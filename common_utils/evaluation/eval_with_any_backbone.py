@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Enhance your own images with any registered network (no ground truth, no metrics).
+
+Run from anywhere (no PYTHONPATH needed)::
+
+    python common_utils/evaluation/eval_with_any_backbone.py -n Restormer -w weights.pth \\
+        (--image photo.jpg | --set DIR) --output DIR [--fast-eval] [--tile 512]
+
+``--set`` (alias ``--image-set``, as in the official script) enhances every image in a folder.
+Any size works: inputs are padded to the network's size multiple and cropped back (or run in
+overlapping tiles with ``--tile``). ``.npy`` arrays (HWC, uint8 or float) are read as RGB like
+the official SMID loader reads them. Each output is a PNG named after its input
+(``photo.jpg`` -> ``photo.png``). Weights load as in ``eval.py`` (plain or wrapped state dicts,
+this framework's checkpoints, the official ``<prefix>_<Net>.pth`` form).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# see eval.py: the script's own folder must not shadow packages named like its modules
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from torch.utils.data import Dataset  # noqa: E402
+
+from common_utils.cli import run_cli  # noqa: E402
+from common_utils.evaluation.eval import (build_protocol, load_network, parse_network_args,  # noqa: E402
+                                          select_device)
+from common_utils.evaluation.evaluator import evaluate  # noqa: E402
+from data.image_io import is_image_file, list_images, read_image  # noqa: E402
+from data.loaders import eval_loader  # noqa: E402
+from data.paths import resolve_path  # noqa: E402
+from data.transforms import to_tensor_chw  # noqa: E402
+from models import list_networks  # noqa: E402
+from models.registry import UserError  # noqa: E402
+
+
+class ImageFiles(Dataset):
+    """Input images given as a list of files: dicts ``lq`` and ``name`` (the file name without extension)."""
+
+    def __init__(self, files: list[Path]) -> None:
+        dup = [n for n, c in Counter(f.stem for f in files).items() if c > 1]
+        if dup:
+            raise UserError(f"several inputs would be written to the same PNG: {', '.join(sorted(dup)[:5])} "
+                            f"(files that differ only in their extension)")
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        f = self.files[index]
+        return {"lq": to_tensor_chw(read_image(f)), "name": f.stem}
+
+
+def input_files(image: str | None, folder: str | None) -> list[Path]:
+    """The files to enhance: one image or every image in a folder (sorted)."""
+    if image:
+        f = Path(resolve_path(image))
+        if not f.is_file():
+            raise UserError(f"input image not found: {f}")
+        if not is_image_file(f):
+            raise UserError(f"{f} is not an image type this tool reads (png, jpg, bmp, tif, webp, npy)")
+        return [f]
+    return list_images(Path(resolve_path(folder)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--network", required=True, help=f"network name ({', '.join(list_networks())})")
+    p.add_argument("-w", "--weight", "--weights", dest="weight", required=True, help="checkpoint file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-i", "--image", default=None, help="one input image (or .npy array)")
+    src.add_argument("-s", "--set", "--image-set", dest="set", default=None, help="folder of input images")
+    p.add_argument("-o", "--output", "--output-dir", dest="output", required=True, help="output folder")
+    p.add_argument("-f", "--fast-eval", action="store_true", help="autocast inference (fp16 on CUDA)")
+    p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size")
+    p.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    p.add_argument("--network-args", default=None, help="JSON object of network constructor arguments")
+    p.add_argument("--ema", action="store_true", help="use the EMA/teacher weights of the checkpoint")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    return p
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    """Enhance the inputs; return the written files."""
+    device = select_device(args.device)
+    files = input_files(args.image, args.set)
+    dataset = ImageFiles(files)
+    net, info = load_network(args.network, args.weight, parse_network_args(args.network_args), args.ema, device)
+    protocol = build_protocol("paper", fast=args.fast_eval, tile=args.tile, tile_overlap=args.tile_overlap,
+                              lpips=False, device=device)
+    out_dir = Path(resolve_path(args.output))
+    res = evaluate(net, eval_loader(dataset), device, protocol, save_dir=out_dir)
+    written = [out_dir / f"{r['name']}.png" for r in res.rows]
+    summary = res.summary()
+    timing = f", {summary['latency_ms']:.1f} ms/image" if summary.get("latency_ms") is not None else ""
+    print(f"{info['network']}: enhanced {len(written)} image(s) into {out_dir}{timing}", flush=True)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""SSLL: the Mean-Teacher trainer with CutMix and the PICo loss (spec ssll.md §2-§5).
+
+One run has two phases. Before ``ssll.semi_start_epoch`` it trains the student on paired data
+exactly like the supervised baseline (the EMA teacher is maintained all along). From that epoch
+on, every iteration also mixes paired low-light content into an unpaired batch with CutMix and
+adds, on the unpaired region, the consistency and contrastive terms scaled by the ramp w(e):
+
+    L = L_sup(y_p, g) + lambda_p PICo(y_p; g, teacher(x_p))
+        + w(e) [ L_con(y_c, teacher(x_c); M_u) + lambda_u PICo(y_c; teacher(x_c), BA(x_c); M_u) ]
+
+with y = clamp(student(x), 0, 1), BA(x_c) = x_c * mean(teacher(x_c)) / mean(x_c) and
+w(e) = semi_weight * exp(-5 (1 - min(e, R)/R)^2). The paired region of the mixed image gets no
+loss (as in the released configs); it only gives context.
+
+A semi-supervised run can also start from a supervised run's checkpoint: ``--resume`` it (the
+epoch count, schedule and EMA continue, as the official recipe does) or set ``pretrained.path``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from core import TRAINERS
+from core.supervised import SupervisedTrainer, weighted_image_losses
+from data.cutmix import boxes_to_mask, curriculum_mean, cutmix, cutmix_rng, sample_boxes
+from losses import build_loss
+from models.registry import UserError
+
+
+def sigmoid_ramp(epoch: int, length: int, weight: float = 1.0) -> float:
+    """w(e) = weight * exp(-5 (1 - min(e, R)/R)^2) (Laine & Aila's sigmoid-shaped ramp-up)."""
+    if length <= 0:
+        return weight
+    phase = 1.0 - min(epoch, length) / length
+    return weight * math.exp(-5.0 * phase * phase)
+
+
+def brightness_adjust(x_c: torch.Tensor, teacher_out: torch.Tensor) -> torch.Tensor:
+    """BA(x_c) = x_c * mean(teacher output) / mean(x_c), means per image over C, H, W (no clamp)."""
+    num = teacher_out.flatten(1).mean(1)
+    den = x_c.flatten(1).mean(1).clamp_min(1e-8)
+    return x_c * (num / den).view(-1, 1, 1, 1)
+
+
+@TRAINERS.register("mean_teacher")
+class MeanTeacherTrainer(SupervisedTrainer):
+    """Student trained by gradients; teacher = EMA of the student (base trainer); see module docstring."""
+
+    def __init__(self, cfg, resume: str | None = None) -> None:
+        if cfg.train.ema_decay is None:
+            raise UserError("the mean_teacher trainer needs train.ema_decay (the teacher is the student's EMA)")
+        super().__init__(cfg, resume)
+        s = cfg.ssll
+        self.pico_p = build_loss("pico", gamma=s.gamma_p, margin=s.margin_p)
+        self.pico_u = build_loss("pico", gamma=s.gamma_u, margin=s.margin_u)
+        self.consistency = build_loss("masked_l1")
+
+    def build_losses(self) -> dict[str, torch.nn.Module]:
+        if self.cfg.ssll.official_lpips_range:
+            # reproduce the official training loss, whose LPIPS sees [0, 1] images
+            self.cfg = _with_lpips_range_bug(self.cfg)
+        return super().build_losses()
+
+    def build_data(self) -> None:
+        super().build_data()
+        s, d = self.cfg.ssll, self.cfg.data
+        self.semi_start_iter = None
+        if s.semi_start_epoch is not None:
+            if not d.unpaired.type:
+                raise UserError("ssll.semi_start_epoch is set but data.unpaired names no dataset")
+            self.unpaired_set = self._dataset(d.unpaired, crop=True)
+            self.semi_start_iter = (s.semi_start_epoch - 1) * self.iters_per_epoch
+        total_epochs = math.ceil(self.total_iters / self.iters_per_epoch)
+        self.curriculum_epochs = s.curriculum_epochs or self.cfg.scheduler.period_epochs or total_epochs
+
+    def start_streams(self) -> None:
+        super().start_streams()
+        self.unpaired_stream = None
+        if self.semi_start_iter is not None and self.iter < self.total_iters:
+            bs = self.cfg.data.unpaired.batch_size or self.cfg.data.paired.batch_size or self.cfg.data.batch_size
+            consumed = max(0, self.iter - self.semi_start_iter)
+            saved, self.iter = self.iter, consumed  # the unpaired stream counts semi-phase iterations only
+            try:
+                self.unpaired_stream = self.make_stream(self.unpaired_set, bs, seed_offset=7919)
+            finally:
+                self.iter = saved
+
+    def in_semi_phase(self) -> bool:
+        return self.semi_start_iter is not None and self.iter >= self.semi_start_iter
+
+    def next_batches(self) -> dict[str, Any]:
+        batch = next(self.paired_stream)
+        if self.in_semi_phase():
+            batch = {**batch, "unpaired": next(self.unpaired_stream)}
+        return batch
+
+    # ------------------------------------------------------------------ the step
+    def mix(self, x_p: torch.Tensor, x_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CutMix the paired batch into the unpaired one; return (x_c, M_p)."""
+        s = self.cfg.ssll
+        n = min(x_p.shape[0], x_u.shape[0])
+        x_p, x_u = x_p[:n], x_u[:n]
+        mean = curriculum_mean(self.epoch, s.semi_start_epoch, self.curriculum_epochs)
+        rng = cutmix_rng(self.cfg.seed, self.iter, self.dist.rank, unseeded=s.official_unseeded_cutmix)
+        boxes = sample_boxes(n, x_u.shape[2], x_u.shape[3], mean, rng, s.cutmix_sigma, s.cutmix_min, s.cutmix_max)
+        mask = boxes_to_mask(boxes, tuple(x_u.shape), x_u.device, x_u.dtype)
+        return cutmix(x_p, x_u, mask), mask
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if "unpaired" not in batch:
+            return super().train_step(batch)
+        s = self.cfg.ssll
+        student, teacher = self.wrapped["student"], self.teachers["teacher"]
+        x_p, g = self.to_input(batch["lq"]), batch["gt"]
+        x_c, m_p = self.mix(x_p, batch["unpaired"]["lq"])
+        x_c = self.to_input(x_c)
+        m_u = 1 - m_p
+        n_p = x_p.shape[0]
+        with torch.no_grad():
+            t_out = teacher(torch.cat([x_p, x_c])).clamp(0, 1).float()
+        t_p, t_c = t_out[:n_p], t_out[n_p:]
+        w = sigmoid_ramp(self.epoch, s.ramp_epochs, s.semi_weight)
+        if s.fused_student_forward:
+            y = student(torch.cat([x_p, x_c])).clamp(0, 1).float()
+            y_p, y_c = y[:n_p], y[n_p:]
+        else:
+            y_p = student(x_p).clamp(0, 1).float()
+        terms = weighted_image_losses(self.losses, self.loss_weights, y_p, g)
+        terms["pico_paired"] = s.lambda_p * self.pico_p(y_p, g, t_p)
+        if not s.fused_student_forward:  # two backward passes, as the official code does
+            self.backward(sum(terms.values()))
+            y_c = student(x_c).clamp(0, 1).float()
+        ba = brightness_adjust(x_c.float(), t_c)
+        mixed = {
+            "consistency": w * s.consistency_weight * self.consistency(y_c, t_c, m_u),
+            "pico_unpaired": w * s.lambda_u * self.pico_u(y_c, t_c, ba, m_u),
+        }
+        if s.fused_student_forward:
+            self.backward(sum(terms.values()) + sum(mixed.values()))
+        else:
+            self.backward(sum(mixed.values()))
+        return {**terms, **mixed}
+
+
+def _with_lpips_range_bug(cfg):
+    """A copy of ``cfg`` whose lpips losses feed [0, 1] images (the official SSLL behaviour)."""
+    from core.config import Config
+
+    data = cfg.to_dict()
+    for spec in data["losses"]:
+        if spec["name"] == "lpips":
+            spec.setdefault("args", {})["official_range_bug"] = True
+    return Config(data)
