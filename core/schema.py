@@ -118,7 +118,7 @@ BASE_SCHEMA: dict[str, Any] = {
         "compile": F(bool, False),
         "deterministic": F(bool, False),
         "max_nonfinite": F(int, 5),
-        "ema_decay": F(NUM, 0.99),
+        "ema_decay": F(NUM, 0.99, optional=True),
         "find_unused_parameters": F(bool, False),
         "sample_images": F(int, 4),
     },

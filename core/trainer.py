@@ -90,7 +90,7 @@ class BaseTrainer:
             self.log.info(f"run folder {self.exp_dir} | device {self.device} | world size {self.dist.world_size}")
             for name, net in self.networks.items():
                 n = sum(p.numel() for p in net.parameters())
-                self.log.info(f"{name}: {network_name(cfg.network.name)} with {n:,} parameters")
+                self.log.info(f"{name}: {type(net).__name__} with {n:,} parameters")
 
     # ------------------------------------------------------------------ set-up
     def _prepare_run_dir(self, resume: str | None) -> Path:
@@ -136,6 +136,10 @@ class BaseTrainer:
         if self.cfg.train.channels_last:
             net = net.to(memory_format=torch.channels_last)
         return net
+
+    def build_network_for(self, key: str) -> nn.Module:
+        """A fresh network for checkpoint entry ``key`` (all entries share one architecture by default)."""
+        return self.new_network()
 
     def build_networks(self) -> dict[str, nn.Module]:
         """The trained networks; default one ``student``."""
@@ -531,8 +535,8 @@ class BaseTrainer:
         best = self.ckpt_dir / "best.pth"
         if self.cfg.eval.checkpoint == "best" and best.exists():
             ck = safe_load(best)
-            return best, ck.get("best_network", "student")
-        return self.ckpt_dir / "last.pth", "teacher" if self.teachers else "student"
+            return best, ck.get("best_network", self.trained_networks[0])
+        return self.ckpt_dir / "last.pth", "teacher" if self.teachers else self.trained_networks[0]
 
     def close(self) -> None:
         self.log.close()
@@ -581,7 +585,7 @@ def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:
     ckpt = safe_load(ckpt_path)
     nets: dict[str, nn.Module] = {}
     for key, sd in ckpt["networks"].items():
-        net = trainer.new_network()
+        net = trainer.build_network_for(key)
         net.load_state_dict(sd, strict=True)
         nets[key] = net.eval()
     lpips_metric, reason = try_build_lpips() if cfg.eval.lpips else (None, "disabled in the config")

@@ -9,6 +9,7 @@ from typing import Any
 from models.registry import Registry
 
 _DATASET_MODULES = {
+    "haze_synthetic": "data.haze_datasets",
     "paired_folder": "data.datasets",
     "unpaired_folder": "data.datasets",
     "smid_npy": "data.public_datasets",

@@ -30,6 +30,10 @@ Quirks of the official code that are reproduced:
 * RtxICE-Net's ``J`` and ASMICE-Net's ``J`` are not clamped (the official code clamps only
   when saving images); ASMICE-Net's returned ``t`` is the unclamped sigmoid.
 
+Interfaces: ``forward(x)`` returns the dehazed image for both nets (the framework contract);
+``RtxICENet.inverse_illumination(x)`` gives ``lr_inv`` and ``RtxICENet.forward_maps(x)`` gives
+``(J, lr_inv)``; ``ASMICENet.forward_maps(x)`` gives ``(J, t, a)`` as the official ``ASM_Module``.
+
 ``dim`` is not an official argument (the official code hard-codes 64); it exists so that
 small test configurations can be built. The released checkpoint is one state dict of the
 official ``CombinedModel`` wrapper (keys ``asm_model.*`` and ``retinex_model.*``), which

@@ -1,0 +1,215 @@
+"""ICEML: semi-supervised dehazing with RtxICE-Net and ASMICE-Net (spec iceml.md §1, §4).
+
+One run, two stages:
+
+1. **Pre-training** (iterations ``[0, P)``) on synthetic pairs with known transmission and
+   airlight: RtxICE-Net learns J_ret = I * Rtx(I) (L1 to the clear image, optionally L1 of the
+   inverse illumination to clear/hazy), ASMICE-Net learns (t, a) and J_asm = (I - a)/max(t, 0.1) + a
+   (L1 to the clear image, the transmission and the broadcast airlight).
+2. **Inverse-consistency mutual learning** (iterations ``[P, end)``) on real unpaired hazy
+   images: both networks run on the same I; Rtx's clean estimate is re-hazed with ASM's t and a,
+   I_rec = J_ret t + a (1 - t), and must reproduce I; the two clean estimates agree in colour
+   (chromaticity); a saturation term keeps colours natural; optional dark-channel priors on t and
+   a; optional supervised synthetic batches as a safeguard (an addition, not in the paper).
+
+The paper does not give loss weights, schedules or the unlabelled set: the defaults in
+``core/schema.py`` (section ``iceml``) and ``config/iceml.yaml`` are a documented reconstruction.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from common_utils.checkpoint import load_network_weights, safe_load
+from core import TRAINERS
+from core.trainer import BaseTrainer
+from losses import build_loss
+from models import build_network
+from models.physics import dcp_estimate, haze_image
+from models.registry import UserError
+
+
+@TRAINERS.register("iceml")
+class ICEMLTrainer(BaseTrainer):
+    """Trains ``rtx`` (RtxICE-Net) and ``asm`` (ASMICE-Net) jointly; see the module docstring."""
+
+    trained_networks = ("rtx", "asm")
+
+    def build_network_for(self, key: str) -> nn.Module:
+        args = self.cfg.network.args.to_dict()
+        if key == "rtx":
+            net = build_network("RtxICE-Net", **args)
+        elif key == "asm":
+            net = build_network("ASMICE-Net", t_min=self.cfg.iceml.t_min, **args)
+        else:
+            raise KeyError(key)
+        return net.to(self.device)
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        if self.cfg.network.name.lower() not in ("rtxice-net", "asmice-net", "iceml"):
+            raise UserError("the iceml trainer trains RtxICE-Net and ASMICE-Net: set network.name to RtxICE-Net")
+        return {"rtx": self.build_network_for("rtx"), "asm": self.build_network_for("asm")}
+
+    def build_teachers(self) -> dict[str, nn.Module]:
+        return {}
+
+    def _load_pretrained(self) -> None:
+        """Start from released weights: the official CombinedModel checkpoint or a framework checkpoint."""
+        path = self.cfg.pretrained.path
+        if not path:
+            return
+        from data.paths import resolve_path
+
+        path = resolve_path(path)
+        ckpt = safe_load(path)
+        nets = ckpt.get("networks") if isinstance(ckpt, dict) else None
+        if nets is None:  # official CombinedModel state dict
+            from common_utils.checkpoint import extract_state_dict
+
+            sd = extract_state_dict(ckpt)
+            nets = {"rtx": {k[len("retinex_model."):]: v for k, v in sd.items() if k.startswith("retinex_model.")},
+                    "asm": {k[len("asm_model."):]: v for k, v in sd.items() if k.startswith("asm_model.")}}
+        load_network_weights(self.networks["rtx"], nets["rtx"], "RtxICE-Net", source=path)
+        load_network_weights(self.networks["asm"], nets["asm"], "ASMICE-Net", source=path)
+        self.log.info(f"initialised both networks from {path}")
+
+    def build_losses(self) -> dict[str, nn.Module]:
+        self.loss_weights = {}
+        return {
+            "l1": build_loss("l1"),
+            "chroma": build_loss("chromaticity"),
+            "saturation": build_loss("saturation", target=self.cfg.iceml.saturation_target),
+            "inverse": build_loss("inverse_consistency"),
+        }
+
+    def build_data(self) -> None:
+        d, c = self.cfg.data, self.cfg.iceml
+        if not d.paired.type:
+            raise UserError("config key 'data.paired' must name the synthetic pre-training set (haze_synthetic)")
+        self.paired_set = self._dataset(d.paired, crop=True)
+        from data.samplers import ResumableSampler
+
+        bs = d.paired.batch_size or d.batch_size
+        self.iters_per_epoch = ResumableSampler(len(self.paired_set), bs).iters_per_epoch
+        self.val_set = self._dataset(d.val, crop=False) if d.val.type else None
+        self.pretrain_iters = c.pretrain_iters if c.pretrain_iters is not None else (
+            (c.pretrain_epochs or 0) * self.iters_per_epoch)
+        self.unpaired_set = self._dataset(d.unpaired, crop=True) if d.unpaired.type else None
+        self.total_iters = self._total_iters()
+        if self.total_iters > self.pretrain_iters and self.unpaired_set is None:
+            raise UserError("the mutual-learning stage needs data.unpaired (real hazy images without ground truth)")
+
+    def lr_factor(self, step: int) -> float:
+        """Cosine within each stage: from 1 in pre-training, from mutual_lr / lr in mutual learning."""
+        s, c = self.cfg.scheduler, self.cfg.iceml
+        base = self.cfg.optim.lr
+        floor = s.eta_min / base if base > 0 else 0.0
+        p = self.pretrain_iters
+        if step < p:
+            start, pos = 1.0, step / max(p, 1)
+        else:
+            start, pos = c.mutual_lr / base, (step - p) / max(self.total_iters - p, 1)
+        if s.type == "constant":
+            return start
+        return floor + (start - floor) * 0.5 * (1 + math.cos(math.pi * min(pos, 1.0)))
+
+    def start_streams(self) -> None:
+        super().start_streams()
+        self.unpaired_stream = None
+        if self.unpaired_set is not None and self.iter < self.total_iters:
+            bs = self.cfg.data.unpaired.batch_size or self.cfg.data.batch_size
+            saved, self.iter = self.iter, max(0, self.iter - self.pretrain_iters)
+            try:
+                self.unpaired_stream = self.make_stream(self.unpaired_set, bs, seed_offset=104729)
+            finally:
+                self.iter = saved
+
+    @property
+    def stage(self) -> str:
+        return "pretrain" if self.iter < self.pretrain_iters else "mutual"
+
+    def next_batches(self) -> dict[str, Any]:
+        if self.stage == "pretrain":
+            return next(self.paired_stream)
+        batch = {"unpaired": next(self.unpaired_stream)}
+        if self.cfg.iceml.w_supervised > 0:
+            batch["paired"] = next(self.paired_stream)
+        return batch
+
+    # ------------------------------------------------------------------ losses
+    def supervised_terms(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Stage-1 losses on a synthetic batch (hazy, clear, trans, A)."""
+        c = self.cfg.iceml
+        hazy, clear = self.to_input(batch["lq"]), batch["gt"]
+        j_ret, lr_inv = _maps(self.wrapped["rtx"], hazy)
+        j_asm, t, a = _maps(self.wrapped["asm"], hazy)
+        terms = {"rtx_j": c.w_rtx_j * self.losses["l1"](j_ret, clear),
+                 "asm_j": c.w_asm_j * self.losses["l1"](j_asm, clear)}
+        if c.w_rtx_inv > 0:
+            target = (clear / (hazy + 1e-8)).clamp(max=c.inv_target_clamp)
+            terms["rtx_inv"] = c.w_rtx_inv * self.losses["l1"](lr_inv, target)
+        trans = batch["trans"]
+        known = torch.isfinite(trans)
+        if c.w_asm_t > 0 and bool(known.any()):
+            terms["asm_t"] = c.w_asm_t * (t - torch.nan_to_num(trans)).abs()[known].mean()
+        if c.w_asm_a > 0:
+            terms["asm_a"] = c.w_asm_a * self.losses["l1"](a, batch["A"].view(-1, 3, 1, 1).expand_as(a))
+        return terms
+
+    def mutual_terms(self, hazy: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stage-2 losses on real hazy images (no ground truth)."""
+        c = self.cfg.iceml
+        hazy = self.to_input(hazy)
+        j_ret, _ = _maps(self.wrapped["rtx"], hazy)
+        j_asm, t, a = _maps(self.wrapped["asm"], hazy)
+        rehazed = haze_image(j_ret, t, a, t_min=c.t_min)
+        terms = {"inverse": c.w_inverse * self.losses["inverse"](rehazed, hazy),
+                 "chroma": c.w_chroma * self.losses["chroma"](j_ret.clamp(0, 1), j_asm.clamp(0, 1))}
+        if c.w_mutual_l1 > 0:
+            terms["mutual_l1"] = c.w_mutual_l1 * self.losses["l1"](j_ret, j_asm)
+        if c.w_saturation > 0:
+            terms["saturation"] = c.w_saturation * (self.losses["saturation"](j_ret) + self.losses["saturation"](j_asm))
+        if c.w_dcp_t > 0 or c.w_dcp_a > 0:
+            with torch.no_grad():
+                a_dcp, t_dcp = dcp_estimate(hazy.float())
+            if c.w_dcp_t > 0:
+                terms["dcp_t"] = c.w_dcp_t * self.losses["l1"](t, t_dcp)
+            if c.w_dcp_a > 0:
+                terms["dcp_a"] = c.w_dcp_a * self.losses["l1"](a, a_dcp.expand_as(a))
+        return terms
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if "unpaired" not in batch:
+            terms = self.supervised_terms(batch)
+        else:
+            terms = self.mutual_terms(batch["unpaired"]["lq"])
+            if "paired" in batch:
+                sup = self.supervised_terms(batch["paired"])
+                terms.update({f"sup_{k}": self.cfg.iceml.w_supervised * v for k, v in sup.items()})
+        self.backward(sum(terms.values()))
+        return terms
+
+
+def _maps(net: nn.Module, x: torch.Tensor):
+    """``forward_maps`` through DDP / compile wrappers (DDP only hooks ``forward``)."""
+    inner = getattr(net, "module", net)
+    inner = getattr(inner, "_orig_mod", inner)
+    if inner is net:
+        return net.forward_maps(x)
+    return _MapsCall.apply_through(net, inner, x)
+
+
+class _MapsCall:
+    """Run ``forward_maps`` of a wrapped network via its ``forward`` so DDP sees the call."""
+
+    @staticmethod
+    def apply_through(wrapper: nn.Module, inner: nn.Module, x: torch.Tensor):
+        original = inner.forward
+        inner.forward = inner.forward_maps  # type: ignore[method-assign]
+        try:
+            return wrapper(x)
+        finally:
+            inner.forward = original  # type: ignore[method-assign]

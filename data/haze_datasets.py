@@ -1,0 +1,71 @@
+"""Synthetic hazy training pairs with transmission maps and atmospheric light (RESIDE ITS style).
+
+Layout: ``root/hazy``, ``root/clear``, ``root/trans``. A hazy file is named
+``<id>_<...>_<A>.<ext>`` (e.g. ITS ``1_1_0.90179.png``): its clear image is ``<id>.*`` and its
+transmission map is ``<all fields but the last>.*`` (ITS ``1_1.png``); A is the last field.
+Pairing is by these names, not by sorted position (raw ITS has 10 hazy images per clear one).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data import DATASETS
+from data.datasets import _AugmentMixin, _split_key
+from data.image_io import list_images, read_image
+from data.transforms import to_tensor_chw
+from models.registry import UserError
+
+
+@DATASETS.register("haze_synthetic")
+class SyntheticHazeDataset(_AugmentMixin, Dataset):
+    """Items: ``lq`` hazy, ``gt`` clear, ``trans`` (1, H, W), ``A`` (3,), ``name``.
+
+    Args:
+        root: folder holding ``hazy/``, ``clear/`` and (optionally) ``trans/``.
+        crop_size, flip: identical random crop/flips on hazy, clear and transmission.
+        require_trans: fail when a transmission map is missing (else t is not supervised: NaN map).
+    """
+
+    def __init__(self, root: str, crop_size: int | None = None, flip: bool = False, recursive: bool = True,
+                 require_trans: bool = False, repeat: int = 1) -> None:
+        base = Path(root)
+        hazy = list_images(base / "hazy", recursive)
+        clear = {f.stem: f for f in list_images(base / "clear", recursive)}
+        trans_dir = base / "trans"
+        trans = {f.stem: f for f in list_images(trans_dir, recursive)} if trans_dir.is_dir() else {}
+        self.items: list[tuple[Path, Path, Path | None, float]] = []
+        for f in hazy:
+            fields = f.stem.split("_")
+            try:
+                a = float(fields[-1])
+            except ValueError:
+                raise UserError(f"{f}: the hazy file name must end with _<A> (e.g. 1_1_0.90179.png)") from None
+            gt = clear.get(fields[0])
+            if gt is None:
+                raise UserError(f"{f}: no clear image '{fields[0]}.*' in {base / 'clear'}")
+            tr = trans.get("_".join(fields[:-1]))
+            if tr is None and require_trans:
+                raise UserError(f"{f}: no transmission map '{'_'.join(fields[:-1])}.*' in {trans_dir}")
+            self.items.append((f, gt, tr, a))
+        self.crop_size, self.flip, self.repeat = crop_size, flip, max(1, int(repeat))
+
+    def __len__(self) -> int:
+        return len(self.items) * self.repeat
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        index, seed = _split_key(key)
+        hazy_p, gt_p, tr_p, a = self.items[index % len(self.items)]
+        hazy, gt = read_image(hazy_p), read_image(gt_p)
+        if hazy.shape != gt.shape:
+            raise UserError(f"size mismatch: {hazy_p} vs {gt_p}")
+        tr = read_image(tr_p)[:, :, :1] if tr_p is not None else np.full(hazy.shape[:2] + (1,), np.nan, np.float32)
+        if tr.shape[:2] != hazy.shape[:2]:
+            raise UserError(f"size mismatch: {hazy_p} vs {tr_p}")
+        hazy, gt, tr = self._augment([hazy, gt, tr], seed)
+        return {"lq": to_tensor_chw(hazy), "gt": to_tensor_chw(gt), "trans": to_tensor_chw(tr),
+                "A": torch.full((3,), a, dtype=torch.float32), "name": hazy_p.stem}

@@ -1,0 +1,127 @@
+"""ICEML: dehazing losses on hand-made cases, the synthetic-haze dataset, both training stages."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import TRAINERS
+from core.config import load_config
+from data import build_dataset
+from data.image_io import write_image
+from losses import build_loss
+from losses.dehaze import chromaticity, saturation_map
+from models.physics import haze_image
+from tests.helpers import make_image, write_yaml
+
+
+def test_chromaticity_loss_ignores_brightness_and_sees_colour():
+    img = torch.rand(2, 3, 8, 8) * 0.5 + 0.1
+    loss = build_loss("chromaticity")
+    assert loss(img, 1.7 * img).item() == pytest.approx(0.0, abs=1e-6)  # same colour, brighter
+    tinted = img * torch.tensor([1.2, 1.0, 0.8]).view(1, 3, 1, 1)
+    expected = (chromaticity(img) - chromaticity(tinted)).abs().mean().item()
+    assert loss(img, tinted).item() == pytest.approx(expected, rel=1e-6) and expected > 0.01
+
+
+def test_saturation_loss_on_hand_made_pixels():
+    gray = torch.full((1, 3, 2, 2), 0.4)  # S = 0
+    red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)  # S = 1
+    half = torch.tensor([0.8, 0.4, 0.4]).view(1, 3, 1, 1).expand(1, 3, 2, 2)  # S = 0.5
+    loss = build_loss("saturation", target=0.5)
+    assert loss(gray).item() == pytest.approx(0.5)
+    assert loss(red).item() == pytest.approx(0.5)
+    assert loss(half).item() == pytest.approx(0.0, abs=1e-6)
+    assert saturation_map(half).mean().item() == pytest.approx(0.5)
+    assert build_loss("saturation", target=0.5, kind="l2")(gray).item() == pytest.approx(0.25)
+
+
+def test_inverse_consistency_is_zero_when_rehazing_reproduces_the_input():
+    J = torch.rand(1, 3, 8, 8)
+    t = torch.rand(1, 1, 8, 8) * 0.8 + 0.15
+    a = torch.full((1, 3, 8, 8), 0.85)
+    hazy = haze_image(J, t, a)
+    loss = build_loss("inverse_consistency")
+    assert loss(haze_image(J, t, a), hazy).item() == pytest.approx(0.0, abs=1e-12)
+    assert loss(haze_image(J * 0.5, t, a), hazy).item() == pytest.approx(
+        ((J * 0.5 - J) * t).pow(2).mean().item(), rel=1e-5)
+
+
+def _haze_data(root: Path, n: int = 6, size: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        clear = make_image(size, 50 + i)
+        t = np.linspace(0.9, 0.3, size, dtype=np.float32)[:, None].repeat(size, 1)
+        a = round(float(rng.uniform(0.75, 0.95)), 5)
+        hazy = clear * t[..., None] + a * (1 - t[..., None])
+        write_image(root / "train" / "clear" / f"{i}.png", clear)
+        write_image(root / "train" / "hazy" / f"{i}_1_{a:.5f}.png", hazy)
+        write_image(root / "train" / "trans" / f"{i}_1.png", np.repeat(t[..., None], 3, 2))
+        write_image(root / "unpaired" / f"u{i}.png", hazy[::-1].copy())
+    return root
+
+
+def test_synthetic_haze_dataset_pairs_by_id_and_reads_a_from_the_name(tmp_path):
+    root = _haze_data(tmp_path)
+    ds = build_dataset("haze_synthetic", root=str(root / "train"), crop_size=32, flip=True)
+    assert len(ds) == 6
+    item = ds[(2, 123)]
+    assert item["lq"].shape == (3, 32, 32) and item["trans"].shape == (1, 32, 32)
+    a = float(ds.items[2][3])
+    assert torch.allclose(item["A"], torch.full((3,), a))
+    # the crop is identical on all three: hazy = clear * t + A (1 - t) up to 8-bit rounding
+    rebuilt = item["gt"] * item["trans"] + a * (1 - item["trans"])
+    assert (rebuilt - item["lq"]).abs().max() < 3 / 255
+
+
+def _iceml_cfg(tmp_path: Path, iters: int, pretrain: int) -> Path:
+    root = _haze_data(tmp_path / "haze")
+    cfg = {
+        "name": "iceml_tiny", "seed": 1, "trainer": "iceml", "device": "cpu",
+        "output_root": str(tmp_path / "exp"),
+        "network": {"name": "RtxICE-Net", "args": {"dim": 16}},
+        "data": {"num_workers": 0, "pin_memory": False, "batch_size": 2,
+                 "paired": {"type": "haze_synthetic", "args": {"root": str(root / "train"), "crop_size": 32}},
+                 "unpaired": {"type": "unpaired_folder", "args": {"root": str(root / "unpaired"), "crop_size": 32}}},
+        "optim": {"type": "adam", "lr": 1e-3},
+        "train": {"iters": iters, "ema_decay": None, "log_every": 2, "save_every": 2},
+        "iceml": {"pretrain_iters": pretrain, "w_dcp_t": 0.1, "w_dcp_a": 0.1, "w_supervised": 0.5,
+                  "w_rtx_inv": 0.1},
+        "eval": {"after_train": False},
+    }
+    return write_yaml(tmp_path / "iceml.yaml", cfg)
+
+
+def test_both_iceml_stages_run_and_train_both_networks(tmp_path):
+    tr = TRAINERS.get("iceml")(load_config(_iceml_cfg(tmp_path, iters=6, pretrain=3)))
+    before = {k: [p.detach().clone() for p in n.parameters()] for k, n in tr.networks.items()}
+    tr.start_streams()
+    stages = []
+    seen_terms = []
+    for _ in range(6):
+        stages.append(tr.stage)
+        batch = tr.next_batches()
+        tr.optimizer.zero_grad(set_to_none=True)
+        terms = tr.train_step(batch)
+        seen_terms.append(set(terms))
+        assert all(torch.isfinite(v) for v in terms.values())
+        tr.optimizer.step()
+        tr.iter += 1
+    assert stages == ["pretrain"] * 3 + ["mutual"] * 3
+    assert {"rtx_j", "asm_j", "asm_t", "asm_a", "rtx_inv"} <= seen_terms[0]
+    assert {"inverse", "chroma", "saturation", "dcp_t", "dcp_a", "sup_rtx_j"} <= seen_terms[-1]
+    for k, net in tr.networks.items():
+        changed = [not torch.equal(p, q) for p, q in zip(net.parameters(), before[k])]
+        assert any(changed), k
+    tr.close()
+
+
+def test_iceml_learning_rate_switches_at_the_stage_boundary(tmp_path):
+    tr = TRAINERS.get("iceml")(load_config(_iceml_cfg(tmp_path, iters=10, pretrain=4),
+                                           ["iceml.mutual_lr=1e-4", "scheduler.eta_min=0"]))
+    assert tr.lr_factor(0) == pytest.approx(1.0)
+    assert tr.lr_factor(4) == pytest.approx(0.1)  # mutual_lr / lr at the start of stage 2
+    assert tr.lr_factor(9) < tr.lr_factor(5)
+    tr.close()

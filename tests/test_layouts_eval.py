@@ -1,0 +1,341 @@
+"""Public-dataset layouts and the evaluation entry points on tiny fake dataset trees.
+
+Every fake pair has GT = 2 * low (8-bit, no clipping needed), so the pairing can be checked pixel
+by pixel, and an identity network (a UNet whose output convolution is zero) gives a known PSNR
+per image.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from common_utils.evaluation import eval as eval_cli
+from common_utils.evaluation import eval_with_any_backbone
+from common_utils.inference import forward_tiled
+from common_utils.metrics import psnr
+from data.image_io import read_image, write_image
+from data.layouts import ALL_LOWLIGHT, DatasetMissing, open_layout
+from models import build_network
+from models.manifest import load_manifest
+from models.registry import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMID_SCENES = {"0007": "0001", "0009": "0066"}  # two scenes of the official frame map
+
+
+def _low(rng: np.random.Generator, h: int = 24, w: int = 32, const: int | None = None) -> np.ndarray:
+    if const is not None:
+        return np.full((h, w, 3), const, np.uint8)
+    return rng.integers(0, 128, size=(h, w, 3), dtype=np.uint8)
+
+
+def _write(path: Path, arr: np.ndarray) -> None:
+    if path.suffix == ".npy":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, arr)
+    else:
+        write_image(path, arr.astype(np.float32) / 255.0)
+
+
+def _pair(lq_path: Path, gt_path: Path, rng: np.random.Generator, const: int | None = None) -> None:
+    low = _low(rng, const=const)
+    _write(lq_path, low)
+    _write(gt_path, np.clip(low.astype(np.int32) * 2, 0, 255).astype(np.uint8))
+
+
+def make_lowlight_root(root: Path, seed: int = 0) -> Path:
+    """The five low-light test sets in the layouts the official evaluation uses (2 pairs each)."""
+    rng = np.random.default_rng(seed)
+    for i in (1, 2):  # LOLv2, original release layout
+        _pair(root / f"LOLv2/Real_captured/Test/Low/low{i:05d}.png",
+              root / f"LOLv2/Real_captured/Test/Normal/normal{i:05d}.png", rng)
+    for n in ("00001", "10002"):  # SID, official evaluation layout (low/teacher)
+        _pair(root / f"SID/low/teacher/{n}.png", root / f"SID/normal/{n}.png", rng)
+    for n in ("MVI_0932_0", "pair22_0"):
+        _pair(root / f"SDSD/low/{n}.png", root / f"SDSD/normal/{n}.png", rng)
+    (root / "SMID").mkdir(parents=True, exist_ok=True)
+    (root / "SMID/test_list.txt").write_text("".join(f"{s}\n" for s in SMID_SCENES))
+    for scene, frame in SMID_SCENES.items():
+        _pair(root / f"SMID/low_np/{scene}/{frame}.npy", root / f"SMID/high_np/{scene}/{scene}.npy", rng)
+        _write(root / f"SMID/low_np/{scene}/9999.npy", _low(rng))  # another frame: must not be used
+    for n in ("1", "2"):
+        _pair(root / f"LSRW/Huawei/test/low/{n}.png", root / f"LSRW/Huawei/test/high/{n}.png", rng)
+    return root
+
+
+def _check_pairs(ds, tol: float = 1e-6, green_quirk: bool = False) -> None:
+    assert len(ds) > 0
+    for i in range(len(ds)):
+        item = ds[i]
+        lq = item["lq"].clone()
+        if green_quirk:
+            lq[1] *= 1.5
+        assert torch.allclose((lq * 2).clamp(0, 1), item["gt"], atol=tol), item["name"]
+
+
+@pytest.fixture(scope="module")
+def lowlight_root(tmp_path_factory) -> Path:
+    return make_lowlight_root(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def identity_ckpt(tmp_path_factory) -> Path:
+    """A width-4 UNet whose output is its input (zero output convolution)."""
+    torch.manual_seed(0)
+    net = build_network("UNet", width=4)
+    with torch.no_grad():
+        net.outc.conv.weight.zero_()
+        net.outc.conv.bias.zero_()
+    path = tmp_path_factory.mktemp("ckpt") / "unet_identity.pth"
+    torch.save({"params": net.state_dict()}, path)
+    return path
+
+
+def _expected_psnr(root: Path, name: str, dataset: str, green_quirk: bool = True) -> float:
+    ds = open_layout(dataset, str(root), smid_green_quirk=green_quirk)
+    item = next(ds[i] for i in range(len(ds)) if ds[i]["name"] == name)
+    return float(psnr(item["lq"][None].clamp(0, 1), item["gt"][None])[0])
+
+
+# ------------------------------------------------------------------------------------------------ layouts
+def test_lowlight_layouts_pair_right(lowlight_root):
+    for name in ALL_LOWLIGHT:
+        ds = open_layout(name, str(lowlight_root))
+        assert len(ds) == 2, name
+        _check_pairs(ds, green_quirk=name == "SMID")
+
+
+def test_smid_fixed_frames_and_green_quirk(lowlight_root):
+    ds = open_layout("SMID", str(lowlight_root))
+    assert [ds[i]["name"] for i in range(len(ds))] == ["0007_0001", "0009_0066"]
+    raw = open_layout("SMID", str(lowlight_root), smid_green_quirk=False)
+    a, b = ds[0]["lq"], raw[0]["lq"]
+    assert torch.allclose(a[1] * 1.5, b[1], atol=1e-6) and torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
+    _check_pairs(raw)
+
+
+def test_smid_errors(tmp_path):
+    root = make_lowlight_root(tmp_path)
+    (root / "SMID/test_list.txt").write_text("0007\n0008\n")  # 0008 has no official frame
+    with pytest.raises(UserError, match="0008.*smid_test_frames"):
+        open_layout("SMID", str(root))
+    (root / "SMID/test_list.txt").write_text("0007\n0009\n")
+    (root / "SMID/low_np/0009/0066.npy").unlink()
+    with pytest.raises(DatasetMissing, match="0066.npy"):
+        open_layout("SMID", str(root))
+    shutil.rmtree(root / "SMID")
+    with pytest.raises(DatasetMissing, match="test_list.txt"):
+        open_layout("SMID", str(root))
+
+
+def test_lolv2_official_eval_layout_and_aliases(tmp_path):
+    rng = np.random.default_rng(1)
+    for i in (1, 2, 3):
+        _pair(tmp_path / f"LOLv2/low/teacher/{i}.png", tmp_path / f"LOLv2/normal/{i}.png", rng)
+        _write(tmp_path / f"LOLv2/low/student/{i}.png", _low(rng))  # the unpaired copy; not evaluated
+    ds = open_layout("LOLv2-Real", str(tmp_path))
+    assert len(ds) == 3 and "teacher" in str(ds.lq_dir)
+    _check_pairs(ds)
+    shutil.rmtree(tmp_path / "LOLv2/low/student")
+    (tmp_path / "LOLv2/low/teacher").rename(tmp_path / "LOLv2/low/x")  # recursive low/ without teacher/
+    _check_pairs(open_layout("LOLv2", str(tmp_path)))
+    for i in (1, 2):
+        _pair(tmp_path / f"LOLv2/Synthetic/Test/Low/r{i}.png", tmp_path / f"LOLv2/Synthetic/Test/Normal/r{i}.png", rng)
+    _check_pairs(open_layout("LOLv2-Synthetic", str(tmp_path)))
+
+
+def test_lsrw_alternative_folder_and_count_mismatch(tmp_path):
+    rng = np.random.default_rng(2)
+    for n in ("1", "2"):
+        _pair(tmp_path / f"LSRW-Huawei/test/low/{n}.png", tmp_path / f"LSRW-Huawei/test/high/{n}.png", rng)
+    _check_pairs(open_layout("LSRW-Huawei", str(tmp_path)))
+    _write(tmp_path / "LSRW-Huawei/test/low/3.png", _low(rng))
+    with pytest.raises(UserError) as err:
+        open_layout("LSRW-Huawei", str(tmp_path))
+    msg = str(err.value)
+    assert "LSRW-Huawei/test/low" in msg and "LSRW-Huawei/test/high" in msg and "3" in msg and "2" in msg
+
+
+def test_missing_dataset_lists_expected_paths(tmp_path):
+    with pytest.raises(DatasetMissing) as err:
+        open_layout("LSRW-Huawei", str(tmp_path))
+    assert str(tmp_path / "LSRW/Huawei/test/low") in str(err.value)
+    assert str(tmp_path / "LSRW-Huawei/test/high") in str(err.value)
+    (tmp_path / "SID/low/teacher").mkdir(parents=True)
+    _write(tmp_path / "SID/low/teacher/1.png", _low(np.random.default_rng(0)))
+    with pytest.raises(DatasetMissing, match="incomplete"):
+        open_layout("SID", str(tmp_path))
+
+
+def test_sdsd_official_list(tmp_path):
+    from data.public_datasets import official_lists
+
+    names = official_lists()["sdsd_test_list"]
+    assert len(names) == 52
+    tiny = np.zeros((4, 4, 3), np.uint8)
+    for n in names + ["extra_0.png"]:
+        _write(tmp_path / "SDSD/low" / n, tiny)
+        _write(tmp_path / "SDSD/normal" / n, tiny)
+    assert len(open_layout("SDSD", str(tmp_path))) == 53
+    listed = open_layout("SDSD", str(tmp_path), sdsd_official_list=True)
+    assert len(listed) == 52 and {p[0].name for p in listed.pairs} == set(names)
+
+
+def test_dehazing_layouts(tmp_path):
+    rng = np.random.default_rng(3)
+    # SOTS indoor: several hazy images per GT, paired by the id prefix
+    for gid, v in (("1400", 40), ("1401", 90)):
+        _pair(tmp_path / f"SOTS/indoor/hazy/{gid}_1.png", tmp_path / f"SOTS/indoor/gt/{gid}.png", rng, const=v)
+        _write(tmp_path / f"SOTS/indoor/hazy/{gid}_2.png", _low(rng, const=v))
+    ds = open_layout("SOTS-indoor", str(tmp_path))
+    assert len(ds) == 4
+    _check_pairs(ds)
+    # SOTS outdoor: {id}_{A}_{beta}.jpg with gt/{id}.png (constant colours survive JPEG)
+    for gid, v in (("0001", 30), ("0066", 100)):
+        _write(tmp_path / f"SOTS/outdoor/hazy/{gid}_0.8_0.2.jpg", _low(rng, const=v))
+        _write(tmp_path / f"SOTS/outdoor/hazy/{gid}_1_0.08.jpg", _low(rng, const=v))
+        _write(tmp_path / f"SOTS/outdoor/gt/{gid}.png", _low(rng, const=2 * v))
+    ds = open_layout("SOTS-outdoor", str(tmp_path))
+    assert len(ds) == 4
+    _check_pairs(ds, tol=3 / 255)
+    # RICE-I (RICE1/cloud + label), O-HAZE / I-HAZE / Dense-Haze flat, NH-HAZE hazy/ + GT/
+    for n in ("0", "1"):
+        _pair(tmp_path / f"RICE1/cloud/{n}.png", tmp_path / f"RICE1/label/{n}.png", rng)
+    _check_pairs(open_layout("RICE-I", str(tmp_path)))
+    for i, v in ((1, 20), (2, 60), (10, 110)):
+        _pair(tmp_path / f"O-HAZE/{i:02d}_outdoor_hazy.jpg", tmp_path / f"O-HAZE/{i:02d}_outdoor_GT.jpg", rng, const=v)
+        _pair(tmp_path / f"I-HAZE/{i:02d}_indoor_hazy.jpg", tmp_path / f"I-HAZE/{i:02d}_indoor_GT.jpg", rng, const=v)
+        _pair(tmp_path / f"Dense-Haze/{i:02d}_hazy.png", tmp_path / f"Dense-Haze/{i:02d}_GT.png", rng)
+        _pair(tmp_path / f"NH-HAZE/hazy/{i:02d}_hazy.png", tmp_path / f"NH-HAZE/GT/{i:02d}_GT.png", rng)
+    for name, tol in (("O-HAZE", 3 / 255), ("I-HAZE", 3 / 255), ("Dense-Haze", 1e-6), ("NH-HAZE", 1e-6)):
+        ds = open_layout(name, str(tmp_path))
+        assert len(ds) == 3, name
+        _check_pairs(ds, tol=tol)
+    # the ICEML paired-test layout: <set>/Hazy + <set>/GT, and any folder given by path
+    for n in ("a", "b"):
+        _pair(tmp_path / f"RICE-I/Hazy/{n}.png", tmp_path / f"RICE-I/GT/{n}.png", rng)
+        _pair(tmp_path / f"mine/Hazy/{n}.png", tmp_path / f"mine/GT/{n}.png", rng)
+    shutil.rmtree(tmp_path / "RICE1")
+    _check_pairs(open_layout("RICE-I", str(tmp_path)))
+    _check_pairs(open_layout(str(tmp_path / "mine")))
+
+
+def test_nyuhaze_layout(tmp_path):
+    rng = np.random.default_rng(4)
+    _pair(tmp_path / "nyuhaze500/hazy/1400_3.png", tmp_path / "nyuhaze500/gt/1400.png", rng, const=50)
+    _check_pairs(open_layout("SOTS-indoor", str(tmp_path)))
+
+
+# ------------------------------------------------------------------------------------------------ eval.py
+def _eval_args(root: Path, ckpt: Path, out: Path, *extra: str) -> list[str]:
+    return ["-n", "UNet", "-w", str(ckpt), "-d", "all", "--data-root", str(root), "--out", str(out),
+            "--network-args", '{"width": 4}', "--device", "cpu", "--workers", "0", "--no-lpips", *extra]
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    with path.open() as fh:
+        return {r["name"]: r for r in csv.DictReader(fh)}
+
+
+def test_eval_all_in_process(lowlight_root, identity_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert eval_cli.main(_eval_args(lowlight_root, identity_ckpt, out, "-s")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [k for k in summary if not k.startswith("_")] == list(ALL_LOWLIGHT)
+    assert summary["_protocol"]["smid_green_quirk"] is True
+    for name in ALL_LOWLIGHT:
+        assert summary[name]["images"] == 2
+        rows = _rows(out / name / "per_image.csv")
+        assert "Average" in rows
+        for img, row in rows.items():
+            if img == "Average":
+                continue
+            assert float(row["psnr"]) == pytest.approx(_expected_psnr(lowlight_root, img, name), abs=1e-4)
+            assert (out / name / "images" / f"{img}.png").is_file()
+    assert sorted(p.name for p in (out / "SMID/images").iterdir()) == ["0007_0001.png", "0009_0066.png"]
+    assert "| LOLv2 | UNet | 2 |" in (out / "summary.md").read_text()
+    assert "| SMID |" in capsys.readouterr().out
+
+
+def test_eval_missing_dataset_and_no_quirk(lowlight_root, identity_ckpt, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(lowlight_root, root)
+    shutil.rmtree(root / "SDSD")
+    out = tmp_path / "out"
+    assert eval_cli.main(_eval_args(root, identity_ckpt, out, "--no-smid-green-quirk")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "SDSD/low" in summary["SDSD"]["missing"] and not (out / "SDSD").exists()
+    assert all(summary[n]["images"] == 2 for n in ALL_LOWLIGHT if n != "SDSD")
+    assert "missing" in (out / "summary.md").read_text()
+    rows = _rows(out / "SMID/per_image.csv")
+    want = _expected_psnr(root, "0007_0001", "SMID", green_quirk=False)
+    assert float(rows["0007_0001"]["psnr"]) == pytest.approx(want, abs=1e-4)
+    assert want != pytest.approx(_expected_psnr(root, "0007_0001", "SMID", green_quirk=True), abs=1e-2)
+
+
+def test_eval_subprocess_without_pythonpath(lowlight_root, identity_ckpt, tmp_path):
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, str(ROOT / "common_utils/evaluation/eval.py"),
+                           *_eval_args(lowlight_root, identity_ckpt, out, "-d", "SMID,LOLv2")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [k for k in summary if not k.startswith("_")] == ["SMID", "LOLv2"]
+
+
+def test_eval_wrong_network_checkpoint(lowlight_root, tmp_path, capsys):
+    fake = {k: torch.zeros(1) for k in load_manifest("Restormer").shapes}
+    ckpt = tmp_path / "restormer.pth"
+    torch.save(fake, ckpt)
+    assert eval_cli.main(_eval_args(lowlight_root, ckpt, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Restormer" in err and "Traceback" not in err
+
+
+def test_official_prefix_checkpoint_form(identity_ckpt, tmp_path):
+    sd = torch.load(identity_ckpt, weights_only=True)["params"]
+    torch.save(sd, tmp_path / "LOLv2_psnr_UNet.pth")
+    torch.save(sd, tmp_path / "LOLv2_psnr_UNet_ema.pth")
+    assert eval_cli.resolve_weight(str(tmp_path / "LOLv2_psnr"), "UNet").name == "LOLv2_psnr_UNet.pth"
+    assert eval_cli.resolve_weight(str(tmp_path / "LOLv2_psnr"), "UNet", ema=True).name == "LOLv2_psnr_UNet_ema.pth"
+    net, info = eval_cli.load_network("UNet", str(tmp_path / "LOLv2_psnr"), {"width": 4})
+    assert info["weight"].endswith("LOLv2_psnr_UNet.pth")
+    with pytest.raises(UserError, match="not found"):
+        eval_cli.resolve_weight(str(tmp_path / "nothing"), "UNet")
+
+
+def test_eval_with_any_backbone(identity_ckpt, tmp_path):
+    rng = np.random.default_rng(5)
+    src = tmp_path / "in"
+    _write(src / "a.png", _low(rng, 19, 23))
+    _write(src / "b.npy", _low(rng, 17, 30))
+    args = ["-n", "UNet", "-w", str(identity_ckpt), "--network-args", '{"width": 4}', "--device", "cpu"]
+    assert eval_with_any_backbone.main([*args, "--set", str(src), "--output", str(tmp_path / "o1")]) == 0
+    assert sorted(p.name for p in (tmp_path / "o1").iterdir()) == ["a.png", "b.png"]
+    assert read_image(tmp_path / "o1/b.png").shape == (17, 30, 3)
+    assert eval_with_any_backbone.main([*args, "--image", str(src / "a.png"), "--output", str(tmp_path / "o2"),
+                                        "--tile", "16", "--tile-overlap", "4"]) == 0
+    assert np.allclose(read_image(tmp_path / "o2/a.png"), read_image(src / "a.png"), atol=1 / 255)
+
+
+# ------------------------------------------------------------------------------------------------ tiling
+def test_tiled_equals_untiled_within_receptive_field():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)).eval()
+    x = torch.rand(1, 3, 64, 80)
+    with torch.no_grad():
+        full = net(x)
+        tiled = forward_tiled(net, x, tile=32, overlap=8)
+    assert tiled.shape == full.shape
+    assert (tiled - full).abs().max().item() < 1e-5

@@ -1,0 +1,167 @@
+"""End-to-end training on tiny generated data: outputs, exact resume, and the ``run.py`` command line."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import TRAINERS
+from core.config import load_config
+from data.paths import REPO_ROOT
+from tests.helpers import tiny_config, write_yaml
+
+ITERS = 8
+
+
+def _load(tmp_path: Path, name: str, num_workers: int = 0, **overrides):
+    cfg = tiny_config(tmp_path, name=name, iters=ITERS, num_workers=num_workers)
+    return load_config(write_yaml(tmp_path / f"{name}.yaml", cfg), [f"{k}={v}" for k, v in overrides.items()])
+
+
+def _train(cfg, resume: str | None = None):
+    trainer = TRAINERS.get("supervised")(cfg, resume=resume)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    return trainer
+
+
+def _states_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory):
+    """One uninterrupted 8-iteration run (num_workers=0), shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("train")
+    trainer = _train(_load(tmp, "run_a"))
+    return tmp, trainer
+
+
+def test_run_writes_checkpoints_and_logs(run_a):
+    tmp, trainer = run_a
+    exp = tmp / "experiments" / "run_a"
+    ck = exp / "checkpoints"
+    assert trainer.iter == ITERS
+    for name in ("last.pth", "best.pth", "best_student.pth", "best_teacher.pth"):
+        assert (ck / name).is_file(), name
+    # save_every=2, keep_last=10: every second iteration kept
+    assert sorted(p.name for p in ck.glob("iter_*.pth")) == [f"iter_{i:08d}.pth" for i in (2, 4, 6, 8)]
+    assert not list(ck.glob("*.tmp")) and not list(ck.glob(".*.tmp"))
+    log = (exp / "logs" / "train.log").read_text()
+    assert "validation @ 4" in log and "validation @ 8" in log and f"training finished at iteration {ITERS}" in log
+    assert (exp / "config.yaml").is_file()
+    last = torch.load(ck / "last.pth", weights_only=True)
+    assert last["format"] == "ssir-train-v1" and last["iter"] == ITERS
+    assert set(last["networks"]) == {"student", "teacher"}
+    assert _states_equal(last["networks"]["student"], trainer.networks["student"].state_dict())
+    assert _states_equal(last["networks"]["teacher"], trainer.teachers["teacher"].state_dict())
+    # the teacher is an EMA, not a copy of the student
+    assert not _states_equal(last["networks"]["student"], last["networks"]["teacher"])
+    best = torch.load(ck / "best.pth", weights_only=True)
+    assert best["best_network"] in ("student", "teacher")
+    assert best["iter"] == trainer.best[best["best_network"]]["iter"]
+    assert last["best"]["student"]["psnr"] == pytest.approx(trainer.best["student"]["psnr"])
+    # cosine schedule by iteration reaches eta_min at the end
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+
+
+def _check_exact_resume(tmp: Path, full, num_workers: int, src_ckpt: Path) -> None:
+    cfg = _load(tmp, f"resumed_nw{num_workers}", num_workers=num_workers)
+    ck = torch.load(src_ckpt, weights_only=True)
+    assert ck["iter"] == 4
+    # not vacuous: iterations 5-8 do change both networks
+    assert not _states_equal(ck["networks"]["student"], full.networks["student"].state_dict())
+    assert not _states_equal(ck["networks"]["teacher"], full.teachers["teacher"].state_dict())
+    resumed = TRAINERS.get("supervised")(cfg, resume=str(src_ckpt))
+    assert resumed.iter == 4
+    try:
+        resumed.train()
+    finally:
+        resumed.close()
+    assert resumed.iter == ITERS
+    assert _states_equal(resumed.networks["student"].state_dict(), full.networks["student"].state_dict())
+    assert _states_equal(resumed.teachers["teacher"].state_dict(), full.teachers["teacher"].state_dict())
+    opt_a, opt_b = full.optimizer.state_dict(), resumed.optimizer.state_dict()
+    for pid, st in opt_a["state"].items():
+        assert torch.equal(st["exp_avg"], opt_b["state"][pid]["exp_avg"])
+        assert torch.equal(st["exp_avg_sq"], opt_b["state"][pid]["exp_avg_sq"])
+    assert opt_a["param_groups"][0]["lr"] == opt_b["param_groups"][0]["lr"]
+    assert resumed.best == full.best
+
+
+def test_exact_resume_num_workers_0(run_a):
+    """Resume from the iteration-4 checkpoint of run A into a new run: iterations 5-8 reproduce A exactly."""
+    tmp, full = run_a
+    _check_exact_resume(tmp, full, 0, tmp / "experiments" / "run_a" / "checkpoints" / "iter_00000004.pth")
+
+
+def test_exact_resume_num_workers_2(run_a):
+    """Same with two loader workers: the full run with workers equals run A (data does not depend on
+    the workers), and resuming it at iteration 4 reproduces it exactly."""
+    tmp, full0 = run_a
+    full2 = _train(_load(tmp, "run_a_nw2", num_workers=2))
+    assert _states_equal(full2.networks["student"].state_dict(), full0.networks["student"].state_dict())
+    assert _states_equal(full2.teachers["teacher"].state_dict(), full0.teachers["teacher"].state_dict())
+    _check_exact_resume(tmp, full2, 2, tmp / "experiments" / "run_a_nw2" / "checkpoints" / "iter_00000004.pth")
+
+
+def test_new_run_with_same_name_archives_the_old_one(tmp_path):
+    cfg = _load(tmp_path, "same", **{"train.iters": 2, "train.val_every": 2})
+    _train(cfg)
+    _train(cfg)
+    archived = [p for p in (tmp_path / "experiments").iterdir() if p.name.startswith("same_archived_")]
+    assert len(archived) == 1 and (archived[0] / "checkpoints" / "last.pth").is_file()
+    assert (tmp_path / "experiments" / "same" / "checkpoints" / "last.pth").is_file()
+
+
+# --------------------------------------------------------------------------- run.py
+def _run_py(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("LPIPS_ALEXNET_WEIGHTS", None)
+    env.pop("SSIR_DEBUG", None)
+    env["TORCH_HOME"] = str(tmp_path / "empty_torch_home")  # no AlexNet weights: LPIPS must be null
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), *args], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_run_py_end_to_end(tmp_path):
+    cfg = tiny_config(tmp_path, name="cli_run", iters=4, eval_datasets=True)
+    path = write_yaml(tmp_path / "cli.yaml", cfg)
+    proc = _run_py(["-c", str(path), "train.iters=2", "train.val_every=2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "experiments" / "cli_run"
+    assert (exp / "checkpoints" / "last.pth").is_file()
+    saved = load_config(exp / "config.yaml")
+    assert saved.train.iters == 2  # the command-line override reached the run
+    summary = json.loads((exp / "results" / "summary.json").read_text())
+    entry = summary["tiny_test"]
+    assert isinstance(entry["psnr"], float) and isinstance(entry["ssim"], float)
+    assert entry["lpips"] is None
+    assert entry["images"] == 2
+    assert entry["network"] == "teacher" and entry["checkpoint"] == "last.pth"
+    for key in ("input", "student", "teacher"):
+        assert isinstance(entry[key]["psnr"], float) and entry[key]["lpips"] is None and entry[key]["images"] == 2
+    assert entry["psnr"] == pytest.approx(entry["teacher"]["psnr"])
+    assert "unavailable" in summary["_protocol"]["lpips"]
+    assert (exp / "results" / "tiny_test" / "per_image.csv").is_file()
+    assert (exp / "results" / "summary.md").is_file()
+
+
+def test_run_py_misspelt_key_is_one_line_error(tmp_path):
+    cfg = tiny_config(tmp_path, name="cli_err")
+    path = write_yaml(tmp_path / "cli.yaml", cfg)
+    proc = _run_py(["-c", str(path), "train.itres=5"], tmp_path)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error:") and "train.itres" in lines[0] and "train.iters" in lines[0]
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert not (tmp_path / "experiments" / "cli_err").exists()
