@@ -23,7 +23,7 @@ import torch.nn as nn
 from models.manifest import load_manifest, manifest_names
 from models.registry import UserError
 
-WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network", "student", "generator")
+WRAPPER_KEYS = ("params", "params_ema", "state_dict", "model", "net", "network", "student", "generator")
 
 
 class CheckpointError(UserError):

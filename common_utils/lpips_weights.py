@@ -70,7 +70,13 @@ class LPIPSMetric(nn.Module):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # e.g. an interrupted download: truncated or corrupt
+            raise LPIPSUnavailable(f"{path}: cannot read the AlexNet weights (truncated or corrupt: "
+                                   f"{exc.__class__.__name__}); replace the file") from None
+        if not isinstance(state, dict):
+            raise LPIPSUnavailable(f"{path}: not an AlexNet checkpoint (no state dict)")
         features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         loaded = 0
         for slice_ in (model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5):

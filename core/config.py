@@ -44,6 +44,8 @@ class Config(Mapping):
         return len(self._data)
 
     def __getattr__(self, key: str) -> Any:
+        if key == "_data":  # not yet set (copy/pickle build the object without __init__)
+            raise AttributeError(key)
         try:
             return self._data[key]
         except KeyError:

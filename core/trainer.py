@@ -103,6 +103,10 @@ class BaseTrainer:
             if resume is None and (exp / "checkpoints").exists() and any((exp / "checkpoints").iterdir()):
                 stamp = time.strftime("%Y%m%d_%H%M%S")
                 archived = exp.with_name(f"{name}_archived_{stamp}")
+                n = 1
+                while archived.exists():
+                    archived = exp.with_name(f"{name}_archived_{stamp}_{n}")
+                    n += 1
                 shutil.move(str(exp), str(archived))
                 print(f"note: an earlier run was in {exp}; moved it to {archived}", file=sys.stderr)
             try:
@@ -315,7 +319,7 @@ class BaseTrainer:
         sums: dict[str, torch.Tensor] = {}
         count = 0
         tic = time.time()
-        bar = tqdm(total=self.total_iters, initial=self.iter, disable=not self.is_main, desc=self.cfg.name,
+        bar = tqdm(total=self.total_iters, initial=self.iter, disable=None if self.is_main else True, desc=self.cfg.name,
                    dynamic_ncols=True, leave=False)
         while self.iter < self.total_iters:
             batch = self.next_batches()
@@ -539,6 +543,10 @@ class BaseTrainer:
         return self.ckpt_dir / "last.pth", "teacher" if self.teachers else self.trained_networks[0]
 
     def close(self) -> None:
+        """Stop loader workers, close the log and the process group."""
+        for name in ("paired_stream", "unpaired_stream"):
+            if getattr(self, name, None) is not None:
+                setattr(self, name, None)
         self.log.close()
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

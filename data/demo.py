@@ -31,7 +31,7 @@ HAZE_TRAIN = ("astronaut", "coffee", "rocket", "chelsea")
 HAZE_TEST = ("motorcycle_left",)
 HAZE_UNPAIRED = ("immunohistochemistry", "retina", "hubble_deep_field", "camera")
 
-VERSION = 2
+VERSION = 3
 
 
 def _photo(name: str) -> np.ndarray:
@@ -113,9 +113,9 @@ def add_haze(img: np.ndarray, depth: np.ndarray, rng: np.random.Generator) -> tu
 
     from models.physics import haze_image
 
-    beta = rng.uniform(0.8, 2.0)
+    beta = rng.uniform(1.2, 2.4)
     a = float(rng.uniform(0.75, 0.95))
-    t = np.exp(-beta * depth).astype(np.float32)
+    t = np.exp(-beta * (0.25 + 0.75 * depth)).astype(np.float32)  # no haze-free region
     J = torch.from_numpy(img).permute(2, 0, 1)[None]
     T = torch.from_numpy(t)[None, None]
     A = torch.full((1, 3, 1, 1), a)

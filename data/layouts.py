@@ -213,7 +213,11 @@ def expand_dataset_names(spec: str | list[str]) -> list[str]:
         elif item not in LAYOUTS and Path(item).is_dir():
             out.append(item)
         else:
-            out.append(LAYOUTS.canonical_name(item))
+            try:
+                out.append(LAYOUTS.canonical_name(item))
+            except UserError as exc:
+                raise UserError(f"{exc}; or 'all' ({', '.join(ALL_LOWLIGHT)}), 'all_haze' "
+                                f"({', '.join(PAPER_DEHAZING)}), or a folder holding e.g. Hazy/ + GT/") from None
     if not out:
         raise UserError("no dataset given")
     return list(dict.fromkeys(out))

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +82,6 @@ def tiny_config(tmp_path: Path, name: str = "tiny", iters: int = 8, num_workers:
         cfg["eval"]["datasets"] = [{"name": "tiny_test", "type": "paired_folder",
                                     "args": {"lq_dir": str(val_lq), "gt_dir": str(val_gt)}}]
     return cfg
-
-
-def apply(cfg: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``cfg`` with ``section={key: value}`` merged in (one level deep)."""
-    out = copy.deepcopy(cfg)
-    for sec, vals in sections.items():
-        if isinstance(vals, dict) and isinstance(out.get(sec), dict):
-            out[sec].update(vals)
-        else:
-            out[sec] = vals
-    return out
 
 
 def load_tiny_config(tmp_path: Path, overrides: list[str] | None = None, **kwargs: Any):

@@ -220,6 +220,18 @@ def test_config_is_read_only(cfg_file):
         cfg.train.no_such_key  # noqa: B018
 
 
+def test_config_survives_copy_and_pickle(cfg_file):
+    import copy
+    import pickle
+
+    cfg = load_config(cfg_file)
+    for clone in (copy.copy(cfg), copy.deepcopy(cfg), pickle.loads(pickle.dumps(cfg))):
+        assert clone == cfg and clone.to_dict() == cfg.to_dict()
+        assert isinstance(clone.train, Config) and clone.train.iters == 8
+        with pytest.raises(TypeError):
+            clone.train.iters = 1
+
+
 # --------------------------------------------------------------------------- saved by a run
 def test_run_saves_resolved_config(tmp_path, cfg_file):
     from core import TRAINERS

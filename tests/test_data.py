@@ -260,9 +260,9 @@ def test_missing_file_raises_image_read_error(tmp_path):
 
 
 def test_list_images_ignores_other_files(tmp_path):
-    for name in ("b.png", "a.JPG", "c.bmp"):
-        write_image(tmp_path / name, make_image(4, 0)) if not name.endswith("JPG") else \
-            (tmp_path / name).write_bytes(b"x")
+    write_image(tmp_path / "b.png", make_image(4, 0))
+    write_image(tmp_path / "c.bmp", make_image(4, 0))
+    (tmp_path / "a.JPG").write_bytes(b"x")  # listed by extension (case-insensitive), not decoded
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / ".DS_Store").write_bytes(b"\0")
     (tmp_path / "sub").mkdir()

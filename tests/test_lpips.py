@@ -146,3 +146,13 @@ def test_wrong_file_is_unavailable_not_random(empty_torch_home, tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, path)
     with pytest.raises(LPIPSUnavailable, match="not an AlexNet checkpoint"):
         LPIPSMetric(weights=str(path))
+
+
+def test_truncated_weights_file_is_unavailable(empty_torch_home, fake_alexnet_state):
+    """An interrupted download in the hub folder must not crash evaluation with a traceback."""
+    path = empty_torch_home / "hub" / "checkpoints" / ALEXNET_FILE
+    path.parent.mkdir(parents=True)
+    torch.save(fake_alexnet_state, path)
+    path.write_bytes(path.read_bytes()[:5000])
+    metric, reason = try_build_lpips()
+    assert metric is None and str(path) in reason and "truncated or corrupt" in reason

@@ -23,12 +23,19 @@ def _load(tmp_path: Path, name: str, num_workers: int = 0, **overrides):
     return load_config(write_yaml(tmp_path / f"{name}.yaml", cfg), [f"{k}={v}" for k, v in overrides.items()])
 
 
+def _finish(trainer) -> None:
+    """Close the run and drop its endless data stream, so loader workers stop now rather than at
+    interpreter exit (where each one waits out a 5 s join timeout)."""
+    trainer.close()
+    trainer.paired_stream = None
+
+
 def _train(cfg, resume: str | None = None):
     trainer = TRAINERS.get("supervised")(cfg, resume=resume)
     try:
         trainer.train()
     finally:
-        trainer.close()
+        _finish(trainer)
     return trainer
 
 
@@ -84,7 +91,7 @@ def _check_exact_resume(tmp: Path, full, num_workers: int, src_ckpt: Path) -> No
     try:
         resumed.train()
     finally:
-        resumed.close()
+        _finish(resumed)
     assert resumed.iter == ITERS
     assert _states_equal(resumed.networks["student"].state_dict(), full.networks["student"].state_dict())
     assert _states_equal(resumed.teachers["teacher"].state_dict(), full.teachers["teacher"].state_dict())

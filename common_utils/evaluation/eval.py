@@ -207,7 +207,8 @@ def load_network(network: str, weight: str, network_args: Mapping[str, Any] | No
 
 def build_protocol(protocol: str = "paper", ssim: str | None = None, resize: int | None = None, fast: bool = False,
                    tile: int | None = None, tile_overlap: int = 32, gt_mean: bool = False, lpips: bool = True,
-                   device: torch.device | str = "cpu") -> EvalProtocol:
+                   device: torch.device | str = "cpu", lpips_off_reason: str = "disabled (--no-lpips)"
+                   ) -> EvalProtocol:
     """An :class:`EvalProtocol` from a protocol name and overrides; LPIPS only when its weights exist."""
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown protocol '{protocol}' (use {' or '.join(PROTOCOLS)})")
@@ -220,7 +221,7 @@ def build_protocol(protocol: str = "paper", ssim: str | None = None, resize: int
         raise UserError("--tile-overlap must be >= 0")
     if resize is not None and resize <= 0:
         raise UserError(f"--resize must be a positive size, got {resize}")
-    metric, reason = try_build_lpips() if lpips else (None, "disabled (--no-lpips)")
+    metric, reason = try_build_lpips() if lpips else (None, lpips_off_reason)
     return EvalProtocol(ssim=ssim or base["ssim"], lpips=metric.to(device) if metric is not None else None,
                         lpips_reason=reason, fast=fast, tile=tile, tile_overlap=tile_overlap,
                         resize=resize if resize is not None else base["resize"], gt_mean=gt_mean)

@@ -235,7 +235,8 @@ def reproduce(cfg: ReproduceConfig) -> Path:
                 del net
 
     if dehaze:
-        protocol = build_protocol("iceml", fast=cfg.fast, lpips=False, device=device)
+        protocol = build_protocol("iceml", fast=cfg.fast, lpips=False, device=device,
+                                  lpips_off_reason="not part of the ICEML protocol (PSNR and SSIM only)")
         datasets, missing = open_datasets(PAPER_DEHAZING, cfg.data_root)
         state["dehazing_missing"] = missing
         state["dehazing_protocol"] = protocol.describe(device)
@@ -429,24 +430,32 @@ def plot_radar(ours: Table, paper: Table, out: Path) -> list[Path]:
     angles = [2 * math.pi * i / len(backbones) for i in range(len(backbones))] + [0.0]
     files = []
     for ds in ALL_LOWLIGHT:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 5), subplot_kw={"polar": True})
+        fig, axes = plt.subplots(1, 3, figsize=(15, 5.5), subplot_kw={"polar": True})
+        handles: dict[str, Any] = {}
         for ax, m in zip(axes, METRICS):
             series = [("paper baseline", paper, "baseline", "tab:blue", "-"),
                       ("paper w/ SSLL", paper, "ssll", "tab:red", "-"),
                       ("ours baseline", ours, "baseline", "tab:blue", "--"),
                       ("ours w/ SSLL", ours, "ssll", "tab:red", "--")]
+            seen: list[float] = []
             for label, table, var, color, style in series:
                 vals = [(((table.get(b) or {}).get(var) or {}).get(ds) or {}).get(m) for b in backbones]
                 if all(v is None for v in vals):
                     continue
+                seen += [v for v in vals if v is not None]
                 ys = [float("nan") if v is None else v for v in vals]
-                ax.plot(angles, ys + ys[:1], style, color=color, label=label, marker="o", markersize=3)
+                (line,) = ax.plot(angles, ys + ys[:1], style, color=color, marker="o", markersize=3)
+                handles.setdefault(label, line)
+            if seen:  # zoom the radius onto the data, as the paper's figure does
+                lo, hi = min(seen), max(seen)
+                pad = 0.1 * (hi - lo) or 0.05 * abs(hi) or 1.0
+                ax.set_rlim(lo - pad, hi + pad)
             ax.set_xticks(angles[:-1])
             ax.set_xticklabels(backbones, fontsize=8)
             ax.set_title(f"{m.upper()} ({'lower' if m in LOWER_IS_BETTER else 'higher'} is better)", fontsize=10)
-        axes[-1].legend(loc="upper right", bbox_to_anchor=(1.45, 1.15), fontsize=8)
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=9)
         fig.suptitle(ds)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.06, 1, 0.94))
         f = out / f"radar_{ds}.png"
         fig.savefig(f, dpi=120)
         plt.close(fig)
