@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# OpenCV's own decoder warnings ("PNG input buffer is incomplete") would precede, unasked, the one
+# line that names the damaged file; set OPENCV_LOG_LEVEL to see them again
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 from common_utils.cli import run_cli  # noqa: E402
 

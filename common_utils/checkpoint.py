@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -60,10 +61,36 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
-        older = sorted((f for f in p.parent.glob("*.pth") if f != p), key=lambda f: f.stat().st_mtime)
-        hint = f"; the previous checkpoint is {older[-1]}" if older else ""
+        prev = previous_checkpoint(p)
+        hint = f"; the previous checkpoint is {prev}" if prev else ""
         reason = str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__
         raise CheckpointError(f"cannot read checkpoint {p} (truncated or corrupt: {reason}){hint}") from None
+
+
+def previous_checkpoint(path: str | os.PathLike) -> Path | None:
+    """The newest other checkpoint next to ``path`` that looks complete, or None.
+
+    Skips files that are hard links of ``path`` itself (the trainer links ``iter_<k>.pth`` to
+    ``last.pth``, so damage to one is damage to both) and files whose zip directory is missing
+    (truncated). Training checkpoints (``iter_*.pth``, newest iteration first) are preferred
+    for a ``last`` / ``iter_*`` file, since weights-only ``best*.pth`` files cannot be resumed.
+    """
+    p = Path(path)
+
+    def usable(f: Path) -> bool:
+        try:
+            return not (p.exists() and os.path.samefile(f, p)) and zipfile.is_zipfile(f)
+        except OSError:
+            return False
+
+    others = [f for f in p.parent.glob("*.pth") if f.name != p.name and usable(f)]
+    iters = sorted((f for f in others if f.name.startswith("iter_")), key=lambda f: f.name)
+    if iters and (p.name == "last.pth" or p.name.startswith("iter_")):
+        older = [f for f in iters if not p.name.startswith("iter_") or f.name < p.name]
+        if older:
+            return older[-1]
+    others.sort(key=lambda f: f.stat().st_mtime)
+    return others[-1] if others else None
 
 
 def _strip_prefix(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:

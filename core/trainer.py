@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,22 @@ class TrainingStopped(UserError):
     """Training stopped on purpose (e.g. too many non-finite losses in a row)."""
 
 
+#: Test hook (used by tests/test_kill_resume.py): when this environment variable holds an
+#: iteration number, the process SIGKILLs itself right after that iteration's logging,
+#: validation and checkpoint, simulating a crash at a known point. Not for normal use.
+KILL_AT_ITER_ENV = "SSIR_KILL_AT_ITER"
+
+
+def _kill_at_iter() -> int | None:
+    raw = os.environ.get(KILL_AT_ITER_ENV)
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserError(f"{KILL_AT_ITER_ENV} must be an iteration number, got '{raw}'") from None
+
+
 def init_normal_(net: nn.Module, std: float = 0.02) -> None:
     """N(0, std) on conv/linear weights, zero biases (the SSLL ``init_method: normal``)."""
     for m in net.modules():
@@ -67,7 +84,10 @@ class BaseTrainer:
         self.exp_dir = self._prepare_run_dir(resume)
         self.ckpt_dir = self.exp_dir / "checkpoints"
         self.log = ExperimentLogger(self.exp_dir / "logs" if self.is_main else None, enabled=self.is_main)
-        seed_everything(cfg.seed + self.dist.rank)
+        # every rank builds the same initial networks (DDP broadcasts the student, but not the EMA
+        # teacher, which is copied from the student before wrapping); the ranks draw their own
+        # random numbers from here on
+        seed_everything(cfg.seed)
         self._set_backend_flags()
         self.iter = 0
         self.best: dict[str, dict[str, Any]] = {}
@@ -77,6 +97,8 @@ class BaseTrainer:
         self.teachers: dict[str, nn.Module] = self.build_teachers()
         self._load_pretrained()
         self.wrapped: dict[str, nn.Module] = self._wrap_networks()
+        if self.dist.enabled:
+            seed_everything(cfg.seed + self.dist.rank)
         self.losses = self.build_losses()
         self.build_data()
         self.optimizer = self.build_optimizer()
@@ -180,16 +202,32 @@ class BaseTrainer:
         self.log.info(f"initialised from {path}")
 
     def _wrap_networks(self) -> dict[str, nn.Module]:
+        """torch.compile and DDP wrappers of the trained networks (``self.networks`` stay unwrapped).
+
+        Under DDP, a network that declares ``unused_parameters`` (official architectures that
+        register modules their forward never runs, e.g. RtxICE-Net's ``acm4``/``fa4``) gets
+        ``find_unused_parameters=True`` whatever ``train.find_unused_parameters`` says, and the
+        EMA teachers are broadcast from rank 0 like the students.
+        """
         out = {}
         for name, net in self.networks.items():
             m: nn.Module = net
             if self.cfg.train.compile:
                 m = torch.compile(m)
             if self.dist.enabled:
+                declared = tuple(getattr(net, "unused_parameters", ()) or ())
+                find_unused = bool(self.cfg.train.find_unused_parameters or declared)
+                if declared and not self.cfg.train.find_unused_parameters:
+                    self.log.info(f"{name}: DDP find_unused_parameters on ({type(net).__name__} declares unused "
+                                  f"parameters {', '.join(declared[:3])}{' ...' if len(declared) > 3 else ''})")
                 m = nn.parallel.DistributedDataParallel(
                     m, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                    find_unused_parameters=self.cfg.train.find_unused_parameters)
+                    find_unused_parameters=find_unused)
             out[name] = m
+        if self.dist.enabled:
+            for teacher in self.teachers.values():
+                for t in list(teacher.parameters()) + list(teacher.buffers()):
+                    dist.broadcast(t.data, src=0)
         return out
 
     def build_losses(self) -> dict[str, nn.Module]:
@@ -321,30 +359,33 @@ class BaseTrainer:
         tic = time.time()
         bar = tqdm(total=self.total_iters, initial=self.iter, disable=None if self.is_main else True, desc=self.cfg.name,
                    dynamic_ncols=True, leave=False)
+        kill_at = _kill_at_iter()
         while self.iter < self.total_iters:
             batch = self.next_batches()
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast():
-                terms = self.train_step(batch)
+                terms = self._run_step(batch)
             total = sum(v.detach().float() for v in terms.values())
-            if not bool(torch.isfinite(total)):  # the one host sync per step: the non-finite guard
+            if self._all_finite(total):  # the one host sync per step: the non-finite guard
+                self.nonfinite_streak = 0
+                self.scaler.unscale_(self.optimizer)
+                if t.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), t.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.scheduler.step()
+                self.iter += 1
+                self.update_teachers()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0) + v.detach().float()
+                count += 1
+            else:
+                # the step is skipped (weights, optimizer and teacher untouched) but the iteration
+                # counts, so logging, validation and checkpoints keep their schedule (and a run
+                # whose last step is skipped still writes last.pth at the final iteration)
                 self._skip_nonfinite(terms)
                 self.iter += 1
                 self.scheduler.step()
-                bar.update(1)
-                continue
-            self.nonfinite_streak = 0
-            self.scaler.unscale_(self.optimizer)
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), t.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            self.iter += 1
-            self.update_teachers()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0) + v.detach().float()
-            count += 1
             bar.update(1)
             if self.iter % t.log_every == 0 or self.iter == self.total_iters:
                 values = {k: float(v) / count for k, v in sums.items()}
@@ -355,8 +396,28 @@ class BaseTrainer:
                 self.validate()
             if self.iter % save_every == 0 or self.iter == self.total_iters:
                 self.save_checkpoint("last")
+            if kill_at == self.iter:  # test hook, see _kill_at_iter
+                os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
         self.log.info(f"training finished at iteration {self.iter}")
+
+    def _run_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        try:
+            return self.train_step(batch)
+        except RuntimeError as exc:
+            if self.dist.enabled and "find_unused_parameters" in str(exc):
+                raise UserError("under DDP a trained network has parameters that get no gradient; set "
+                                "train.find_unused_parameters=true (or list them in the network's "
+                                "unused_parameters)") from None
+            raise
+
+    def _all_finite(self, total: torch.Tensor) -> bool:
+        """Whether the loss is finite on every rank (one rank's NaN poisons the all-reduced gradients,
+        so under DDP all ranks skip the step together)."""
+        finite = torch.isfinite(total).reshape(1).to(torch.float32)
+        if self.dist.enabled:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item() > 0)
 
     def _log_train(self, values: dict[str, float], rate: float) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
@@ -371,7 +432,9 @@ class BaseTrainer:
             self.scaler.update(self.scaler.get_scale() / 2)
         self.nonfinite_total += 1
         self.nonfinite_streak += 1
-        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        if all(bool(torch.isfinite(v.detach()).all()) for v in terms.values()):
+            shown += "; non-finite on another rank"
         self.log.info(f"iteration {self.iter + 1}: non-finite loss ({shown}); step skipped "
                       f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in total)")
         if self.nonfinite_streak >= self.cfg.train.max_nonfinite:
@@ -396,7 +459,7 @@ class BaseTrainer:
             net.eval()
             res = evaluate(net, eval_loader(shard), self.device, protocol, time_forward=False)
             net.train(was_training)
-            results[name] = self._reduce_means(res.rows)
+            results[name] = self._reduce_means(res.rows, lpips=protocol.lpips is not None)
         if self.is_main:
             text = " | ".join(f"{n}: " + " ".join(f"{k}={val:.4f}" for k, val in r.items() if k != "images")
                               for n, r in results.items())
@@ -432,9 +495,12 @@ class BaseTrainer:
                 self._lpips_metric = self._lpips_metric.to(self.device)
         return self._lpips_metric
 
-    def _reduce_means(self, rows: list[dict[str, Any]]) -> dict[str, float]:
-        keys = [k for k in ("psnr", "ssim", "lpips") if rows and rows[0].get(k) is not None]
-        sums = torch.tensor([sum(r[k] for r in rows) for k in keys] + [len(rows)], dtype=torch.float64,
+    def _reduce_means(self, rows: list[dict[str, Any]], lpips: bool = False) -> dict[str, float]:
+        # the keys must not depend on this rank's rows: a rank whose shard is empty (fewer
+        # validation images than ranks) still joins an all-reduce of the same size
+        keys = ["psnr", "ssim"] + (["lpips"] if lpips else [])
+        sums = torch.tensor([sum(r[k] for r in rows if r.get(k) is not None) for k in keys] + [len(rows)],
+                            dtype=torch.float64,
                             device=self.device if self.device.type == "cuda" else "cpu")
         if self.dist.enabled:
             dist.all_reduce(sums)
@@ -465,6 +531,7 @@ class BaseTrainer:
             "ema_steps_offset": self.ema_steps_offset,
             "best": self.best,
             "nonfinite_total": self.nonfinite_total,
+            "nonfinite_streak": self.nonfinite_streak,
             "rng": capture_rng_state(),
             "trainer": self.extra_state(),
             "config": self.cfg.to_dict(),
@@ -490,11 +557,17 @@ class BaseTrainer:
         ``last`` holds the full training state (and the last K are kept as ``iter_*.pth``);
         ``best`` / ``best_<network>`` hold weights only.
         """
+        rng_ranks = None
+        if not tag.startswith("best") and self.dist.enabled:  # collective: every rank takes part
+            rng_ranks = [None] * self.dist.world_size
+            dist.all_gather_object(rng_ranks, capture_rng_state())
         if self.is_main:
             if tag.startswith("best"):
                 state = self.weights_state(tag[len("best_"):] if tag.startswith("best_") else None)
             else:
                 state = self.state_dict()
+                if rng_ranks is not None:
+                    state["rng_ranks"] = rng_ranks
             if extra:
                 state.update(extra)
             atomic_save(state, self.ckpt_dir / f"{tag}.pth")
@@ -526,7 +599,12 @@ class BaseTrainer:
         self.ema_steps_offset = int(ckpt.get("ema_steps_offset", 0))
         self.best = dict(ckpt.get("best", {}))
         self.nonfinite_total = int(ckpt.get("nonfinite_total", 0))
-        restore_rng_state(ckpt["rng"])
+        self.nonfinite_streak = int(ckpt.get("nonfinite_streak", 0))
+        per_rank = ckpt.get("rng_ranks")
+        if self.dist.enabled and isinstance(per_rank, (list, tuple)) and len(per_rank) == self.dist.world_size:
+            restore_rng_state(per_rank[self.dist.rank])  # each rank continues its own random stream
+        else:
+            restore_rng_state(ckpt["rng"])
         self.load_extra_state(ckpt.get("trainer", {}))
         self.log.info(f"resumed from {path} at iteration {self.iter}")
 

@@ -1,4 +1,10 @@
-"""DataLoader construction and device prefetching."""
+"""DataLoader construction and device prefetching.
+
+A :class:`models.registry.UserError` raised while loading an item (a truncated image, a low/GT
+pair of different sizes) reaches the caller as that same error with its one-line message, also
+from loader worker processes, where torch would otherwise re-raise it in the main process with
+the worker's whole traceback pasted into the message.
+"""
 from __future__ import annotations
 
 from typing import Any, Iterator
@@ -7,9 +13,57 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data.samplers import ResumableSampler
+from models.registry import UserError
 
 
-def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+class _WorkerUserError:
+    """A UserError caught in a loader worker, carried to the main process in place of a batch."""
+
+    def __init__(self, exc: UserError) -> None:
+        self.exc = exc
+
+
+class _UserErrorGuard(Dataset):
+    """Dataset view whose items are :class:`_WorkerUserError` instead of raising a UserError."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped dataset's attributes (files, pairs, ...)
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.base[key]
+        except UserError as exc:
+            return _WorkerUserError(exc)
+
+
+class _Loader(DataLoader):
+    """A DataLoader that re-raises, in the main process, the UserErrors its workers caught."""
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        for batch in super().__iter__():
+            if isinstance(batch, _WorkerUserError):
+                raise batch.exc
+            yield batch
+
+
+def _make_loader(dataset: Dataset, num_workers: int, **kwargs: Any) -> DataLoader:
+    if num_workers > 0:
+        return _Loader(_UserErrorGuard(dataset), num_workers=num_workers, **kwargs)
+    return DataLoader(dataset, num_workers=num_workers, **kwargs)
+
+
+def _collate(items: list[Any]) -> Any:
+    for it in items:
+        if isinstance(it, _WorkerUserError):
+            return it
     out: dict[str, Any] = {}
     for key in items[0]:
         vals = [it[key] for it in items]
@@ -26,15 +80,15 @@ def train_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int,
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
         kwargs.update(persistent_workers=False, prefetch_factor=prefetch_factor)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        pin_memory=pin_memory, collate_fn=_collate, drop_last=True, **kwargs)
+    loader = _make_loader(dataset, num_workers, batch_size=batch_size, sampler=sampler, pin_memory=pin_memory,
+                          collate_fn=_collate, drop_last=True, **kwargs)
     return loader, sampler
 
 
 def eval_loader(dataset: Dataset, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """Batch-1, in-order loader over whole images (evaluation)."""
-    return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=num_workers, pin_memory=pin_memory,
-                      collate_fn=_collate)
+    return _make_loader(dataset, num_workers, batch_size=1, shuffle=False, pin_memory=pin_memory,
+                        collate_fn=_collate)
 
 
 class DevicePrefetcher:

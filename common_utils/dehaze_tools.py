@@ -1,0 +1,281 @@
+"""Shared code of the ICEML dehazing scripts (``scripts/test_rtxice_only.py``, ``scripts/test_asmice_only.py``).
+
+The official repository (Altaza29/ICEML) ships two argument-free test scripts that load the
+released ``CombinedModel`` checkpoint, keep one of its two networks, and dehaze every file of
+``test_input/``; the scripts here are the same with command-line options and the original
+defaults (see ``/work/shared/spec/iceml.md`` §6):
+
+* files are taken in natural order ("img2" before "img10", as ``natsort``), converted to RGB;
+* each image is resized to ``--size`` x ``--size`` (1024, aspect not kept, bilinear with
+  antialiasing and rounded to 8 bits like the original's PIL ``Resize``); ``--size 0`` keeps the
+  original size instead, reflect-padding to a multiple of 4 and cropping the outputs back;
+* outputs are clamped to [0, 1] and written under ``<output>/<folder>/`` with the input's file
+  name and extension (JPEG at quality 75, the PIL default the original's ``save_image`` used);
+  the transmission map is repeated to 3 channels;
+* ``Image Processed:<fname>`` is printed per image, as the original does.
+
+``--weights`` accepts the official checkpoint (keys ``asm_model.*`` / ``retinex_model.*``), a
+plain RtxICE-Net or ASMICE-Net state dict (any usual wrapper such as ``params`` or
+``state_dict``), or this framework's training checkpoint (``networks`` holding ``rtx``/``asm``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common_utils.checkpoint import CheckpointError, extract_state_dict, guess_network, safe_load
+from models.registry import UserError
+
+DEFAULT_WEIGHTS = "models/final_dehazing_model.pth"
+DEFAULT_SIZE = 1024
+SIZE_MULTIPLE = 4
+JPEG_QUALITY = 75  # PIL's default, i.e. what torchvision.utils.save_image wrote in the original
+
+_ICEML_NAMES = ("RtxICE-Net", "ASMICE-Net", "ICEML-CombinedModel")
+
+
+@dataclass(frozen=True)
+class DehazeJob:
+    """One of the two official test scripts.
+
+    Attributes:
+        network: registered network name.
+        key: the network's key in this framework's training checkpoints (``networks[key]``).
+        prefix: the network's key prefix in the official ``CombinedModel`` checkpoint.
+        folders: output sub-folders, one per output of ``run``.
+        script: the script that handles this network (named in error messages).
+        run: ``(net, x) -> tuple of (B, 3, H, W) tensors`` written to ``folders`` in order.
+    """
+
+    network: str
+    key: str
+    prefix: str
+    folders: tuple[str, ...]
+    script: str
+    run: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, ...]]
+
+
+def _run_rtx(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    j_ret, _ = net.forward_maps(x)  # J_ret = I * lr_inv
+    return (j_ret,)
+
+
+def _run_asm(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    j_asm, t, _ = net.forward_maps(x)
+    return j_asm, t.repeat(1, 3, 1, 1)
+
+
+JOBS: dict[str, DehazeJob] = {
+    "rtx": DehazeJob("RtxICE-Net", "rtx", "retinex_model.", ("J_RtxICE-Net",), "scripts/test_rtxice_only.py", _run_rtx),
+    "asm": DehazeJob("ASMICE-Net", "asm", "asm_model.", ("J_ASMICE-Net", "trm_ASMICE-Net"),
+                     "scripts/test_asmice_only.py", _run_asm),
+}
+
+
+# ----------------------------------------------------------------------------------------- files
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders embedded numbers by value (``natsort.natsorted`` for file names)."""
+    parts = re.split(r"(\d+)", name)
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts]
+
+
+def list_inputs(folder: str | os.PathLike) -> list[Path]:
+    """The image files of ``folder`` in natural order (a missing or empty folder is a UserError)."""
+    from data.image_io import list_images
+
+    return sorted(list_images(folder), key=lambda p: natural_key(p.name))
+
+
+def save_output(path: Path, img: torch.Tensor) -> None:
+    """Write a (3, H, W) tensor in [0, 1] to ``path``, encoded as its extension says."""
+    import cv2
+
+    from data.image_io import write_image
+
+    arr = img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ext = path.suffix.lower()
+    if ext == ".npy":
+        np.save(path, arr.astype(np.float32))
+        return
+    if ext in (".png", ".bmp"):
+        write_image(path, arr)
+        return
+    # JPEG (quality as the original), TIFF, WebP: encode in the file's own format
+    u8 = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)[:, :, ::-1]
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, u8, params)
+    if not ok:
+        raise UserError(f"{path}: cannot encode the image as {ext}")
+    try:
+        buf.tofile(str(path))
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+
+
+# ------------------------------------------------------------------------------------ tensors
+
+def prepare(img: np.ndarray, size: int, device: torch.device) -> tuple[torch.Tensor, tuple[int, int]]:
+    """HWC float RGB -> (1, 3, H', W') network input and the (H, W) to crop outputs back to.
+
+    ``size > 0``: resize to size x size (bilinear, antialiased, rounded to 8 bits as the original's
+    PIL resize); the outputs keep that size. ``size == 0``: reflect-pad to a multiple of 4.
+    """
+    from common_utils.inference import pad_to_multiple
+
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().to(device)
+    if size > 0:
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            x = torch.round(x.clamp(0, 1) * 255.0) / 255.0
+        return x, (size, size)
+    return pad_to_multiple(x, SIZE_MULTIPLE)
+
+
+def check_size(size: int) -> None:
+    """``--size`` must be 0 or a positive multiple of 4."""
+    if size < 0 or (size > 0 and size % SIZE_MULTIPLE):
+        raise UserError(f"--size must be 0 (keep the image size) or a positive multiple of {SIZE_MULTIPLE} "
+                        f"(the ICEML networks work at 1/4 resolution), got {size}")
+
+
+# ---------------------------------------------------------------------------------- weights
+
+def _missing_weights_message(path: Path) -> str:
+    return (f"weights file not found: {path}. Put the official ICEML checkpoint final_dehazing_model.pth "
+            f"(github.com/Altaza29/ICEML, folder models/) at {DEFAULT_WEIGHTS} under the directory you run "
+            f"from, or pass --weights FILE (a CombinedModel, RtxICE-Net / ASMICE-Net or training checkpoint)")
+
+
+def _dim_of(sd: Mapping[str, torch.Tensor], job: DehazeJob) -> int:
+    """Backbone width stored in a state dict (64 for the paper; smaller in test builds)."""
+    key = "convv.weight" if job.key == "rtx" else "transmission.transmission.convv.weight"
+    w = sd.get(key)
+    return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.ndim == 4 else 64
+
+
+def _framework_state(ckpt: Mapping[str, Any], job: DehazeJob, source: str) -> Any:
+    nets = ckpt["networks"]
+    if job.key in nets:
+        return nets[job.key]
+    trained = ckpt.get("network")
+    if isinstance(trained, str) and trained.lower() == job.network.lower() and nets:
+        pick = ckpt.get("best_network") if ckpt.get("best_network") in nets else (
+            "student" if "student" in nets else next(iter(nets)))
+        return nets[pick]
+    held = ", ".join(map(str, nets)) or "nothing"
+    what = f" (trained for {trained})" if isinstance(trained, str) else ""
+    raise CheckpointError(f"{source} is a training checkpoint{what} without {job.network} weights: its networks "
+                          f"are {held}, expected '{job.key}'")
+
+
+def select_state_dict(ckpt: Any, job: DehazeJob, source: str) -> dict[str, torch.Tensor]:
+    """The ``job.network`` state dict inside any supported checkpoint form (see module docstring)."""
+    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("networks"), Mapping):
+        ckpt = _framework_state(ckpt, job, source)
+    sd = extract_state_dict(ckpt)
+    if any(k.startswith(("asm_model.", "retinex_model.")) for k in sd):  # official CombinedModel
+        sub = {k[len(job.prefix):]: v for k, v in sd.items() if k.startswith(job.prefix)}
+        if not sub:
+            raise CheckpointError(f"{source} is a CombinedModel checkpoint without {job.prefix}* keys "
+                                  f"({job.network} weights)")
+        return sub
+    return sd
+
+
+def _mismatch_error(sd: Mapping[str, torch.Tensor], job: DehazeJob, source: str, detail: str) -> CheckpointError:
+    guess = guess_network(sd)
+    if guess and guess.lower() != job.network.lower():
+        if guess in _ICEML_NAMES:
+            other = next(j for j in JOBS.values() if j.network == guess) if guess != "ICEML-CombinedModel" else None
+            hint = f"; run {other.script} for it" if other else ""
+            return CheckpointError(f"{source} holds {guess} weights, not {job.network}{hint}")
+        return CheckpointError(f"{source} is not an ICEML checkpoint: it looks like a {guess} checkpoint "
+                               f"(expected the official CombinedModel, a plain {job.network} state dict or a "
+                               f"training checkpoint with networks '{job.key}')")
+    return CheckpointError(f"{source} does not fit {job.network}: {detail}")
+
+
+def load_network(job: DehazeJob, weights: str | os.PathLike, device: torch.device) -> nn.Module:
+    """Build ``job.network``, load ``weights`` strictly, return it in eval mode on ``device``."""
+    from models import build_network
+
+    path = Path(weights)
+    if not path.is_file():
+        raise CheckpointError(_missing_weights_message(path))
+    ckpt = safe_load(path, map_location="cpu")
+    sd = select_state_dict(ckpt, job, str(path))
+    net = build_network(job.network, dim=_dim_of(sd, job))
+    own = net.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        raise _mismatch_error(sd, job, str(path), f"{len(missing)} missing keys (e.g. {missing[:2]}), "
+                              f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} with other "
+                              f"shapes (e.g. {wrong[:2]})")
+    net.load_state_dict(sd, strict=True)
+    return net.eval().to(device)
+
+
+# -------------------------------------------------------------------------------------- CLI
+
+def build_parser(job: DehazeJob, description: str | None = None) -> argparse.ArgumentParser:
+    """The options both test scripts share."""
+    outs = ", ".join(f"<output>/{f}/" for f in job.folders)
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", default="test_input", help="folder of hazy images (default: test_input)")
+    p.add_argument("--output", default="output", help=f"output root; results go to {outs} (default: output)")
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                   help=f"official CombinedModel checkpoint, a {job.network} state dict or a training "
+                        f"checkpoint (default: {DEFAULT_WEIGHTS})")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
+                   help=f"resize every image to SIZE x SIZE, aspect not kept, as the original "
+                        f"(default {DEFAULT_SIZE}); 0 keeps the image size (padded to a multiple of 4)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, default), cpu, cuda, cuda:N")
+    return p
+
+
+def dehaze_folder(job: DehazeJob, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
+                  weights: str | os.PathLike, size: int = DEFAULT_SIZE, device: str = "auto") -> list[Path]:
+    """Dehaze every image of ``input_dir`` with ``job.network``; return the files written."""
+    from common_utils.evaluation.eval import select_device
+    from data.image_io import read_image
+
+    check_size(size)
+    dev = select_device(device)
+    files = list_inputs(input_dir)
+    net = load_network(job, weights, dev)
+    out_root = Path(output_dir)
+    for folder in job.folders:
+        (out_root / folder).mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with torch.inference_mode():
+        for f in files:
+            x, (h, w) = prepare(read_image(f), size, dev)
+            for folder, y in zip(job.folders, job.run(net, x)):
+                target = out_root / folder / f.name
+                save_output(target, y[0, :, :h, :w].clamp(0, 1))
+                written.append(target)
+            print(f"Image Processed:{f.name}", flush=True)
+    return written
+
+
+def dehaze_main(job_key: str, argv: list[str] | None = None, description: str | None = None) -> int:
+    """Entry point of a test script: parse ``argv``, run, report user errors as one line (exit 2)."""
+    from common_utils.cli import run_cli
+
+    job = JOBS[job_key]
+    args = build_parser(job, description).parse_args(argv)
+    return run_cli(lambda: dehaze_folder(job, args.input, args.output, args.weights, args.size, args.device))
