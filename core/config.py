@@ -161,6 +161,12 @@ def _coerce(key: str, value: Any, field: Field, source: str) -> Any:
             pass
     if float in field.types and isinstance(value, int) and not isinstance(value, bool):
         value = float(value) if int not in field.types else value
+    if isinstance(value, bool) and bool not in field.types and str in field.types and field.choices:
+        # YAML 1.1 reads off/on/no/yes as booleans; map them back when the key takes such words
+        for word in (("off", "no", "false") if not value else ("on", "yes", "true")):
+            if word in field.choices:
+                value = word
+                break
     if isinstance(value, bool) and bool not in field.types:
         raise ConfigError(f"config key '{key}' must be {_type_name(field.types)}, got bool {value}{source}")
     if list in field.types and isinstance(value, tuple):

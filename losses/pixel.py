@@ -33,7 +33,9 @@ class SSIMLoss(nn.Module):
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         from pytorch_msssim import ssim
 
-        return 1.0 - ssim(output.float(), target.float(), data_range=1.0, size_average=True)
+        # SSIM's variance terms cancel catastrophically in 16-bit: always compute it in fp32
+        with torch.autocast(device_type=output.device.type, enabled=False):
+            return 1.0 - ssim(output.float(), target.float(), data_range=1.0, size_average=True)
 
 
 @LOSSES.register("lpips")
@@ -52,7 +54,8 @@ class LPIPSLoss(nn.Module):
         self.metric = LPIPSMetric(weights=weights, official_range_bug=official_range_bug)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.metric(output, target).mean()
+        with torch.autocast(device_type=output.device.type, enabled=False):
+            return self.metric(output.float(), target.float()).mean()
 
 
 def masked_mean_abs(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
