@@ -43,49 +43,13 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from models import NETWORKS
+from models.restormer import Downsample, LayerNorm, OverlapPatchEmbed, Upsample  # shared building blocks
 from models.registry import UserError
 
 __all__ = ["LLFormer"]
 
 _LAYERNORM_TYPES = ("WithBias", "BiasFree")
 _PAD_MULTIPLE = 16  # four PixelUnshuffle(2) steps
-
-
-class WithBiasLayerNorm(nn.Module):
-    """Normalise each pixel's channel vector (mean and biased variance, eps 1e-5), then scale and shift."""
-
-    def __init__(self, num_channels: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(dim=1, keepdim=True)
-        var = x.var(dim=1, keepdim=True, unbiased=False)
-        return (x - mu) / torch.sqrt(var + 1e-5) * self.weight[:, None, None] + self.bias[:, None, None]
-
-
-class BiasFreeLayerNorm(nn.Module):
-    """Divide each pixel's channel vector by its standard deviation (not centred) and scale; no shift."""
-
-    def __init__(self, num_channels: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var = x.var(dim=1, keepdim=True, unbiased=False)
-        return x / torch.sqrt(var + 1e-5) * self.weight[:, None, None]
-
-
-class LayerNorm(nn.Module):
-    """Channel LayerNorm of type ``'WithBias'`` or ``'BiasFree'``, held as ``body`` (official key layout)."""
-
-    def __init__(self, dim: int, LayerNorm_type: str) -> None:
-        super().__init__()
-        self.body = BiasFreeLayerNorm(dim) if LayerNorm_type == "BiasFree" else WithBiasLayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 class RowAttention(nn.Module):
@@ -187,41 +151,6 @@ class LayerAttention(nn.Module):
         k = F.normalize(k, dim=-1)
         attn = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)  # (B, N, N)
         return self.project_out((attn @ v).reshape(b, n * c, h, w)) + flat
-
-
-class OverlapPatchEmbed(nn.Module):
-    """3x3 convolution from image channels to ``embed_dim`` features (always without bias)."""
-
-    def __init__(self, in_c: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_c, embed_dim, kernel_size=3, padding=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
-
-
-class Downsample(nn.Module):
-    """Halve the resolution, double the channels: 3x3 conv C -> C/2, then PixelUnshuffle(2)."""
-
-    def __init__(self, n_feat: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(n_feat, n_feat // 2, kernel_size=3, padding=1, bias=False),
-                                  nn.PixelUnshuffle(2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-class Upsample(nn.Module):
-    """Double the resolution, halve the channels: 3x3 conv C -> 2C, then PixelShuffle(2)."""
-
-    def __init__(self, n_feat: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(n_feat, n_feat * 2, kernel_size=3, padding=1, bias=False),
-                                  nn.PixelShuffle(2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 def _blocks(n: int, dim: int, heads: int, ffn_expansion_factor: float, bias: bool,
