@@ -69,6 +69,8 @@ class LPIPSMetric(nn.Module):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # pretrained=True loads only the linear heads shipped inside the lpips wheel;
+            # pnet_rand=True keeps torchvision from downloading AlexNet (loaded from disk below)
             model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -515,7 +515,7 @@ class BaseTrainer:
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what :meth:`extra_state` saved (the base trainer saves nothing extra)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {
