@@ -627,6 +627,9 @@ class BaseTrainer:
                 setattr(self, name, None)
         self.log.close()
         if dist.is_available() and dist.is_initialized():
+            # every rank reaches teardown before any leaves: a rank exiting while another still
+            # evaluates or writes would abort the other's gloo/NCCL threads
+            dist.barrier()
             dist.destroy_process_group()
 
 
