@@ -54,7 +54,6 @@ import json
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -67,6 +66,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from common_utils.benchmarking import cpu_model, is_oom, sync  # noqa: E402
 from common_utils.cli import run_cli  # noqa: E402
 from models.registry import UserError  # noqa: E402
 
@@ -99,35 +99,8 @@ def parse_sizes(items: list[str] | None) -> list[tuple[int, int]]:
 
 
 def device_name(device: torch.device) -> str:
-    """GPU name, or the CPU model name (from /proc/cpuinfo, lscpu or platform)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or isinstance(exc, MemoryError):
-        return True
-    msg = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+    """GPU name, or the CPU model name."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
 def _raise_compile_limits(n: int) -> None:
@@ -193,7 +166,7 @@ def time_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, device: tor
                 for _ in range(max(warmup, 1)):
                     fn(x)
             torch.cuda.current_stream(device).wait_stream(side)
-            _sync(device)
+            sync(device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 fn(x)  # outputs live in the graph's private pool; x is the static input
@@ -203,13 +176,13 @@ def time_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, device: tor
             for _ in range(warmup):
                 fn(x)
             step = lambda: fn(x)  # noqa: E731
-        _sync(device)
+        sync(device)
         times = []
         for _ in range(repeats):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             step()
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - t0)
     return times, use_graph
 
@@ -239,7 +212,7 @@ def measure_network(name: str, sizes: list[tuple[int, int]], device: torch.devic
                     with torch.no_grad():
                         fn(x)
                 except Exception as exc:  # noqa: BLE001 - any backend failure means "no compile here"
-                    if _is_oom(exc):
+                    if is_oom(exc):
                         raise
                     reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                     opts._drop("--compile", f"{name} could not be compiled here ({type(exc).__name__}: {reason}); "
@@ -248,7 +221,7 @@ def measure_network(name: str, sizes: list[tuple[int, int]], device: torch.devic
             try:
                 times, graphed = time_forward(fn, x, device, warmup, repeats, opts.cuda_graph)
             except Exception as exc:  # noqa: BLE001
-                if not opts.cuda_graph or _is_oom(exc):
+                if not opts.cuda_graph or is_oom(exc):
                     raise
                 opts._drop("--cuda-graph", f"{name} could not be captured ({type(exc).__name__}: "
                                            f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})")
@@ -259,7 +232,7 @@ def measure_network(name: str, sizes: list[tuple[int, int]], device: torch.devic
                          fps=(1.0 / med) if med > 0 else float("inf"), repeats=len(times), cuda_graph=graphed,
                          compiled=fn is not eager)
         except Exception as exc:  # noqa: BLE001
-            if not _is_oom(exc):
+            if not is_oom(exc):
                 raise
             entry["error"] = "out of memory"
             print(f"note: {name} at {h}x{w}: out of memory, skipped", file=sys.stderr, flush=True)
