@@ -7,6 +7,8 @@ from typing import Callable
 
 from models.registry import UserError
 
+_REQUIREMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "requirements.txt")
+
 
 def run_cli(job: Callable[[], None]) -> int:
     """Run ``job``; print a UserError as ``error: ...`` and return 2 (set SSIR_DEBUG=1 for tracebacks)."""
@@ -16,6 +18,13 @@ def run_cli(job: Callable[[], None]) -> int:
         if os.environ.get("SSIR_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if os.environ.get("SSIR_DEBUG") or not exc.name:
+            raise
+        top = exc.name.split(".")[0]
+        print(f"error: the Python package '{top}' is not installed; install the requirements with "
+              f"'pip install -r {_REQUIREMENTS}' (SSIR_DEBUG=1 shows where it was needed)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -41,35 +41,69 @@ def _gaussian_window(size: int, sigma: float, device: str, dtype: torch.dtype) -
     return g.to(device=device, dtype=dtype)[None, None]
 
 
-def _ssim_map_valid(x: torch.Tensor, y: torch.Tensor, data_range: float, win: torch.Tensor) -> torch.Tensor:
+@lru_cache(maxsize=8)
+def _gaussian_factor(size: int, sigma: float, device: str, dtype: torch.dtype) -> torch.Tensor | None:
+    """The 1-D factor g with window = g g^T, or None when fspecial's zeroing broke separability."""
+    win = _gaussian_window(size, sigma, "cpu", torch.float64)[0, 0]
+    g = win.sum(0)
+    if not torch.allclose(win, g[:, None] * g[None, :], rtol=0, atol=1e-15):
+        return None
+    return g.to(device=device, dtype=dtype)
+
+
+def _gaussian_filter_valid(t: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """'Valid' Gaussian filtering of every channel of ``t``.
+
+    The window is separable at the sizes used here (nothing is zeroed), so two 1-D passes give the
+    2-D result up to rounding (~1e-16 in float64) at 2k instead of k^2 multiply-adds per pixel:
+    10x faster at 600x400 on the CPU, where metric time matters (BENCHMARKS.md section 3d).
+    """
+    c, key = t.shape[1], (size, sigma, str(t.device), t.dtype)
+    g = _gaussian_factor(*key)
+    if g is None:
+        return F.conv2d(t, _gaussian_window(*key).expand(c, 1, -1, -1), groups=c)
+    t = F.conv2d(t, g.view(1, 1, 1, size).expand(c, 1, 1, size), groups=c)
+    return F.conv2d(t, g.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
+
+
+def _ssim_map_valid(x: torch.Tensor, y: torch.Tensor, data_range: float, win_size: int = 11,
+                    sigma: float = 1.5, clamp_cs: bool = True) -> torch.Tensor:
+    """SSIM map with 'valid' filtering; the five local moments are filtered in one stacked call.
+
+    ``clamp_cs`` clips the contrast-structure term at 0 (pyiqa / pytorch-msssim); piq does not.
+    """
     c = x.shape[1]
-    w = win.expand(c, 1, -1, -1)
-    filt = lambda t: F.conv2d(t, w, groups=c)  # noqa: E731  ('valid' filtering)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu1, mu2 = filt(x), filt(y)
+    moments = _gaussian_filter_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), win_size, sigma)
+    mu1, mu2, exx, eyy, exy = moments.split(c, dim=1)
     mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
-    s1 = filt(x * x) - mu1_sq
-    s2 = filt(y * y) - mu2_sq
-    s12 = filt(x * y) - mu12
-    cs = F.relu((2 * s12 + c2) / (s1 + s2 + c2))
+    cs = (2 * (exy - mu12) + c2) / ((exx - mu1_sq) + (eyy - mu2_sq) + c2)
+    if clamp_cs:
+        cs = F.relu(cs)
     return ((2 * mu12 + c1) / (mu1_sq + mu2_sq + c1)) * cs
+
+
+@lru_cache(maxsize=8)
+def _luma_weights(device: str, dtype: torch.dtype) -> torch.Tensor:
+    # cached: building it per call is a host-to-device copy (a synchronisation) on CUDA
+    return torch.tensor([0.299, 0.587, 0.114], dtype=dtype).view(1, 3, 1, 1).to(device)
 
 
 def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
     """Luma of YIQ (0.299 R + 0.587 G + 0.114 B), shape (B, 1, H, W)."""
-    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    return (x * _luma_weights(str(x.device), x.dtype)).sum(1, keepdim=True)
 
 
 def ssim_y(x: torch.Tensor, y: torch.Tensor, win_size: int = 11, sigma: float = 1.5,
            round_y: bool = True) -> torch.Tensor:
     """SSIM on the Y channel scaled to [0, 255] and rounded (the SSLL paper's protocol), per image."""
-    x64, y64 = x.double(), y.double()
-    yx, yy = rgb_to_y(x64) * 255.0, rgb_to_y(y64) * 255.0
+    # both images go through the float64 luma conversion in one batch (fewer kernel launches)
+    lum = rgb_to_y(torch.cat([x.double(), y.double()])) * 255.0
     if round_y:
-        yx, yy = yx.round(), yy.round()
-    win = _gaussian_window(win_size, sigma, str(x.device), torch.float64)
-    return _ssim_map_valid(yx, yy, 255.0, win).flatten(1).mean(1).to(x.dtype if x.is_floating_point() else torch.float32)
+        lum = lum.round()
+    yx, yy = lum.split(x.shape[0])
+    out_dtype = x.dtype if x.is_floating_point() else torch.float32
+    return _ssim_map_valid(yx, yy, 255.0, win_size, sigma).flatten(1).mean(1).to(out_dtype)
 
 
 def ssim_rgb(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -88,18 +122,7 @@ def ssim_piq(x: torch.Tensor, y: torch.Tensor, downsample: bool = True) -> torch
         if f > 1:
             x = F.avg_pool2d(x, kernel_size=f)
             y = F.avg_pool2d(y, kernel_size=f)
-    win = _gaussian_window(11, 1.5, str(x.device), torch.float64)
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    c = x.shape[1]
-    w = win.expand(c, 1, -1, -1)
-    filt = lambda t: F.conv2d(t, w, groups=c)  # noqa: E731
-    mu1, mu2 = filt(x), filt(y)
-    s1 = filt(x * x) - mu1 ** 2
-    s2 = filt(y * y) - mu2 ** 2
-    s12 = filt(x * y) - mu1 * mu2
-    cs = (2 * s12 + c2) / (s1 + s2 + c2)
-    ss = (2 * mu1 * mu2 + c1) / (mu1 ** 2 + mu2 ** 2 + c1) * cs
-    return ss.mean(dim=(-1, -2)).mean(1).float()
+    return _ssim_map_valid(x, y, 1.0, 11, 1.5, clamp_cs=False).mean(dim=(-1, -2)).mean(1).float()
 
 
 SSIM_PROTOCOLS = {"y": ssim_y, "rgb": ssim_rgb, "piq": ssim_piq}

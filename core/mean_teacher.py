@@ -123,15 +123,15 @@ class MeanTeacherTrainer(SupervisedTrainer):
         t_p, t_c = t_out[:n_p], t_out[n_p:]
         w = sigmoid_ramp(self.epoch, s.ramp_epochs, s.semi_weight)
         if s.fused_student_forward:
-            y = student(torch.cat([x_p, x_c])).clamp(0, 1).float()
+            y = self.clamp_output(student(torch.cat([x_p, x_c]))).float()
             y_p, y_c = y[:n_p], y[n_p:]
         else:
-            y_p = student(x_p).clamp(0, 1).float()
+            y_p = self.clamp_output(student(x_p)).float()
         terms = weighted_image_losses(self.losses, self.loss_weights, y_p, g)
         terms["pico_paired"] = s.lambda_p * self.pico_p(y_p, g, t_p)
         if not s.fused_student_forward:  # two backward passes, as the official code does
             self.backward(sum(terms.values()))
-            y_c = student(x_c).clamp(0, 1).float()
+            y_c = self.clamp_output(student(x_c)).float()
         ba = brightness_adjust(x_c.float(), t_c)
         mixed = {
             "consistency": w * s.consistency_weight * self.consistency(y_c, t_c, m_u),

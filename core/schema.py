@@ -120,6 +120,7 @@ BASE_SCHEMA: dict[str, Any] = {
         "max_nonfinite": F(int, 5),
         "ema_decay": F(NUM, 0.99, optional=True),
         "find_unused_parameters": F(bool, False),
+        "output_clamp": F(str, "straight_through", choices=("straight_through", "hard")),
         "sample_images": F(int, 4),
     },
     "losses": ListOf(LOSS, shorthand="name"),

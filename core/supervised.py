@@ -28,7 +28,7 @@ class SupervisedTrainer(BaseTrainer):
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         lq, gt = self.to_input(batch["lq"]), batch["gt"]
-        out = self.wrapped["student"](lq).clamp(0, 1)
+        out = self.clamp_output(self.wrapped["student"](lq))
         terms = weighted_image_losses(self.losses, self.loss_weights, out.float(), gt)
         self.backward(sum(terms.values()))
         return terms

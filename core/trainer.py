@@ -71,6 +71,33 @@ def init_normal_(net: nn.Module, std: float = 0.02) -> None:
                 nn.init.zeros_(m.bias)
 
 
+class _StraightThroughClamp(torch.autograd.Function):
+    """clamp(y, 0, 1) forward; the identity backward (out-of-range pixels keep their gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor) -> torch.Tensor:  # noqa: D401
+        return y.clamp(0, 1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def clamp_output(y: torch.Tensor, mode: str = "straight_through") -> torch.Tensor:
+    """Clamp a student output to [0, 1] before the losses, as the SSLL recipe does.
+
+    ``hard`` is the official ``torch.clamp``: pixels outside [0, 1] get no gradient, so an output
+    channel that starts below 0 everywhere never receives one and stays dead (the UNet at its
+    paper configuration starts that way on dark inputs for 3 of 5 seeds; BENCHMARKS.md section 4).
+    ``straight_through`` (default) has the same forward values and passes the gradient through.
+    """
+    if mode == "hard":
+        return y.clamp(0, 1)
+    if mode == "straight_through":
+        return _StraightThroughClamp.apply(y)
+    raise ValueError(f"unknown output clamp mode '{mode}' (hard, straight_through)")
+
+
 class BaseTrainer:
     """Generic trainer; see the module docstring. Subclasses implement :meth:`train_step`."""
 
@@ -323,6 +350,10 @@ class BaseTrainer:
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
 
+    def clamp_output(self, y: torch.Tensor) -> torch.Tensor:
+        """A student output clamped to [0, 1] for the losses (``train.output_clamp``)."""
+        return clamp_output(y, self.cfg.train.output_clamp)
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Compute the losses of one iteration, call :meth:`backward`, return named terms (detached ok)."""
         raise NotImplementedError
@@ -444,6 +475,15 @@ class BaseTrainer:
                 f"({shown}); last good checkpoint: {last if last.exists() else 'none yet'}")
 
     # ------------------------------------------------------------------ validation
+    def make_eval_loader(self, dataset: torch.utils.data.Dataset) -> torch.utils.data.DataLoader:
+        """Whole-image loader for validation and the final evaluation, with ``data.num_workers`` workers.
+
+        Decoding full frames on the main process left the GPU idle most of the evaluation time
+        (BENCHMARKS.md section 3d); workers overlap it with the forward passes.
+        """
+        workers = min(self.cfg.data.num_workers, len(dataset))
+        return eval_loader(dataset, num_workers=workers, pin_memory=self.device.type == "cuda")
+
     def eval_networks(self) -> dict[str, nn.Module]:
         """Networks scored at validation (student and, if any, teacher)."""
         return {**self.networks, **self.teachers}
@@ -457,7 +497,7 @@ class BaseTrainer:
         for name, net in self.eval_networks().items():
             was_training = net.training
             net.eval()
-            res = evaluate(net, eval_loader(shard), self.device, protocol, time_forward=False)
+            res = evaluate(net, self.make_eval_loader(shard), self.device, protocol, time_forward=False)
             net.train(was_training)
             results[name] = self._reduce_means(res.rows, lpips=protocol.lpips is not None)
         if self.is_main:
@@ -690,7 +730,7 @@ def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:
         trainer.log.info(f"dataset {name} skipped: {msg}")
         summary[name] = {"missing": msg}
     for name, ds in datasets.items():
-        loader = eval_loader(ds)
+        loader = trainer.make_eval_loader(ds)
         main = evaluate(nets[main_key], loader, trainer.device, protocol)
         write_rows_csv(results_dir / name / "per_image.csv", main.rows)
         entry: dict[str, Any] = {**main.summary(), "network": main_key, "checkpoint": ckpt_path.name}

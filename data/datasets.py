@@ -14,7 +14,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from data import DATASETS
-from data.image_io import list_images, read_image
+from data.image_io import image_to_float, list_images, read_image_raw
 from data.transforms import paired_random_crop, paired_random_flip, to_tensor_chw
 from models.registry import UserError
 
@@ -94,11 +94,11 @@ class PairedFolderDataset(_AugmentMixin, Dataset):
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index, seed = _split_key(key)
         lq_path, gt_path = self.pairs[index % len(self.pairs)]
-        lq, gt = read_image(lq_path), read_image(gt_path)
+        lq, gt = read_image_raw(lq_path), read_image_raw(gt_path)
         if lq.shape != gt.shape:
             raise UserError(f"size mismatch: {lq_path} is {lq.shape[1]}x{lq.shape[0]} but {gt_path} is "
                             f"{gt.shape[1]}x{gt.shape[0]}")
-        lq, gt = self._augment([lq, gt], seed)
+        lq, gt = (image_to_float(im) for im in self._augment([lq, gt], seed))  # crop first, convert the crop
         return {"lq": to_tensor_chw(lq), "gt": to_tensor_chw(gt), "name": lq_path.stem}
 
 
@@ -123,5 +123,5 @@ class UnpairedFolderDataset(_AugmentMixin, Dataset):
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index, seed = _split_key(key)
         path = self.files[index % len(self.files)]
-        (img,) = self._augment([read_image(path)], seed)
-        return {"lq": to_tensor_chw(img), "name": path.stem}
+        (img,) = self._augment([read_image_raw(path)], seed)
+        return {"lq": to_tensor_chw(image_to_float(img)), "name": path.stem}

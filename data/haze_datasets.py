@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from data import DATASETS
 from data.datasets import _AugmentMixin, _split_key
-from data.image_io import list_images, read_image
+from data.image_io import image_to_float, list_images, read_image_raw
 from data.transforms import to_tensor_chw
 from models.registry import UserError
 
@@ -60,12 +60,13 @@ class SyntheticHazeDataset(_AugmentMixin, Dataset):
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index, seed = _split_key(key)
         hazy_p, gt_p, tr_p, a = self.items[index % len(self.items)]
-        hazy, gt = read_image(hazy_p), read_image(gt_p)
+        hazy, gt = read_image_raw(hazy_p), read_image_raw(gt_p)
         if hazy.shape != gt.shape:
             raise UserError(f"size mismatch: {hazy_p} vs {gt_p}")
-        tr = read_image(tr_p)[:, :, :1] if tr_p is not None else np.full(hazy.shape[:2] + (1,), np.nan, np.float32)
+        tr = read_image_raw(tr_p)[:, :, :1] if tr_p is not None else np.full(hazy.shape[:2] + (1,), np.nan, np.float32)
         if tr.shape[:2] != hazy.shape[:2]:
             raise UserError(f"size mismatch: {hazy_p} vs {tr_p}")
-        hazy, gt, tr = self._augment([hazy, gt, tr], seed)
+        # crop the decoded arrays first, convert only the crops (NaN transmissions stay NaN)
+        hazy, gt, tr = (image_to_float(im) for im in self._augment([hazy, gt, tr], seed))
         return {"lq": to_tensor_chw(hazy), "gt": to_tensor_chw(gt), "trans": to_tensor_chw(tr),
                 "A": torch.full((3,), a, dtype=torch.float32), "name": hazy_p.stem}

@@ -28,16 +28,11 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _to_float_rgb(arr: np.ndarray, path: str, bgr: bool) -> np.ndarray:
+def _rgb_view(arr: np.ndarray, path: str, bgr: bool) -> np.ndarray:
+    """(H, W, 3) RGB in the decoded pixel type: gray repeated, alpha dropped, BGR reversed (a view)."""
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
-    if arr.dtype == np.uint8:
-        scale = 255.0
-    elif arr.dtype == np.uint16:
-        scale = 65535.0
-    elif np.issubdtype(arr.dtype, np.floating):
-        scale = 1.0
-    else:
+    if not (arr.dtype in (np.uint8, np.uint16) or np.issubdtype(arr.dtype, np.floating)):
         raise ImageReadError(f"{path}: unsupported pixel type {arr.dtype}")
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -45,17 +40,29 @@ def _to_float_rgb(arr: np.ndarray, path: str, bgr: bool) -> np.ndarray:
         raise ImageReadError(f"{path}: unsupported image shape {arr.shape}")
     c = arr.shape[2]
     if c in (1, 2):  # gray, gray+alpha
-        arr = np.repeat(arr[:, :, :1], 3, axis=2)
-    elif c == 4:
-        arr = arr[:, :, :3]
-    if bgr and c >= 3:
-        arr = arr[:, :, ::-1]
-    out = arr.astype(np.float32) / np.float32(scale)
-    return np.ascontiguousarray(np.clip(out, 0.0, 1.0))
+        return np.repeat(arr[:, :, :1], 3, axis=2)
+    arr = arr[:, :, :3]
+    return arr[:, :, ::-1] if bgr else arr
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file (or an ``.npy`` array, HWC uint8/float) as float32 RGB (H, W, 3) in [0, 1]."""
+def image_to_float(arr: np.ndarray) -> np.ndarray:
+    """A :func:`read_image_raw` array (or a crop of it) as contiguous float32 RGB in [0, 1].
+
+    Elementwise, so cropping before converting gives the same values as converting first; the
+    training datasets crop first and convert only the crop (the full-frame conversion cost as
+    much as the PNG decoding, BENCHMARKS.md section 3c).
+    """
+    if arr.dtype == np.uint8 or arr.dtype == np.uint16:
+        scale = np.float32(255.0 if arr.dtype == np.uint8 else 65535.0)
+        return np.ascontiguousarray(arr, dtype=np.float32) / scale  # in [0, 1] by construction
+    return np.ascontiguousarray(np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0))
+
+
+def read_image_raw(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file (or ``.npy`` array) as (H, W, 3) RGB in its stored pixel type.
+
+    uint8 and uint16 stay integers (convert with :func:`image_to_float`); floats are kept as is.
+    """
     p = str(path)
     if not os.path.isfile(p):
         raise ImageReadError(f"{p}: file not found")
@@ -64,24 +71,29 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             arr = np.load(p, allow_pickle=False)
         except Exception as exc:  # a corrupt array is a user data problem
             raise ImageReadError(f"{p}: cannot read the array ({exc.__class__.__name__})") from None
-        return _to_float_rgb(arr, p, bgr=False)
+        return _rgb_view(arr, p, bgr=False)
     data = np.fromfile(p, dtype=np.uint8)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if arr is None:
         raise ImageReadError(f"{p}: not a readable image (empty, truncated or not an image file)")
     if not _looks_complete(p, data):
         raise ImageReadError(f"{p}: the image file is truncated")
-    return _to_float_rgb(arr, p, bgr=True)
+    return _rgb_view(arr, p, bgr=True)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file (or an ``.npy`` array, HWC uint8/float) as float32 RGB (H, W, 3) in [0, 1]."""
+    return image_to_float(read_image_raw(path))
 
 
 def _looks_complete(path: str, data: np.ndarray) -> bool:
     """Detect truncated PNG/JPEG files that decoders partially accept (trailing bytes are fine)."""
     low = path.lower()
-    raw = data.tobytes()
     if low.endswith(".png"):
-        return b"IEND" in raw
+        # the IEND chunk closes a PNG: look at the tail first, the whole file only if it is not there
+        return b"IEND" in data[-64:].tobytes() or b"IEND" in data.tobytes()
     if low.endswith((".jpg", ".jpeg")):
-        return raw.rfind(b"\xff\xd9") > 2
+        return data.tobytes().rfind(b"\xff\xd9") > 2
     return True
 
 

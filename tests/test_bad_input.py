@@ -399,3 +399,17 @@ def test_bf16_autocast_grad_clip_and_channels_last_train_on_cpu(tmp_path, monkey
     assert any(not torch.equal(before[k], v) for k, v in after.items())
     assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
     assert (tr.ckpt_dir / "last.pth").is_file()
+
+
+def test_missing_dependency_is_one_line_naming_the_package(capsys, monkeypatch):
+    from common_utils.cli import run_cli
+
+    monkeypatch.delenv("SSIR_DEBUG", raising=False)
+
+    def job() -> None:
+        import not_an_installed_package.sub  # noqa: F401
+
+    assert run_cli(job) == 2
+    err = capsys.readouterr().err
+    assert "'not_an_installed_package' is not installed" in err and "requirements.txt" in err
+    assert "Traceback" not in err and err.count("\n") == 1

@@ -84,8 +84,10 @@ def test_quick_benchmark_writes_all_sections(tmp_path, capsys):
     assert data["consumer"]["pairs_per_s"] > 0 and data["ratio"] > 0
 
     ev = report["evaluation"]
-    assert ev["status"] == "ok" and ev["images"] > 0
-    assert ev["total_s"] > 0 and ev["metric_s"] > 0 and 0 < ev["metric_fraction"] < 1
+    assert ev["status"] == "ok" and len(ev["rows"]) == 2
+    for r in ev["rows"]:
+        assert r["status"] == "ok" and r["images"] > 0
+        assert r["total_s"] > 0 and r["metric_s"] > 0 and 0 < r["metric_fraction"] < 1
     assert isinstance(ev["lpips_included"], bool)
 
     text = capsys.readouterr().out

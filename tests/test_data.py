@@ -145,6 +145,27 @@ def test_crop_larger_than_image_pads(tmp_path):
     assert np.array_equal(item["lq"].numpy(), item["gt"].numpy())
 
 
+def test_training_crop_equals_crop_of_the_full_float_image(tmp_path):
+    """The dataset converts only the crop to float: values must equal cropping the converted frame."""
+    from data.transforms import paired_random_crop, paired_random_flip
+
+    rng = np.random.default_rng(3)
+    img8 = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    img16 = rng.integers(0, 65536, (40, 52, 3), dtype=np.uint16)
+    (tmp_path / "low").mkdir()
+    (tmp_path / "high").mkdir()
+    cv2.imwrite(str(tmp_path / "low" / "a.png"), img8)
+    cv2.imwrite(str(tmp_path / "high" / "a.png"), img16)
+    ds = PairedFolderDataset(str(tmp_path / "low"), str(tmp_path / "high"), crop_size=24, flip=True)
+    lq_full, gt_full = read_image(tmp_path / "low" / "a.png"), read_image(tmp_path / "high" / "a.png")
+    for seed in range(6):
+        item = ds[(0, seed)]
+        g = np.random.default_rng(seed)
+        ref = paired_random_flip(paired_random_crop([lq_full, gt_full], 24, g), g)
+        assert np.array_equal(item["lq"].numpy(), ref[0].transpose(2, 0, 1))
+        assert np.array_equal(item["gt"].numpy(), ref[1].transpose(2, 0, 1))
+
+
 # --------------------------------------------------------------------------- sampler
 def _stream(sampler: ResumableSampler, n: int) -> list[tuple[int, int]]:
     return list(itertools.islice(iter(sampler), n))

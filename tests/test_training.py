@@ -172,3 +172,32 @@ def test_run_py_misspelt_key_is_one_line_error(tmp_path):
     assert lines[0].startswith("error:") and "train.itres" in lines[0] and "train.iters" in lines[0]
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     assert not (tmp_path / "experiments" / "cli_err").exists()
+
+
+def test_output_clamp_modes_same_values_different_gradients():
+    """hard = torch.clamp (no gradient outside [0, 1]); straight_through passes it on."""
+    from core.trainer import clamp_output
+
+    y0 = torch.tensor([-0.5, 0.25, 0.75, 1.5])
+    target = torch.tensor([0.4, 0.5, 0.5, 0.9])
+    grads = {}
+    for mode in ("hard", "straight_through"):
+        y = y0.clone().requires_grad_(True)
+        out = clamp_output(y, mode)
+        assert torch.equal(out, torch.tensor([0.0, 0.25, 0.75, 1.0]))
+        (out - target).abs().sum().backward()
+        grads[mode] = y.grad
+    # d|c - t|/dc = sign(c - t) at the clamped value c
+    assert torch.equal(grads["hard"], torch.tensor([0.0, -1.0, 1.0, 0.0]))
+    assert torch.equal(grads["straight_through"], torch.tensor([-1.0, -1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError):
+        clamp_output(y0, "soft")
+
+
+def test_output_clamp_is_validated_in_the_config(tmp_path):
+    from models.registry import UserError
+
+    cfg = tiny_config(tmp_path)
+    cfg["train"]["output_clamp"] = "soft"
+    with pytest.raises(UserError, match="output_clamp"):
+        load_config(write_yaml(tmp_path / "c.yaml", cfg))

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network-args", default=None, help="JSON object of network constructor arguments")
     p.add_argument("--ema", action="store_true", help="use the EMA/teacher weights of the checkpoint")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--workers", type=int, default=2,
+                   help="data-loading worker processes, decoding overlaps the forward (default 2)")
     return p
 
 
@@ -97,7 +99,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     protocol = build_protocol("paper", fast=args.fast_eval, tile=args.tile, tile_overlap=args.tile_overlap,
                               lpips=False, device=device)
     out_dir = Path(resolve_path(args.output))
-    res = evaluate(net, eval_loader(dataset), device, protocol, save_dir=out_dir)
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    loader = eval_loader(dataset, num_workers=min(args.workers, len(dataset)), pin_memory=device.type == "cuda")
+    res = evaluate(net, loader, device, protocol, save_dir=out_dir)
     written = [out_dir / f"{r['name']}.png" for r in res.rows]
     summary = res.summary()
     timing = f", {summary['latency_ms']:.1f} ms/image" if summary.get("latency_ms") is not None else ""
