@@ -46,6 +46,8 @@ included.
     missing; they are 96x96, so a larger crop is reflect-padded) and on synthetic 600x400 PNGs
     (the LOLv2-Real size, decoding cost closer to the paper's data). Compared with the pairs per
     second that the fastest supervised training step of (b) consumes (batch / step time); goal >= 3x.
+    A second table splits one pair's cost in one process into decoding and crop + conversion and
+    gives the ceiling it sets for the workers and the workers the 3x goal would need.
 (d) **Evaluation** (``eval``): ``evaluate`` with the paper protocol (PSNR, SSIM on Y, LPIPS when
     its weights are here -- reported) on the demo low-light test set (96x96) and on synthetic
     600x400 pairs (the LOLv2-Real frame size, representative of the paper's protocol); the share
@@ -702,6 +704,31 @@ def _loader_rate(lq: Path, gt: Path, crop: int, batch: int, workers: int, n_batc
             "first_batch_s": first, "batch_shape": shape}
 
 
+def _pair_cost(lq: Path, gt: Path, crop: int, n: int) -> dict[str, Any]:
+    """Single-process cost of one training pair, split into decoding and crop + conversion (median ms).
+
+    It bounds what a loader can deliver: ``workers * 1000 / total_ms`` pairs/s at most.
+    """
+    from data.image_io import image_to_float, list_images, read_image_raw
+    from data.transforms import paired_random_crop, paired_random_flip, to_tensor_chw
+
+    lqs, gts = list_images(lq), list_images(gt)
+    decode, convert = [], []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        t0 = time.perf_counter()
+        a, b = read_image_raw(lqs[i % len(lqs)]), read_image_raw(gts[i % len(gts)])
+        t1 = time.perf_counter()
+        a, b = paired_random_flip(paired_random_crop([a, b], crop, rng), rng)
+        to_tensor_chw(image_to_float(a)), to_tensor_chw(image_to_float(b))
+        t2 = time.perf_counter()
+        decode.append(t1 - t0)
+        convert.append(t2 - t1)
+    med = lambda v: 1000.0 * float(np.median(v))  # noqa: E731
+    return {"decode_ms": med(decode), "crop_convert_ms": med(convert),
+            "total_ms": med([d + c for d, c in zip(decode, convert)]), "pairs": n}
+
+
 def bench_data(s: dict[str, Any], tmp: Path, training: dict[str, Any] | None,
                device: torch.device) -> dict[str, Any]:
     from data.paths import resolve_path
@@ -744,8 +771,22 @@ def bench_data(s: dict[str, Any], tmp: Path, training: dict[str, Any] | None,
             r["ratio_vs_training"] = (r["pairs_per_s"] / consumed) if (consumed and r.get("pairs_per_s")) else None
             rows.append(r)
             log(f"[data] {label} workers={w}: {fmt(r.get('pairs_per_s'), 1)} pairs/s {r['status']}")
+    costs = []
+    for label, lq, gt in sources:
+        try:
+            c = _pair_cost(lq, gt, crop, 8 if s["quick"] else 24)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            costs.append({"source": label, "status": "error", "note": error_text(exc)})
+            continue
+        ceiling = s["workers"] * 1000.0 / c["total_ms"] if c["total_ms"] > 0 else None
+        c.update({"source": label, "status": "ok", "ceiling_pairs_per_s": ceiling,
+                  "ceiling_vs_training": (ceiling / consumed) if (ceiling and consumed) else None,
+                  "workers_for_goal": (int(np.ceil(3.0 * consumed * c["total_ms"] / 1000.0)) if consumed else None)})
+        costs.append(c)
     main = next((r for r in rows if r["source"] == sources[0][0] and r["workers"] == s["workers"]), None)
-    return {"rows": rows, "consumer": None if consumer is None else {
+    return {"rows": rows, "costs": costs, "consumer": None if consumer is None else {
         "network": consumer.name, "step": consumer.variant, "batch": batch, "step_median_s": consumer.median_s,
         "pairs_per_s": consumed}, "ratio": main.get("ratio_vs_training") if main else None, "goal_ratio": 3.0,
         "workers": s["workers"], "crop": crop, "notes": notes}
@@ -767,6 +808,19 @@ def print_data(res: dict[str, Any]) -> None:
         out(f"Training consumes {c['pairs_per_s']:.1f} pairs/s ({c['network']} {c['step']} step, the fastest: batch "
             f"{c['batch']} / {c['step_median_s']:.4f} s). Loader with {res['workers']} workers on the demo data: "
             f"**{fmt(ratio, 2)}x** that rate ({verdict} the goal of >= {res['goal_ratio']:.0f}x).")
+    costs = [c for c in res.get("costs", []) if c["status"] == "ok"]
+    if costs:
+        out()
+        out(f"The cost of one pair in one process (median of {costs[0]['pairs']}) and the ceiling it sets for "
+            f"{res['workers']} workers ({res['workers']} x 1000 / total ms): where the loader falls short of 3x, "
+            f"this shows whether decoding is the reason and how many workers would be needed.")
+        out()
+        out(markdown_table(
+            ["source", "decode 2 images ms", "crop + convert ms", "total ms", f"ceiling, {res['workers']} workers",
+             "ceiling vs training", "workers for 3x"],
+            [[c["source"], fmt(c["decode_ms"], 2), fmt(c["crop_convert_ms"], 2), fmt(c["total_ms"], 2),
+              fmt(c["ceiling_pairs_per_s"], 1), fmt(c["ceiling_vs_training"], 2) + ("x" if c["ceiling_vs_training"] else ""),
+              c["workers_for_goal"] if c["workers_for_goal"] is not None else "–"] for c in costs]))
     for n in res["notes"]:
         out(f"- note: {n}")
     out()

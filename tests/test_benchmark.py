@@ -82,6 +82,9 @@ def test_quick_benchmark_writes_all_sections(tmp_path, capsys):
     data = report["data_pipeline"]
     assert data["rows"] and all(r["status"] == "ok" and r["pairs_per_s"] > 0 for r in data["rows"])
     assert data["consumer"]["pairs_per_s"] > 0 and data["ratio"] > 0
+    for c in data["costs"]:
+        assert c["status"] == "ok" and c["decode_ms"] > 0 and c["crop_convert_ms"] > 0
+        assert c["total_ms"] >= c["decode_ms"] and c["ceiling_pairs_per_s"] > 0 and c["workers_for_goal"] >= 1
 
     ev = report["evaluation"]
     assert ev["status"] == "ok" and len(ev["rows"]) == 2
