@@ -4,7 +4,7 @@
 Run from anywhere (no PYTHONPATH needed)::
 
     python common_utils/evaluation/eval_with_any_backbone.py -n Restormer -w weights.pth \\
-        (--image photo.jpg | --set DIR) --output DIR [--fast-eval] [--tile 512]
+        (--image photo.jpg | --set DIR) --output DIR [--fast-eval] [--tile 512] [--workers 2]
 
 ``--set`` (alias ``--image-set``, as in the official script) enhances every image in a folder.
 Any size works: inputs are padded to the network's size multiple and cropped back (or run in
