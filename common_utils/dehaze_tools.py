@@ -98,30 +98,18 @@ def list_inputs(folder: str | os.PathLike) -> list[Path]:
 
 
 def save_output(path: Path, img: torch.Tensor) -> None:
-    """Write a (3, H, W) tensor in [0, 1] to ``path``, encoded as its extension says."""
-    import cv2
+    """Write a (3, H, W) tensor in [0, 1] to ``path``, encoded as its extension says.
 
+    ``.npy`` keeps float32; JPEG uses the original's quality (``JPEG_QUALITY``).
+    """
     from data.image_io import write_image
 
     arr = img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ext = path.suffix.lower()
-    if ext == ".npy":
+    if path.suffix.lower() == ".npy":
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, arr.astype(np.float32))
         return
-    if ext in (".png", ".bmp"):
-        write_image(path, arr)
-        return
-    # JPEG (quality as the original), TIFF, WebP: encode in the file's own format
-    u8 = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)[:, :, ::-1]
-    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ext in (".jpg", ".jpeg") else []
-    ok, buf = cv2.imencode(ext, u8, params)
-    if not ok:
-        raise UserError(f"{path}: cannot encode the image as {ext}")
-    try:
-        buf.tofile(str(path))
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    write_image(path, arr, jpeg_quality=JPEG_QUALITY)
 
 
 # ------------------------------------------------------------------------------------ tensors

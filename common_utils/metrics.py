@@ -56,7 +56,7 @@ def _gaussian_filter_valid(t: torch.Tensor, size: int, sigma: float) -> torch.Te
 
     The window is separable at the sizes used here (nothing is zeroed), so two 1-D passes give the
     2-D result up to rounding (~1e-16 in float64) at 2k instead of k^2 multiply-adds per pixel:
-    10x faster at 600x400 on the CPU, where metric time matters (BENCHMARKS.md section 3d).
+    about 15x faster at 600x400 on the CPU, where metric time matters (BENCHMARKS.md section 3d).
     """
     c, key = t.shape[1], (size, sigma, str(t.device), t.dtype)
     g = _gaussian_factor(*key)

@@ -75,7 +75,7 @@ class _StraightThroughClamp(torch.autograd.Function):
     """clamp(y, 0, 1) forward; the identity backward (out-of-range pixels keep their gradient)."""
 
     @staticmethod
-    def forward(ctx: Any, y: torch.Tensor) -> torch.Tensor:  # noqa: D401
+    def forward(ctx: Any, y: torch.Tensor) -> torch.Tensor:
         return y.clamp(0, 1)
 
     @staticmethod

@@ -97,17 +97,25 @@ def _looks_complete(path: str, data: np.ndarray) -> bool:
     return True
 
 
-def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
-    """Write a float RGB (H, W, 3) image in [0, 1] as 8-bit; the folder is created if needed."""
+_ENCODED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray, jpeg_quality: int | None = None) -> None:
+    """Write a float RGB (H, W, 3) image in [0, 1] as 8-bit; the folder is created if needed.
+
+    Encoded as the extension says (PNG for extensions OpenCV is not asked to write);
+    ``jpeg_quality`` overrides OpenCV's default of 95 for JPEG files.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     arr = np.clip(np.round(np.asarray(img, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
     if arr.ndim == 3 and arr.shape[2] == 3:
         arr = arr[:, :, ::-1]
-    ext = p.suffix if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp") else ".png"
-    ok, buf = cv2.imencode(ext, arr)
+    ext = p.suffix.lower() if p.suffix.lower() in _ENCODED_EXTENSIONS else ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if jpeg_quality and ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, arr, params)
     if not ok:
-        raise UserError(f"{p}: cannot encode the image")
+        raise UserError(f"{p}: cannot encode the image as {ext}")
     try:
         buf.tofile(str(p))
     except OSError as exc:

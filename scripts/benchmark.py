@@ -705,22 +705,23 @@ def _loader_rate(lq: Path, gt: Path, crop: int, batch: int, workers: int, n_batc
 
 
 def _pair_cost(lq: Path, gt: Path, crop: int, n: int) -> dict[str, Any]:
-    """Single-process cost of one training pair, split into decoding and crop + conversion (median ms).
+    """Single-process cost of one training pair (median ms), in the two steps of the dataset's
+    ``__getitem__``: decoding the two files, then its own crop + flip and the float conversion.
 
     It bounds what a loader can deliver: ``workers * 1000 / total_ms`` pairs/s at most.
     """
-    from data.image_io import image_to_float, list_images, read_image_raw
-    from data.transforms import paired_random_crop, paired_random_flip, to_tensor_chw
+    from data import build_dataset
+    from data.image_io import image_to_float, read_image_raw
+    from data.transforms import to_tensor_chw
 
-    lqs, gts = list_images(lq), list_images(gt)
+    ds = build_dataset("paired_folder", lq_dir=str(lq), gt_dir=str(gt), crop_size=crop, flip=True)
     decode, convert = [], []
-    rng = np.random.default_rng(0)
     for i in range(n):
+        lq_path, gt_path = ds.pairs[i % len(ds.pairs)]
         t0 = time.perf_counter()
-        a, b = read_image_raw(lqs[i % len(lqs)]), read_image_raw(gts[i % len(gts)])
+        images = [read_image_raw(lq_path), read_image_raw(gt_path)]
         t1 = time.perf_counter()
-        a, b = paired_random_flip(paired_random_crop([a, b], crop, rng), rng)
-        to_tensor_chw(image_to_float(a)), to_tensor_chw(image_to_float(b))
+        [to_tensor_chw(image_to_float(im)) for im in ds._augment(images, seed=i)]
         t2 = time.perf_counter()
         decode.append(t1 - t0)
         convert.append(t2 - t1)

@@ -137,15 +137,14 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
             values = {"psnr": psnr(out, gt)[0], "ssim": SSIM_PROTOCOLS[protocol.ssim](out, gt)[0]}
             if protocol.lpips is not None:
                 values["lpips"] = protocol.lpips(out, gt)[0]
+            columns = ["psnr", "ssim", "lpips"]
             if protocol.gt_mean:
                 corr = gt_mean_correct(out, gt)
                 values["psnr_gt_mean"] = psnr(corr, gt)[0]
                 values["ssim_gt_mean"] = SSIM_PROTOCOLS[protocol.ssim](corr, gt)[0]
-            host = torch.stack([v.float() for v in values.values()]).tolist()
-            row.update(zip(values, host))
-            row.setdefault("lpips", None)
-            if protocol.gt_mean:  # keep the column order of the tables: psnr, ssim, lpips, gt-mean columns
-                row = {k: row[k] for k in ("name", "psnr", "ssim", "lpips", "psnr_gt_mean", "ssim_gt_mean")}
+                columns += ["psnr_gt_mean", "ssim_gt_mean"]
+            host = dict(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
+            row.update({k: host.get(k) for k in columns})  # lpips None when not computed
         result.metric_seconds += time.perf_counter() - t1
         if save_dir is not None:
             write_image(Path(save_dir) / f"{row['name']}.png", out[0].permute(1, 2, 0).cpu().numpy())
