@@ -89,15 +89,15 @@ class ICEMLTrainer(BaseTrainer):
         d, c = self.cfg.data, self.cfg.iceml
         if not d.paired.type:
             raise UserError("config key 'data.paired' must name the synthetic pre-training set (haze_synthetic)")
-        self.paired_set = self._dataset(d.paired, crop=True)
-        from data.samplers import ResumableSampler
-
-        bs = d.paired.batch_size or d.batch_size
-        self.iters_per_epoch = ResumableSampler(len(self.paired_set), bs).iters_per_epoch
-        self.val_set = self._dataset(d.val, crop=False) if d.val.type else None
+        self.paired_set = self._dataset(d.paired)
+        self.check_stream_size("paired", self.paired_set)
+        self.iters_per_epoch = self._iters_per_epoch_of(self.paired_set)
+        self.val_set = self._dataset(d.val) if d.val.type else None
         self.pretrain_iters = c.pretrain_iters if c.pretrain_iters is not None else (
             (c.pretrain_epochs or 0) * self.iters_per_epoch)
-        self.unpaired_set = self._dataset(d.unpaired, crop=True) if d.unpaired.type else None
+        self.unpaired_set = self._dataset(d.unpaired) if d.unpaired.type else None
+        if self.unpaired_set is not None:
+            self.check_stream_size("unpaired", self.unpaired_set)
         self.total_iters = self._total_iters()
         if self.total_iters > self.pretrain_iters and self.unpaired_set is None:
             raise UserError("the mutual-learning stage needs data.unpaired (real hazy images without ground truth)")
@@ -120,7 +120,7 @@ class ICEMLTrainer(BaseTrainer):
         super().start_streams()
         self.unpaired_stream = None
         if self.unpaired_set is not None and self.iter < self.total_iters:
-            bs = self.cfg.data.unpaired.batch_size or self.cfg.data.batch_size
+            bs = self.batch_size("unpaired")
             saved, self.iter = self.iter, max(0, self.iter - self.pretrain_iters)
             try:
                 self.unpaired_stream = self.make_stream(self.unpaired_set, bs, seed_offset=104729)
@@ -151,11 +151,13 @@ class ICEMLTrainer(BaseTrainer):
         if c.w_rtx_inv > 0:
             target = (clear / (hazy + 1e-8)).clamp(max=c.inv_target_clamp)
             terms["rtx_inv"] = c.w_rtx_inv * self.losses["l1"](lr_inv, target)
-        trans = batch["trans"]
-        known = torch.isfinite(trans)
-        if c.w_asm_t > 0 and bool(known.any()):
+        # t and A are supervised where the synthetic set knows them (ITS-style files); a plain paired
+        # set (SOTS: hazy/clear only) supervises the clean images alone
+        trans = batch.get("trans")
+        known = torch.isfinite(trans) if trans is not None else None
+        if c.w_asm_t > 0 and known is not None and bool(known.any()):
             terms["asm_t"] = c.w_asm_t * (t - torch.nan_to_num(trans)).abs()[known].mean()
-        if c.w_asm_a > 0:
+        if c.w_asm_a > 0 and "A" in batch:
             terms["asm_a"] = c.w_asm_a * self.losses["l1"](a, batch["A"].view(-1, 3, 1, 1).expand_as(a))
         return terms
 

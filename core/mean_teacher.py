@@ -70,7 +70,11 @@ class MeanTeacherTrainer(SupervisedTrainer):
         if s.semi_start_epoch is not None:
             if not d.unpaired.type:
                 raise UserError("ssll.semi_start_epoch is set but data.unpaired names no dataset")
-            self.unpaired_set = self._dataset(d.unpaired, crop=True)
+            extra = {"extra_files": self.withheld_inputs} if self.withheld_inputs and d.unlabelled_to_pool else {}
+            self.unpaired_set = self._dataset(d.unpaired, **extra)
+            self.check_stream_size("unpaired", self.unpaired_set)
+            self.log.info(f"unpaired pool: {len(self.unpaired_set)} images"
+                          + (f" ({len(self.withheld_inputs)} of them inputs of withheld pairs)" if extra else ""))
             self.semi_start_iter = (s.semi_start_epoch - 1) * self.iters_per_epoch
         total_epochs = math.ceil(self.total_iters / self.iters_per_epoch)
         self.curriculum_epochs = s.curriculum_epochs or self.cfg.scheduler.period_epochs or total_epochs
@@ -79,7 +83,7 @@ class MeanTeacherTrainer(SupervisedTrainer):
         super().start_streams()
         self.unpaired_stream = None
         if self.semi_start_iter is not None and self.iter < self.total_iters:
-            bs = self.cfg.data.unpaired.batch_size or self.cfg.data.paired.batch_size or self.cfg.data.batch_size
+            bs = self.batch_size("unpaired")
             consumed = max(0, self.iter - self.semi_start_iter)
             saved, self.iter = self.iter, consumed  # the unpaired stream counts semi-phase iterations only
             try:

@@ -88,6 +88,9 @@ BASE_SCHEMA: dict[str, Any] = {
         "pin_memory": F(bool, True),
         "prefetch_factor": F(int, 2),
         "batch_size": F(int, 4),
+        "labelled_pairs": F(int, None),
+        "label_split_seed": F(int, None),
+        "unlabelled_to_pool": F(bool, True),
     },
     "optim": {
         "type": F(str, "adamw", choices=("adamw", "adam")),
@@ -106,6 +109,7 @@ BASE_SCHEMA: dict[str, Any] = {
     "train": {
         "epochs": F(int, None),
         "iters": F(int, None),
+        "iters_per_epoch": F(int, None),
         "log_every": F(int, 20),
         "val_every": F(int, None),
         "val_every_epochs": F(int, None),

@@ -267,21 +267,48 @@ class BaseTrainer:
             self.loss_weights[spec.name] = float(spec.weight)
         return losses
 
-    def _dataset(self, spec: Config, crop: bool) -> Any:
-        return build_dataset(spec.type, **resolve_dataset_args(spec.args.to_dict()))
+    def _dataset(self, spec: Config, **extra: Any) -> Any:
+        return build_dataset(spec.type, **resolve_dataset_args(spec.args.to_dict()), **extra)
+
+    def batch_size(self, key: str) -> int:
+        """Per-process batch size of the stream ``data.<key>`` (its own, else the paired one, else data.batch_size)."""
+        d = self.cfg.data
+        return d[key].batch_size or d.paired.batch_size or d.batch_size
+
+    def check_stream_size(self, key: str, dataset: Any) -> None:
+        """A training set must fill one batch on every process: say so at start-up, naming the key."""
+        bs, n = self.batch_size(key), len(dataset)
+        if n < bs * self.dist.world_size:
+            raise UserError(f"data.{key} ({dataset!r}) holds {n} image(s), fewer than one batch of "
+                            f"{bs}{f' on each of {self.dist.world_size} processes' if self.dist.world_size > 1 else ''}; "
+                            f"add images or lower data.{key}.batch_size")
 
     def build_data(self) -> None:
-        """Paired training stream and validation set; subclasses add their own streams."""
+        """Paired training stream (or its labelled part) and validation set; subclasses add their own streams."""
         d = self.cfg.data
         if not d.paired.type:
             raise UserError("config key 'data.paired' must name a dataset type (e.g. paired_folder)")
-        self.paired_set = self._dataset(d.paired, crop=True)
-        bs = d.paired.batch_size or d.batch_size
-        _, sampler = train_loader(self.paired_set, bs, 0, self.cfg.seed, rank=self.dist.rank,
-                                  world_size=self.dist.world_size)
-        self.iters_per_epoch = sampler.iters_per_epoch
-        self.val_set = self._dataset(d.val, crop=False) if d.val.type else None
+        self.paired_set = self._dataset(d.paired)
+        self.withheld_inputs: list[str] = []
+        if d.labelled_pairs is not None:
+            self.paired_set, self.withheld_inputs = self._label_budget(self.paired_set)
+        self.check_stream_size("paired", self.paired_set)
+        self.iters_per_epoch = self._iters_per_epoch_of(self.paired_set)
+        self.val_set = self._dataset(d.val) if d.val.type else None
         self.total_iters = self._total_iters()
+
+    def _label_budget(self, full: Any) -> tuple[Any, list[str]]:
+        """Keep ``data.labelled_pairs`` pairs (a seeded choice); return them and the withheld inputs."""
+        from data.datasets import PairSubset, label_split
+
+        d = self.cfg.data
+        if not hasattr(full, "pairs"):
+            raise UserError(f"data.labelled_pairs needs a paired folder dataset; data.paired.type is '{d.paired.type}'")
+        seed = self.cfg.seed if d.label_split_seed is None else d.label_split_seed
+        labelled, rest = label_split(len(full.pairs), d.labelled_pairs, seed)
+        self.log.info(f"label budget: {len(labelled)} of {len(full.pairs)} pairs of {full!r} keep their ground "
+                      f"truth (split seed {seed}); {len(rest)} are withheld")
+        return PairSubset(full, labelled), [str(full.pairs[i][0]) for i in rest]
 
     def make_stream(self, dataset: Any, batch_size: int, seed_offset: int = 0) -> Iterator[dict[str, Any]]:
         """An endless device-side batch iterator starting at the current iteration."""
@@ -299,6 +326,10 @@ class BaseTrainer:
         if t.epochs:
             return int(t.epochs) * self.iters_per_epoch
         raise UserError("set train.epochs or train.iters in the config")
+
+    def _iters_per_epoch_of(self, dataset: Any, key: str = "paired") -> int:
+        """``train.iters_per_epoch`` if set, else whole batches of ``dataset`` per process."""
+        return self.cfg.train.iters_per_epoch or len(dataset) // self.dist.world_size // self.batch_size(key)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for name in self.trained_networks for p in self.networks[name].parameters() if p.requires_grad]
@@ -363,8 +394,7 @@ class BaseTrainer:
         return next(self.paired_stream)
 
     def start_streams(self) -> None:
-        bs = self.cfg.data.paired.batch_size or self.cfg.data.batch_size
-        self.paired_stream = self.make_stream(self.paired_set, bs)
+        self.paired_stream = self.make_stream(self.paired_set, self.batch_size("paired"))
 
     # ------------------------------------------------------------------ EMA
     ema_steps_offset = 0
@@ -731,11 +761,11 @@ def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:
         summary[name] = {"missing": msg}
     for name, ds in datasets.items():
         loader = trainer.make_eval_loader(ds)
-        main = evaluate(nets[main_key], loader, trainer.device, protocol)
+        scored = {key: evaluate(net, loader, trainer.device, protocol) for key, net in nets.items()}
+        main = scored[main_key]
         write_rows_csv(results_dir / name / "per_image.csv", main.rows)
         entry: dict[str, Any] = {**main.summary(), "network": main_key, "checkpoint": ckpt_path.name}
-        for key, net in nets.items():
-            entry[key] = evaluate(net, loader, trainer.device, protocol).summary()
+        entry.update({key: res.summary() for key, res in scored.items()})
         entry["input"] = evaluate(lambda x: x, loader, trainer.device, protocol, time_forward=False).summary()
         for k in ("latency_ms", "fps"):
             entry["input"].pop(k, None)

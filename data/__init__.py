@@ -16,12 +16,13 @@ _DATASET_MODULES = {
     "prefix_paired": "data.public_datasets",
     "flat_paired": "data.public_datasets",
     "paired_folder_listed": "data.public_datasets",
+    "layout": "data.layouts",
 }
 
 DATASETS = Registry("dataset", lazy=_DATASET_MODULES)
 
 
-def build_dataset(name: str, **kwargs: Any):
+def build_dataset(name: str, /, **kwargs: Any):
     """Build the dataset registered as ``name``."""
     return DATASETS.build(name, **kwargs)
 

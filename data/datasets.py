@@ -3,20 +3,33 @@
 A dataset item is a dict: ``lq`` (3, H, W) float32 in [0, 1], ``gt`` for paired sets, ``name``.
 Indices may be plain ints (evaluation) or ``(index, seed)`` keys from
 :class:`data.samplers.ResumableSampler`, whose seed drives the crop and flips of that item.
+
+Training folders hold whatever users download: any mix of formats (PNG, JPEG, BMP, TIFF, WebP)
+and sizes. ``max_side`` scales images whose longer side exceeds it down (area filter) before
+cropping, so a 4K photograph is not reduced to a patch of sky; an image smaller than the crop is
+scaled up until it covers the crop (``small: upscale``, aspect kept) or reflect-padded
+(``small: pad``). An unreadable or truncated file is skipped with a warning naming it
+(``on_bad_image: skip``) or stops the run with its name (``on_bad_image: stop``).
 """
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
 from data import DATASETS
-from data.image_io import image_to_float, list_images, read_image_raw
+from data.image_io import ImageReadError, image_to_float, list_images, read_image_raw
 from data.transforms import paired_random_crop, paired_random_flip, to_tensor_chw
 from models.registry import UserError
+
+PAIRINGS = ("name", "sorted", "prefix")
+BAD_IMAGE_POLICIES = ("skip", "stop")
+SMALL_IMAGE_POLICIES = ("upscale", "pad")
 
 
 def _split_key(key: Any) -> tuple[int, int | None]:
@@ -25,36 +38,124 @@ def _split_key(key: Any) -> tuple[int, int | None]:
     return int(key), None
 
 
+def _shown(items: Sequence[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def pairing_key(path: Path, root: Path, pairing: str, sep: str = "_") -> str:
+    """The key a file pairs by: its relative name without extension (``name``), or the id before
+    the first ``sep`` of its name (``prefix``: RESIDE ``1400_3.png`` -> ``1400``)."""
+    stem = path.relative_to(root).with_suffix("").as_posix()
+    if pairing == "prefix":
+        parent, _, leaf = stem.rpartition("/")
+        leaf = leaf.split(sep, 1)[0]
+        return f"{parent}/{leaf}" if parent else leaf
+    return stem
+
+
 def pair_files(lq_files: Sequence[Path], gt_files: Sequence[Path], lq_dir: Path, gt_dir: Path,
                pairing: str) -> list[tuple[Path, Path]]:
-    """Pair low and GT files by file stem (``name``) or by sorted position (``sorted``)."""
+    """Pair low and GT files by name (``name``), by id prefix (``prefix``, several inputs may share a
+    ground truth) or by sorted position (``sorted``, only for official sets whose names differ)."""
     if pairing == "sorted":
         if len(lq_files) != len(gt_files):
             raise UserError(f"pair count mismatch: {len(lq_files)} images in {lq_dir} but "
                             f"{len(gt_files)} in {gt_dir}")
         return list(zip(lq_files, gt_files))
-    if pairing != "name":
-        raise UserError(f"unknown pairing '{pairing}' (use 'name' or 'sorted')")
-    gt_by_stem = {f.relative_to(gt_dir).with_suffix("").as_posix(): f for f in gt_files}
+    if pairing not in PAIRINGS:
+        raise UserError(f"unknown pairing '{pairing}' (use one of {', '.join(PAIRINGS)})")
+    gt_by_key = {pairing_key(f, gt_dir, "name"): f for f in gt_files}
     pairs, missing = [], []
     for f in lq_files:
-        stem = f.relative_to(lq_dir).with_suffix("").as_posix()
-        if stem in gt_by_stem:
-            pairs.append((f, gt_by_stem[stem]))
+        key = pairing_key(f, lq_dir, pairing)
+        if key in gt_by_key:
+            pairs.append((f, gt_by_key[key]))
         else:
             missing.append(f.name)
     if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise UserError(f"{len(missing)} of {len(lq_files)} images in {lq_dir} have no file of the same name "
-                        f"in {gt_dir} (e.g. {shown}); rename them or set pairing: sorted")
+        what = "no ground truth named by their id" if pairing == "prefix" else "no file of the same name"
+        raise UserError(f"{len(missing)} of {len(lq_files)} images in {lq_dir} have {what} in {gt_dir} "
+                        f"(e.g. {_shown(missing)}); rename them or set pairing: sorted")
     return pairs
 
 
-class _AugmentMixin:
-    crop_size: int | None
-    flip: bool
+def select_by_key(pairs: list[tuple[Path, Path]], lq_dir: Path, pairing: str, include: Sequence[Any] | None,
+                  exclude: Sequence[Any] | None) -> list[tuple[Path, Path]]:
+    """Keep the pairs whose pairing key is in ``include`` and not in ``exclude`` (e.g. held-out scenes)."""
+    if include is None and not exclude:
+        return pairs
+    mode = "name" if pairing == "sorted" else pairing
+    keys = [pairing_key(lq, lq_dir, mode) for lq, _ in pairs]
+    known = set(keys)
+    asked = [str(k) for k in list(include or []) + list(exclude or [])]
+    unknown = [k for k in asked if k not in known]
+    if unknown:
+        raise UserError(f"include/exclude name ids that are not in {lq_dir}: {_shown(unknown)}")
+    inc = None if include is None else {str(k) for k in include}
+    exc = {str(k) for k in exclude or []}
+    kept = [p for p, k in zip(pairs, keys) if (inc is None or k in inc) and k not in exc]
+    if not kept:
+        raise UserError(f"include/exclude leave no image of {lq_dir}")
+    return kept
+
+
+_WARNED: set[str] = set()
+
+
+class TrainingImages:
+    """Shared behaviour of the folder datasets: augmentation, size policies, bad-file policy.
+
+    Subclasses set ``crop_size``, ``flip``, ``max_side``, ``small``, ``on_bad_image`` and
+    implement ``_count()`` and ``_load(index, seed)``.
+    """
+
+    crop_size: int | None = None
+    flip: bool = False
+    max_side: int | None = None
+    small: str = "upscale"
+    on_bad_image: str = "skip"
+    repeat: int = 1
+
+    def _set_policies(self, crop_size: int | None, flip: bool, max_side: int | None, small: str,
+                      on_bad_image: str, repeat: int) -> None:
+        if small not in SMALL_IMAGE_POLICIES:
+            raise UserError(f"dataset argument 'small' must be one of {', '.join(SMALL_IMAGE_POLICIES)}, got '{small}'")
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise UserError(f"dataset argument 'on_bad_image' must be one of {', '.join(BAD_IMAGE_POLICIES)}, "
+                            f"got '{on_bad_image}'")
+        if crop_size is not None and crop_size <= 0 or max_side is not None and max_side <= 0:
+            raise UserError("dataset arguments 'crop_size' and 'max_side' must be positive")
+        self.crop_size, self.flip, self.max_side = crop_size, bool(flip), max_side
+        self.small, self.on_bad_image, self.repeat = small, on_bad_image, max(1, int(repeat))
+
+    def _count(self) -> int:
+        raise NotImplementedError
+
+    def _load(self, index: int, seed: int | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self._count() * self.repeat
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        index, seed = _split_key(key)
+        n = self._count()
+        index %= n
+        for attempt in range(n):
+            try:
+                return self._load((index + attempt) % n, seed)
+            except ImageReadError as exc:
+                if self.on_bad_image == "stop":
+                    raise UserError(f"{exc} (a training image; set the dataset's on_bad_image: skip to skip "
+                                    f"such files)") from None
+                if str(exc) not in _WARNED:
+                    _WARNED.add(str(exc))
+                    print(f"warning: skipped {exc}", file=sys.stderr, flush=True)
+        raise UserError(f"no readable image in {self!r}: every file failed to decode")
 
     def _augment(self, images: list[np.ndarray], seed: int | None) -> list[np.ndarray]:
+        """Resize (``max_side``, ``small``), then the seeded crop and flips, on decoded arrays."""
+        images = self._fit_size(images)
         if seed is None or (not self.crop_size and not self.flip):
             return images
         rng = np.random.default_rng(seed)
@@ -64,36 +165,72 @@ class _AugmentMixin:
             images = paired_random_flip(images, rng)
         return images
 
+    def _fit_size(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        h, w = images[0].shape[:2]
+        scale = 1.0
+        if self.max_side and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+        if self.crop_size and self.small == "upscale" and min(h, w) * scale < self.crop_size:
+            scale = self.crop_size / min(h, w)
+        if scale == 1.0:
+            return images
+        floor = self.crop_size if self.crop_size and self.small == "upscale" else 1
+        size = (max(floor, round(w * scale)), max(floor, round(h * scale)))  # cv2 order: (width, height)
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+        return [_resize(im, size, interp) for im in images]
+
+
+def _resize(im: np.ndarray, size: tuple[int, int], interp: int) -> np.ndarray:
+    """cv2.resize keeping the channel axis (cv2 drops a trailing axis of length 1)."""
+    out = cv2.resize(np.ascontiguousarray(im), size, interpolation=interp)
+    return out[:, :, None] if out.ndim == 2 else out
+
 
 @DATASETS.register("paired_folder")
-class PairedFolderDataset(_AugmentMixin, Dataset):
+class PairedFolderDataset(TrainingImages, Dataset):
     """Low-light (or hazy) inputs and their ground truths in two folders.
 
     Args:
         lq_dir: folder of degraded inputs.
         gt_dir: folder of targets.
-        pairing: ``name`` matches files by name without extension (default); ``sorted`` pairs by
-            sorted position, as the official SSLL evaluation does.
+        pairing: ``name`` matches files by name without extension (default); ``prefix`` matches an
+            input to the target named by its id before the first ``_`` (RESIDE SOTS/ITS:
+            ``1400_3.png`` -> ``1400.png``); ``sorted`` pairs by sorted position, which only the
+            official sets whose names differ need (an error names any count mismatch).
         crop_size: random square crop for training (None: whole images).
         flip: random horizontal and vertical flips (training).
         recursive: also look in sub-folders.
         repeat: virtual length multiplier (an epoch visits every pair ``repeat`` times).
+        include, exclude: pairing keys (names, or ids with ``prefix``) to keep or leave out, e.g.
+            held-out scenes.
+        max_side, small, on_bad_image: see the module docstring.
     """
 
     def __init__(self, lq_dir: str, gt_dir: str, pairing: str = "name", crop_size: int | None = None,
-                 flip: bool = False, recursive: bool = False, repeat: int = 1) -> None:
+                 flip: bool = False, recursive: bool = False, repeat: int = 1, include: list | None = None,
+                 exclude: list | None = None, max_side: int | None = None, small: str = "upscale",
+                 on_bad_image: str = "skip") -> None:
         self.lq_dir, self.gt_dir = Path(lq_dir), Path(gt_dir)
         lq = list_images(self.lq_dir, recursive)
         gt = list_images(self.gt_dir, recursive)
-        self.pairs = pair_files(lq, gt, self.lq_dir, self.gt_dir, pairing)
-        self.crop_size, self.flip, self.repeat = crop_size, flip, max(1, int(repeat))
+        self.pairing = pairing
+        pairs = pair_files(lq, gt, self.lq_dir, self.gt_dir, pairing)
+        self.pairs = select_by_key(pairs, self.lq_dir, pairing, include, exclude)
+        self._set_policies(crop_size, flip, max_side, small, on_bad_image, repeat)
 
-    def __len__(self) -> int:
-        return len(self.pairs) * self.repeat
+    def __repr__(self) -> str:
+        return f"{self.lq_dir} + {self.gt_dir}"
 
-    def __getitem__(self, key: Any) -> dict[str, Any]:
-        index, seed = _split_key(key)
-        lq_path, gt_path = self.pairs[index % len(self.pairs)]
+    def _count(self) -> int:
+        return len(self.pairs)
+
+    def keys(self) -> list[str]:
+        """The pairing key of every pair (names, or ids with ``prefix`` pairing), in order."""
+        mode = "name" if self.pairing == "sorted" else self.pairing
+        return [pairing_key(lq, self.lq_dir, mode) for lq, _ in self.pairs]
+
+    def _load(self, index: int, seed: int | None) -> dict[str, Any]:
+        lq_path, gt_path = self.pairs[index]
         lq, gt = read_image_raw(lq_path), read_image_raw(gt_path)
         if lq.shape != gt.shape:
             raise UserError(f"size mismatch: {lq_path} is {lq.shape[1]}x{lq.shape[0]} but {gt_path} is "
@@ -103,25 +240,62 @@ class PairedFolderDataset(_AugmentMixin, Dataset):
 
 
 @DATASETS.register("unpaired_folder")
-class UnpairedFolderDataset(_AugmentMixin, Dataset):
+class UnpairedFolderDataset(TrainingImages, Dataset):
     """Degraded images without ground truth (the unpaired pool of semi-supervised training).
 
     Args:
-        root: folder of images (or several folders).
-        crop_size, flip, recursive, repeat: as for :class:`PairedFolderDataset`.
+        root: folder of images, or a list of folders (any mix of formats and sizes).
+        crop_size, flip, recursive, repeat, max_side, small, on_bad_image: as for
+            :class:`PairedFolderDataset`.
+        extra_files: further image files (e.g. the inputs of labelled pairs whose ground truth is
+            withheld; see ``data.labelled_pairs``).
     """
 
-    def __init__(self, root: str | list[str], crop_size: int | None = None, flip: bool = False,
-                 recursive: bool = False, repeat: int = 1) -> None:
-        roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
-        self.files = [f for r in roots for f in list_images(r, recursive)]
-        self.crop_size, self.flip, self.repeat = crop_size, flip, max(1, int(repeat))
+    def __init__(self, root: str | list[str] | None = None, crop_size: int | None = None, flip: bool = False,
+                 recursive: bool = False, repeat: int = 1, max_side: int | None = None, small: str = "upscale",
+                 on_bad_image: str = "skip", extra_files: list[str] | None = None) -> None:
+        roots = [] if root is None else [root] if isinstance(root, (str, os.PathLike)) else list(root)
+        self.roots = [Path(r) for r in roots]
+        self.files = [f for r in roots for f in list_images(r, recursive)] + [Path(f) for f in extra_files or []]
+        if not self.files:
+            raise UserError("the unpaired dataset has no images: give 'root' (a folder or a list of folders)")
+        self._set_policies(crop_size, flip, max_side, small, on_bad_image, repeat)
+
+    def __repr__(self) -> str:
+        return ", ".join(str(r) for r in self.roots) or "the unpaired pool"
+
+    def _count(self) -> int:
+        return len(self.files)
+
+    def _load(self, index: int, seed: int | None) -> dict[str, Any]:
+        path = self.files[index]
+        (img,) = self._augment([read_image_raw(path)], seed)
+        return {"lq": to_tensor_chw(image_to_float(img)), "name": path.stem}
+
+
+class PairSubset(Dataset):
+    """The pairs of a paired dataset at ``indices`` (a label budget), keeping its augmentation keys."""
+
+    def __init__(self, base: PairedFolderDataset, indices: Sequence[int]) -> None:
+        self.base, self.indices = base, list(indices)
+        self.pairs = [base.pairs[i] for i in self.indices]
 
     def __len__(self) -> int:
-        return len(self.files) * self.repeat
+        return len(self.indices) * self.base.repeat
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index, seed = _split_key(key)
-        path = self.files[index % len(self.files)]
-        (img,) = self._augment([read_image_raw(path)], seed)
-        return {"lq": to_tensor_chw(image_to_float(img)), "name": path.stem}
+        real = self.indices[index % len(self.indices)]
+        return self.base[(real, seed) if seed is not None else real]
+
+    def __repr__(self) -> str:
+        return f"{len(self.indices)} labelled pairs of {self.base!r}"
+
+
+def label_split(n: int, labelled: int, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of ``labelled`` of ``n`` pairs chosen by a seeded permutation, and the rest (sorted)."""
+    if not 0 < labelled <= n:
+        raise UserError(f"data.labelled_pairs must be between 1 and the {n} pairs of the paired set, got {labelled}")
+    perm = np.random.default_rng(seed).permutation(n)
+    return sorted(int(i) for i in perm[:labelled]), sorted(int(i) for i in perm[labelled:])
+

@@ -15,24 +15,26 @@ import torch
 from torch.utils.data import Dataset
 
 from data import DATASETS
-from data.datasets import _AugmentMixin, _split_key
+from data.datasets import TrainingImages
 from data.image_io import image_to_float, list_images, read_image_raw
 from data.transforms import to_tensor_chw
 from models.registry import UserError
 
 
 @DATASETS.register("haze_synthetic")
-class SyntheticHazeDataset(_AugmentMixin, Dataset):
+class SyntheticHazeDataset(TrainingImages, Dataset):
     """Items: ``lq`` hazy, ``gt`` clear, ``trans`` (1, H, W), ``A`` (3,), ``name``.
 
     Args:
         root: folder holding ``hazy/``, ``clear/`` and (optionally) ``trans/``.
         crop_size, flip: identical random crop/flips on hazy, clear and transmission.
         require_trans: fail when a transmission map is missing (else t is not supervised: NaN map).
+        max_side, small, on_bad_image, repeat: as for :class:`data.datasets.PairedFolderDataset`.
     """
 
     def __init__(self, root: str, crop_size: int | None = None, flip: bool = False, recursive: bool = True,
-                 require_trans: bool = False, repeat: int = 1) -> None:
+                 require_trans: bool = False, repeat: int = 1, max_side: int | None = None, small: str = "upscale",
+                 on_bad_image: str = "skip") -> None:
         base = Path(root)
         hazy = list_images(base / "hazy", recursive)
         clear = {f.stem: f for f in list_images(base / "clear", recursive)}
@@ -52,14 +54,17 @@ class SyntheticHazeDataset(_AugmentMixin, Dataset):
             if tr is None and require_trans:
                 raise UserError(f"{f}: no transmission map '{'_'.join(fields[:-1])}.*' in {trans_dir}")
             self.items.append((f, gt, tr, a))
-        self.crop_size, self.flip, self.repeat = crop_size, flip, max(1, int(repeat))
+        self.root = base
+        self._set_policies(crop_size, flip, max_side, small, on_bad_image, repeat)
 
-    def __len__(self) -> int:
-        return len(self.items) * self.repeat
+    def __repr__(self) -> str:
+        return str(self.root)
 
-    def __getitem__(self, key: Any) -> dict[str, Any]:
-        index, seed = _split_key(key)
-        hazy_p, gt_p, tr_p, a = self.items[index % len(self.items)]
+    def _count(self) -> int:
+        return len(self.items)
+
+    def _load(self, index: int, seed: int | None) -> dict[str, Any]:
+        hazy_p, gt_p, tr_p, a = self.items[index]
         hazy, gt = read_image_raw(hazy_p), read_image_raw(gt_p)
         if hazy.shape != gt.shape:
             raise UserError(f"size mismatch: {hazy_p} vs {gt_p}")

@@ -84,6 +84,12 @@ class NamedDataset:
 LAYOUTS = Registry("dataset layout")
 
 
+def _register_dataset_type(fn: Callable[..., Any]) -> Callable[..., Any]:
+    from data import DATASETS
+
+    return DATASETS.register("layout")(fn)
+
+
 def register_layout(ds: NamedDataset, aliases: tuple[str, ...] = ()) -> NamedDataset:
     """Add a named dataset to the registry."""
     LAYOUTS.register(ds.name, aliases=aliases)(ds)
@@ -135,7 +141,7 @@ def _candidates(ds: NamedDataset, root: str | None) -> list[tuple[Layout, Path]]
     return out
 
 
-def _build(lay: Layout, lq: Path, gt: Path) -> Any:
+def _build(lay: Layout, lq: Path, gt: Path, dataset_args: dict[str, Any] | None = None) -> Any:
     from data import build_dataset
     from data.datasets import PairedFolderDataset
 
@@ -143,14 +149,16 @@ def _build(lay: Layout, lq: Path, gt: Path) -> Any:
         return build_dataset("prefix_paired", lq_dir=str(lq), gt_dir=str(gt))
     if lay.dataset == "flat_paired":
         return build_dataset("flat_paired", folder=str(lq))
-    return PairedFolderDataset(str(lq), str(gt), pairing=lay.pairing, recursive=lay.recursive)
+    return PairedFolderDataset(str(lq), str(gt), pairing=lay.pairing, recursive=lay.recursive, **(dataset_args or {}))
 
 
-def open_layout(name: str, root: str | None = None, **options: Any) -> Any:
+def open_layout(name: str, root: str | None = None, dataset_args: dict[str, Any] | None = None,
+                **options: Any) -> Any:
     """Open the named dataset (see module docstring); a folder path opens a generic pair.
 
     ``options`` are the dataset options (e.g. ``smid_green_quirk``); those a dataset does not
-    have are ignored, so one set of options can be passed to every dataset.
+    have are ignored, so one set of options can be passed to every dataset. ``dataset_args``
+    are passed to the paired folder dataset (training: ``crop_size``, ``flip``, ...).
     """
     from data.public_datasets import has_images
 
@@ -166,7 +174,7 @@ def open_layout(name: str, root: str | None = None, **options: Any) -> Any:
         lq_ok = has_images(lq, lay.recursive, lay.probe)
         gt_ok = lq_ok if lq == gt else has_images(gt, lay.recursive)
         if lq_ok and gt_ok:
-            dataset = _build(lay, lq, gt)
+            dataset = _build(lay, lq, gt, dataset_args)
             return ds.finish(dataset, opts) if ds.finish else dataset
         if lq == gt:
             tried.append(f"{lq}/{lay.probe or '*'}")
@@ -197,6 +205,16 @@ def open_folder(path: str) -> Any:
             return PairedFolderDataset(str(root / lq), str(root / gt), pairing="sorted", recursive=True)
     raise DatasetMissing(f"{root} holds no known pair of folders; expected one of: "
                          + " | ".join(f"{root / a} + {root / b}" for a, b in GENERIC_PAIRS))
+
+
+@_register_dataset_type
+def open_named_dataset(name: str, data_root: str | None = None, **dataset_args: Any) -> Any:
+    """A named layout as a dataset (``type: layout``), e.g. ``{name: LOL-v1-train, crop_size: 128}``.
+
+    The data root follows the same precedence as evaluation (``data_root``, ``SSIR_DATA_ROOT``,
+    ``config/datasets.yaml``, ``datasets/``), so one config runs wherever the data lives.
+    """
+    return open_layout(name, data_root, dataset_args=dataset_args)
 
 
 def expand_dataset_names(spec: str | list[str]) -> list[str]:
@@ -268,6 +286,17 @@ PAPER_DEHAZING = ("RICE-I", "SOTS-outdoor")
 
 register_layout(NamedDataset("LOLv2", "LOLv2", (Layout("Real_captured/Test/Low", "Real_captured/Test/Normal"),)
                              + _official_eval()), aliases=("LOLv2-Real", "LOL-v2", "LOLv2_Real"))
+# LOL-v1 as users download it: LOL/our485/{low,high} (training) and LOL/eval15/{low,high} (test);
+# LOL's low and high files share names, so pairs match by name
+_LOL_DIRS = ("LOL", "LOL-v1", "LOLv1", "LOLdataset")
+register_layout(NamedDataset("LOL-v1", "LOL", tuple(Layout("eval15/low", "eval15/high", pairing="name", under=d)
+                                                     for d in _LOL_DIRS),
+                             note="the 15 LOL-v1 test pairs (LOL/eval15/{low,high})"),
+                aliases=("LOL", "LOLv1", "LOL-v1-eval15", "eval15"))
+register_layout(NamedDataset("LOL-v1-train", "LOL", tuple(Layout("our485/low", "our485/high", pairing="name", under=d)
+                                                           for d in _LOL_DIRS),
+                             note="the LOL-v1 training pairs (LOL/our485/{low,high}); a training set"),
+                aliases=("LOL-v1-our485", "our485", "LOLv1-train"))
 register_layout(NamedDataset("LOLv2-Synthetic", "LOLv2", (Layout("Synthetic/Test/Low", "Synthetic/Test/Normal"),)),
                 aliases=("LOLv2-Syn", "LOLv2_Synthetic"))
 register_layout(NamedDataset("SID", "SID", _official_eval(), note="the processed sRGB SID set of the official "

@@ -101,7 +101,7 @@ class Registry:
         self.get(name)
         return self._entries[self._key(name)][0]
 
-    def build(self, name: str, **kwargs: Any) -> Any:
+    def build(self, name: str, /, **kwargs: Any) -> Any:
         """Construct the entry ``name`` with ``kwargs``; a wrong argument is a UserError."""
         ctor = self.get(name)
         try:
