@@ -1,4 +1,8 @@
-"""Train (and evaluate) from a config: ``python run.py -c config/demo_supervised.yaml [--resume CKPT] [key.sub=value ...]``."""
+"""Train (and evaluate) from a config: ``python run.py -c config/demo_supervised.yaml [--resume CKPT] [key.sub=value ...]``.
+
+Paths given on the command line (``-c``, ``--resume``) are read from the current directory;
+paths inside a config are relative to the repository root (see README, "Paths").
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __package__ in (None, ""):  # run as a script: the repository root must be importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 # OpenCV's own decoder warnings ("PNG input buffer is incomplete") would precede, unasked, the one
 # line that names the damaged file; set OPENCV_LOG_LEVEL to see them again
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
@@ -23,24 +28,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.iters=100")
     args = parser.parse_args(argv)
 
-    def job() -> None:
+    def job() -> int:
         from core import TRAINERS
         from core.config import load_config
-        from core.trainer import final_evaluation
+        from core.final_evaluation import final_evaluation
+        from core.runtime import configure_threads
+        from core.trainer import TrainingInterrupted
         from data.demo import make_demo_data
         from data.paths import resolve_path
 
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(Path(args.config).expanduser(), args.overrides)
+        resume = str(Path(args.resume).expanduser().resolve()) if args.resume else None
+        configure_threads(cfg.train.threads, cfg.data.num_workers)
         if cfg.demo_data.auto_create:
             root = resolve_path(cfg.demo_data.root or "demo_data")
             make_demo_data(root, seed=cfg.demo_data.seed, kind=cfg.demo_data.kind)
-        trainer = TRAINERS.get(cfg.trainer)(cfg, resume=args.resume)
+        trainer = TRAINERS.get(cfg.trainer)(cfg, resume=resume)
         try:
             trainer.train()
             if not args.no_eval and cfg.eval.after_train:
                 final_evaluation(trainer)
+        except TrainingInterrupted as stop:
+            print(f"stopped: {stop}", file=sys.stderr, flush=True)
+            return stop.exit_code
         finally:
             trainer.close()
+        return 0
 
     return run_cli(job)
 

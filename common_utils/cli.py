@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable
 
-from models.registry import UserError
+from foundation.errors import UserError
 
 _REQUIREMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "requirements.txt")
 
 
-def run_cli(job: Callable[[], None]) -> int:
-    """Run ``job``; print a UserError as ``error: ...`` and return 2 (set SSIR_DEBUG=1 for tracebacks)."""
+def run_cli(job: Callable[[], Any]) -> int:
+    """Run ``job`` and return its exit code (an int it returns, else 0); print a UserError as one
+    ``error: ...`` line and return 2 (set SSIR_DEBUG=1 for tracebacks)."""
     try:
-        job()
+        code = job()
     except UserError as exc:
         if os.environ.get("SSIR_DEBUG"):
             raise
@@ -29,4 +30,4 @@ def run_cli(job: Callable[[], None]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0

@@ -14,9 +14,9 @@ defaults (see ``/work/shared/spec/iceml.md`` §6):
   the transmission map is repeated to 3 channels;
 * ``Image Processed:<fname>`` is printed per image, as the original does.
 
-``--weights`` accepts the official checkpoint (keys ``asm_model.*`` / ``retinex_model.*``), a
-plain RtxICE-Net or ASMICE-Net state dict (any usual wrapper such as ``params`` or
-``state_dict``), or this framework's training checkpoint (``networks`` holding ``rtx``/``asm``).
+``--weights`` accepts whatever :func:`common_utils.checkpoint.read_network_state` reads: the
+official checkpoint (keys ``asm_model.*`` / ``retinex_model.*``), a plain RtxICE-Net or
+ASMICE-Net state dict (any usual wrapper), or this framework's ICEML run checkpoint.
 """
 from __future__ import annotations
 
@@ -33,15 +33,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common_utils.checkpoint import CheckpointError, extract_state_dict, guess_network, safe_load
-from models.registry import UserError
+from common_utils.checkpoint import CheckpointError, load_network_weights, read_network_state
+from foundation.errors import UserError
 
 DEFAULT_WEIGHTS = "models/final_dehazing_model.pth"
 DEFAULT_SIZE = 1024
 SIZE_MULTIPLE = 4
 JPEG_QUALITY = 75  # PIL's default, i.e. what torchvision.utils.save_image wrote in the original
-
-_ICEML_NAMES = ("RtxICE-Net", "ASMICE-Net", "ICEML-CombinedModel")
 
 
 @dataclass(frozen=True)
@@ -50,16 +48,12 @@ class DehazeJob:
 
     Attributes:
         network: registered network name.
-        key: the network's key in this framework's training checkpoints (``networks[key]``).
-        prefix: the network's key prefix in the official ``CombinedModel`` checkpoint.
         folders: output sub-folders, one per output of ``run``.
         script: the script that handles this network (named in error messages).
         run: ``(net, x) -> tuple of (B, 3, H, W) tensors`` written to ``folders`` in order.
     """
 
     network: str
-    key: str
-    prefix: str
     folders: tuple[str, ...]
     script: str
     run: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, ...]]
@@ -76,8 +70,8 @@ def _run_asm(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 JOBS: dict[str, DehazeJob] = {
-    "rtx": DehazeJob("RtxICE-Net", "rtx", "retinex_model.", ("J_RtxICE-Net",), "scripts/test_rtxice_only.py", _run_rtx),
-    "asm": DehazeJob("ASMICE-Net", "asm", "asm_model.", ("J_ASMICE-Net", "trm_ASMICE-Net"),
+    "rtx": DehazeJob("RtxICE-Net", ("J_RtxICE-Net",), "scripts/test_rtxice_only.py", _run_rtx),
+    "asm": DehazeJob("ASMICE-Net", ("J_ASMICE-Net", "trm_ASMICE-Net"),
                      "scripts/test_asmice_only.py", _run_asm),
 }
 
@@ -148,72 +142,28 @@ def _missing_weights_message(path: Path) -> str:
 
 def _dim_of(sd: Mapping[str, torch.Tensor], job: DehazeJob) -> int:
     """Backbone width stored in a state dict (64 for the paper; smaller in test builds)."""
-    key = "convv.weight" if job.key == "rtx" else "transmission.transmission.convv.weight"
+    key = "convv.weight" if job.network == "RtxICE-Net" else "transmission.transmission.convv.weight"
     w = sd.get(key)
     return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.ndim == 4 else 64
 
 
-def _framework_state(ckpt: Mapping[str, Any], job: DehazeJob, source: str) -> Any:
-    nets = ckpt["networks"]
-    if job.key in nets:
-        return nets[job.key]
-    trained = ckpt.get("network")
-    if isinstance(trained, str) and trained.lower() == job.network.lower() and nets:
-        pick = ckpt.get("best_network") if ckpt.get("best_network") in nets else (
-            "student" if "student" in nets else next(iter(nets)))
-        return nets[pick]
-    held = ", ".join(map(str, nets)) or "nothing"
-    what = f" (trained for {trained})" if isinstance(trained, str) else ""
-    raise CheckpointError(f"{source} is a training checkpoint{what} without {job.network} weights: its networks "
-                          f"are {held}, expected '{job.key}'")
-
-
-def select_state_dict(ckpt: Any, job: DehazeJob, source: str) -> dict[str, torch.Tensor]:
-    """The ``job.network`` state dict inside any supported checkpoint form (see module docstring)."""
-    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("networks"), Mapping):
-        ckpt = _framework_state(ckpt, job, source)
-    sd = extract_state_dict(ckpt)
-    if any(k.startswith(("asm_model.", "retinex_model.")) for k in sd):  # official CombinedModel
-        sub = {k[len(job.prefix):]: v for k, v in sd.items() if k.startswith(job.prefix)}
-        if not sub:
-            raise CheckpointError(f"{source} is a CombinedModel checkpoint without {job.prefix}* keys "
-                                  f"({job.network} weights)")
-        return sub
-    return sd
-
-
-def _mismatch_error(sd: Mapping[str, torch.Tensor], job: DehazeJob, source: str, detail: str) -> CheckpointError:
-    guess = guess_network(sd)
-    if guess and guess.lower() != job.network.lower():
-        if guess in _ICEML_NAMES:
-            other = next(j for j in JOBS.values() if j.network == guess) if guess != "ICEML-CombinedModel" else None
-            hint = f"; run {other.script} for it" if other else ""
-            return CheckpointError(f"{source} holds {guess} weights, not {job.network}{hint}")
-        return CheckpointError(f"{source} is not an ICEML checkpoint: it looks like a {guess} checkpoint "
-                               f"(expected the official CombinedModel, a plain {job.network} state dict or a "
-                               f"training checkpoint with networks '{job.key}')")
-    return CheckpointError(f"{source} does not fit {job.network}: {detail}")
-
-
 def load_network(job: DehazeJob, weights: str | os.PathLike, device: torch.device) -> nn.Module:
-    """Build ``job.network``, load ``weights`` strictly, return it in eval mode on ``device``."""
+    """Build ``job.network``, load ``weights`` (any form the checkpoint reader knows) strictly, eval mode."""
     from models import build_network
 
     path = Path(weights)
     if not path.is_file():
         raise CheckpointError(_missing_weights_message(path))
-    ckpt = safe_load(path, map_location="cpu")
-    sd = select_state_dict(ckpt, job, str(path))
-    net = build_network(job.network, dim=_dim_of(sd, job))
-    own = net.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        raise _mismatch_error(sd, job, str(path), f"{len(missing)} missing keys (e.g. {missing[:2]}), "
-                              f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} with other "
-                              f"shapes (e.g. {wrong[:2]})")
-    net.load_state_dict(sd, strict=True)
+    found = read_network_state(path, job.network)
+    net = build_network(job.network, **{**found.network_args, "dim": _dim_of(found.state, job)})
+    try:
+        load_network_weights(net, found.state, job.network, source=found.source)
+    except CheckpointError as exc:
+        other = next((j for j in JOBS.values() if j.network != job.network and j.network in str(exc)), None)
+        if other is None:
+            raise
+        raise CheckpointError(f"{found.source} holds {other.network} weights, not {job.network}; run "
+                              f"{other.script} for it") from None
     return net.eval().to(device)
 
 
@@ -238,7 +188,7 @@ def build_parser(job: DehazeJob, description: str | None = None) -> argparse.Arg
 def dehaze_folder(job: DehazeJob, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                   weights: str | os.PathLike, size: int = DEFAULT_SIZE, device: str = "auto") -> list[Path]:
     """Dehaze every image of ``input_dir`` with ``job.network``; return the files written."""
-    from common_utils.evaluation.eval import select_device
+    from common_utils.evaluation.runner import select_device
     from data.image_io import read_image
 
     check_size(size)

@@ -20,7 +20,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from common_utils.lpips_weights import LPIPSMetric, LPIPSUnavailable  # noqa: F401  (re-export)
+from models.lpips import LPIPSMetric, LPIPSUnavailable  # noqa: F401  (re-export)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, eps: float = 1e-8) -> torch.Tensor:

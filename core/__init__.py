@@ -4,7 +4,7 @@ Trainers are built by name: ``TRAINERS.get(cfg.trainer)(cfg, ...)``.
 """
 from __future__ import annotations
 
-from models.registry import Registry
+from foundation.registry import Registry
 
 _TRAINER_MODULES = {
     "supervised": "core.supervised",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -21,7 +22,7 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from core.schema import FREE, Field, ListOf, schema_for
-from models.registry import UserError, closest_match
+from foundation.errors import UserError, closest_match
 
 
 class ConfigError(UserError):
@@ -174,6 +175,12 @@ def _coerce(key: str, value: Any, field: Field, source: str) -> Any:
     if not isinstance(value, field.types):
         raise ConfigError(f"config key '{key}' must be {_type_name(field.types)}, got "
                           f"{type(value).__name__} {value!r}{source}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value}{source}")
+    if field.minimum is not None and isinstance(value, (int, float)) and value < field.minimum:
+        raise ConfigError(f"config key '{key}' must be at least {field.minimum:g}, got {value}{source}")
+    if field.above is not None and isinstance(value, (int, float)) and value <= field.above:
+        raise ConfigError(f"config key '{key}' must be greater than {field.above:g}, got {value}{source}")
     if field.choices and value not in field.choices:
         hint = closest_match(str(value), [str(c) for c in field.choices])
         raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, field.choices))}, got "
@@ -181,14 +188,37 @@ def _coerce(key: str, value: Any, field: Field, source: str) -> Any:
     return value
 
 
-def validate(data: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "", source: str = "") -> dict[str, Any]:
+def _leaf_paths(schema: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key, spec in schema.items():
+        if isinstance(spec, Mapping):
+            out += _leaf_paths(spec, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def _unknown_key_hint(key: str, prefix: str, schema: Mapping[str, Any], root: Mapping[str, Any]) -> str | None:
+    """The closest key in the same section, else a key of that name elsewhere (``train.lr`` -> ``optim.lr``)."""
+    hint = closest_match(key, list(schema))
+    if hint:
+        return f"{prefix}{hint}"
+    elsewhere = [p for p in _leaf_paths(root) if p.rsplit(".", 1)[-1] == key]
+    if elsewhere:
+        return elsewhere[0]
+    return closest_match(key, _leaf_paths(root))
+
+
+def validate(data: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "", source: str = "",
+             root: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Check ``data`` against ``schema`` and fill defaults; return a new dict."""
+    root = schema if root is None else root
     out: dict[str, Any] = {}
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in schema:
-            hint = closest_match(key, list(schema))
-            raise ConfigError(f"unknown config key '{full}'" + (f" (did you mean '{prefix}{hint}'?)" if hint else "")
+            hint = _unknown_key_hint(key, prefix, schema, root)
+            raise ConfigError(f"unknown config key '{full}'" + (f" (did you mean '{hint}'?)" if hint else "")
                               + source)
         spec = schema[key]
         if spec is FREE:
@@ -204,13 +234,13 @@ def validate(data: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"config key '{full}' must be a list{source}")
             out[key] = [validate(_as_mapping(v, f"{full}[{i}]", spec.shorthand, source), spec.schema,
-                                 f"{full}[{i}].", source) for i, v in enumerate(value)]
+                                 f"{full}[{i}].", source, root) for i, v in enumerate(value)]
         else:  # nested section
             if value is None:
                 value = {}
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{full}' must be a mapping of keys{source}")
-            out[key] = validate(value, spec, f"{full}.", source)
+            out[key] = validate(value, spec, f"{full}.", source, root)
     for key, spec in schema.items():
         if key in out:
             continue
@@ -221,9 +251,10 @@ def validate(data: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "
         elif spec is FREE:
             out[key] = {}
         elif isinstance(spec, ListOf):
-            out[key] = []
+            out[key] = [validate(dict(item), spec.schema, f"{prefix}{key}[{i}].", source, root)
+                        for i, item in enumerate(spec.default)]
         else:
-            out[key] = validate({}, spec, f"{prefix}{key}.", source)
+            out[key] = validate({}, spec, f"{prefix}{key}.", source, root)
     return out
 
 
@@ -258,11 +289,44 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     raw = load_yaml_with_bases(path)
     raw = apply_overrides(raw, list(overrides or []))
     source = f" (in {path})"
-    schema = schema_for(raw.get("trainer", "supervised"))
+    trainer = raw.get("trainer", "supervised")
+    _check_trainer_sections(raw, trainer, source)
+    schema = schema_for(trainer)
     data = validate(raw, schema, source=source)
     _check_components(data, source)
+    _check_cross_keys(data, source)
     data["_source"] = str(path)
     return Config(data)
+
+
+def _check_trainer_sections(raw: Mapping[str, Any], trainer: Any, source: str) -> None:
+    """A section of another trainer, or a key the trainer would ignore, is an error that says why."""
+    from core import TRAINERS
+    from core.schema import TRAINER_SECTIONS
+
+    if not isinstance(trainer, str) or trainer not in TRAINERS:
+        hint = closest_match(str(trainer), TRAINERS.names())
+        raise ConfigError(f"config key 'trainer' must be one of {', '.join(TRAINERS.names())}, got {trainer!r}"
+                          + (f" (did you mean '{hint}'?)" if hint else "") + source)
+    for section, owner in TRAINER_SECTIONS.items():
+        if raw.get(section) and owner != trainer:
+            raise ConfigError(f"config section '{section}' is read by the {owner} trainer, but this config runs "
+                              f"the {trainer} trainer, which would ignore it; remove it or set trainer: {owner}"
+                              + source)
+    if trainer == "iceml" and raw.get("losses"):
+        raise ConfigError("config key 'losses' is ignored by the iceml trainer, whose losses are set by the "
+                          "iceml.w_* weights; remove it" + source)
+
+
+def _check_cross_keys(data: Mapping[str, Any], source: str) -> None:
+    """Rules between keys: what one key needs from another."""
+    threads = data["train"]["threads"]
+    if isinstance(threads, str) and threads != "auto" or isinstance(threads, int) and threads < 1:
+        raise ConfigError(f"config key 'train.threads' must be auto or a positive number, got {threads!r}" + source)
+    v = data["validation"]
+    if v["watch"] == "lpips" and not v["lpips"]:
+        raise ConfigError("validation.watch is lpips but validation.lpips is false: no LPIPS score would be "
+                          "watched, and no best checkpoint kept; set validation.lpips: true or watch psnr" + source)
 
 
 def _check_components(data: dict[str, Any], source: str) -> None:
@@ -277,11 +341,15 @@ def _check_components(data: dict[str, Any], source: str) -> None:
         if spec and spec.get("type"):
             ctor = DATASETS.get(spec["type"])
             check_constructor_args("dataset", spec["type"], ctor, spec["args"], f"data.{section}.args", source)
+    from losses import LOSSES
+
+    specs_by_key = {"losses": data["losses"]}
+    if "ssll" in data:
+        specs_by_key["ssll.unpaired_losses"] = data["ssll"]["unpaired_losses"]
+    for where, specs in specs_by_key.items():
+        for i, spec in enumerate(specs):
+            ctor = LOSSES.get(spec["name"])
+            check_constructor_args("loss", spec["name"], ctor, spec["args"], f"{where}[{i}].args", source)
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    data = cfg.to_dict()
-    data.pop("_source", None)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+

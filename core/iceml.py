@@ -23,13 +23,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from common_utils.checkpoint import load_network_weights, safe_load
+from common_utils.checkpoint import ICEML_ENTRIES
 from core import TRAINERS
 from core.trainer import BaseTrainer
 from losses import build_loss
-from models import build_network
 from models.physics import dcp_estimate, haze_image
-from models.registry import UserError
+from foundation.errors import UserError
 
 
 @TRAINERS.register("iceml")
@@ -38,43 +37,27 @@ class ICEMLTrainer(BaseTrainer):
 
     trained_networks = ("rtx", "asm")
 
+    #: checkpoint entry -> network (the inverse of the checkpoint reader's ICEML_ENTRIES)
+    NETWORKS = {entry: net for net, entry in ICEML_ENTRIES.items()}
+
+    def network_of(self, key: str) -> str:
+        return self.NETWORKS[key]
+
     def build_network_for(self, key: str) -> nn.Module:
-        args = self.cfg.network.args.to_dict()
-        if key == "rtx":
-            net = build_network("RtxICE-Net", **args)
-        elif key == "asm":
-            net = build_network("ASMICE-Net", t_min=self.cfg.iceml.t_min, **args)
-        else:
-            raise KeyError(key)
-        return net.to(self.device)
+        extra = {"t_min": self.cfg.iceml.t_min} if key == "asm" else {}
+        return self.new_network(self.NETWORKS[key], **extra)
 
     def build_networks(self) -> dict[str, nn.Module]:
         if self.cfg.network.name.lower() not in ("rtxice-net", "asmice-net", "iceml"):
             raise UserError("the iceml trainer trains RtxICE-Net and ASMICE-Net: set network.name to RtxICE-Net")
-        return {"rtx": self.build_network_for("rtx"), "asm": self.build_network_for("asm")}
+        return {key: self.build_network_for(key) for key in self.NETWORKS}
 
     def build_teachers(self) -> dict[str, nn.Module]:
         return {}
 
-    def _load_pretrained(self) -> None:
-        """Start from released weights: the official CombinedModel checkpoint or a framework checkpoint."""
-        path = self.cfg.pretrained.path
-        if not path:
-            return
-        from data.paths import resolve_path
-
-        path = resolve_path(path)
-        ckpt = safe_load(path)
-        nets = ckpt.get("networks") if isinstance(ckpt, dict) else None
-        if nets is None:  # official CombinedModel state dict
-            from common_utils.checkpoint import extract_state_dict
-
-            sd = extract_state_dict(ckpt)
-            nets = {"rtx": {k[len("retinex_model."):]: v for k, v in sd.items() if k.startswith("retinex_model.")},
-                    "asm": {k[len("asm_model."):]: v for k, v in sd.items() if k.startswith("asm_model.")}}
-        load_network_weights(self.networks["rtx"], nets["rtx"], "RtxICE-Net", source=path)
-        load_network_weights(self.networks["asm"], nets["asm"], "ASMICE-Net", source=path)
-        self.log.info(f"initialised both networks from {path}")
+    def pretrained_entry(self, key: str) -> str | None:
+        """Both networks come from one checkpoint: the official CombinedModel or a framework ICEML run."""
+        return None
 
     def build_losses(self) -> dict[str, nn.Module]:
         self.loss_weights = {}
@@ -120,12 +103,10 @@ class ICEMLTrainer(BaseTrainer):
         super().start_streams()
         self.unpaired_stream = None
         if self.unpaired_set is not None and self.iter < self.total_iters:
-            bs = self.batch_size("unpaired")
-            saved, self.iter = self.iter, max(0, self.iter - self.pretrain_iters)
-            try:
-                self.unpaired_stream = self.make_stream(self.unpaired_set, bs, seed_offset=104729)
-            finally:
-                self.iter = saved
+            # the unpaired stream counts mutual-learning iterations only
+            self.unpaired_stream = self.make_stream(self.unpaired_set, self.batch_size("unpaired"),
+                                                    start_iter=max(0, self.iter - self.pretrain_iters),
+                                                    seed_offset=104729)
 
     @property
     def stage(self) -> str:

@@ -1,20 +1,24 @@
-"""Run logging: a text log, the console (through tqdm), a scalar record, TensorBoard if installed.
+"""Run logging: the console (through tqdm), ``logs/train.log``, a scalar record, TensorBoard if installed.
 
-``logs/scalars.jsonl`` holds one JSON object per logged step (``{"step": 100, "train/l1": ...}``)
-whether or not TensorBoard is installed: plots and studies read their curves from it. A resumed
-run appends to it; a reader keeps the last value of each (tag, step).
+A logger starts on the console only; :meth:`ExperimentLogger.attach` adds the run folder's files
+once the run is known to start (the lines logged before are written there too), so a failed
+start writes nothing. ``logs/scalars.jsonl`` holds one JSON object per logged step
+(``{"step": 100, "train/l1": ...}``) whether or not TensorBoard is installed: plots and
+studies read their curves from it. A resumed run appends to it; :func:`read_scalars` keeps the
+last value of each (tag, step).
 """
 from __future__ import annotations
 
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Mapping
 
-import torch
+import numpy as np
 from tqdm import tqdm
+
+_FORMAT = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
 
 
 class _TqdmHandler(logging.Handler):
@@ -22,39 +26,65 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-class ExperimentLogger:
-    """Writes ``logs/train.log`` and, when tensorboard is installed, ``logs/tb``; rank 0 only."""
+class _Buffer(logging.Handler):
+    """Keeps the records logged before the run folder exists."""
 
-    def __init__(self, log_dir: Path | None, enabled: bool = True, name: str = "train") -> None:
-        self.enabled = enabled
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class ExperimentLogger:
+    """Console logging at once; files (text, scalars, TensorBoard) after :meth:`attach`; rank 0 only."""
+
+    def __init__(self, enabled: bool = True, name: str = "train") -> None:
+        self.enabled, self.name = enabled, name
         self.log = logging.getLogger(f"framework.{name}.{id(self)}")
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
         self.tb = None
         self.scalar_file = None
+        self._buffer: _Buffer | None = None
         if not enabled:
             self.log.addHandler(logging.NullHandler())
             return
-        fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
         console = _TqdmHandler()
-        console.setFormatter(fmt)
+        console.setFormatter(_FORMAT)
         self.log.addHandler(console)
-        if log_dir is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            fh = logging.FileHandler(log_dir / f"{name}.log")
-            fh.setFormatter(fmt)
-            self.log.addHandler(fh)
-            self.scalar_file = open(log_dir / "scalars.jsonl", "a", encoding="utf-8")
+        self._buffer = _Buffer()
+        self.log.addHandler(self._buffer)
+
+    def attach(self, log_dir: Path, tensorboard: bool = True) -> None:
+        """Write to ``log_dir`` from now on (and what was logged so far)."""
+        if not self.enabled:
+            return
+        log_dir.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_dir / f"{self.name}.log")
+        fh.setFormatter(_FORMAT)
+        if self._buffer is not None:
+            for record in self._buffer.records:
+                fh.handle(record)
+            self.log.removeHandler(self._buffer)
+            self._buffer = None
+        self.log.addHandler(fh)
+        self.scalar_file = open(log_dir / "scalars.jsonl", "a", encoding="utf-8")
+        if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(log_dir / "tb"))
-            except Exception:  # tensorboard is optional
+            except ImportError:  # tensorboard is optional
                 self.tb = None
-        self.t0 = time.time()
 
     def info(self, msg: str) -> None:
         self.log.info(msg)
+
+    def warning(self, msg: str) -> None:
+        """A line that starts with ``WARNING:`` in the console and the log."""
+        self.log.info(f"WARNING: {msg}")
 
     def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
         """Record named values at ``step`` (scalars.jsonl, and TensorBoard when installed)."""
@@ -66,13 +96,17 @@ class ExperimentLogger:
             for k, v in values.items():
                 self.tb.add_scalar(f"{prefix}{k}", v, step)
 
-    def images(self, tag: str, images: torch.Tensor, step: int) -> None:
-        if self.tb is not None:
-            self.tb.add_images(tag, images.clamp(0, 1).float().cpu(), step)
+    def image(self, tag: str, rgb: np.ndarray, step: int) -> bool:
+        """Add an (H, W, 3) uint8 image to TensorBoard; False when TensorBoard is not in use."""
+        if self.tb is None:
+            return False
+        self.tb.add_image(tag, rgb, step, dataformats="HWC")
+        return True
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
         if self.scalar_file is not None:
             self.scalar_file.close()
             self.scalar_file = None

@@ -3,14 +3,18 @@
 One run has two phases. Before ``ssll.semi_start_epoch`` it trains the student on paired data
 exactly like the supervised baseline (the EMA teacher is maintained all along). From that epoch
 on, every iteration also mixes paired low-light content into an unpaired batch with CutMix and
-adds, on the unpaired region, the consistency and contrastive terms scaled by the ramp w(e):
+adds, on the unpaired region M_u, the unpaired terms scaled by the ramp w(e):
 
     L = L_sup(y_p, g) + lambda_p PICo(y_p; g, teacher(x_p))
-        + w(e) [ L_con(y_c, teacher(x_c); M_u) + lambda_u PICo(y_c; teacher(x_c), BA(x_c); M_u) ]
+        + w(e) sum_k weight_k loss_k(y_c, teacher(x_c), x_c, M_u)
 
-with y = clamp(student(x), 0, 1), BA(x_c) = x_c * mean(teacher(x_c)) / mean(x_c) and
-w(e) = semi_weight * exp(-5 (1 - min(e, R)/R)^2). The paired region of the mixed image gets no
-loss (as in the released configs); it only gives context.
+with y = clamp(student(x), 0, 1) and w(e) = semi_weight * exp(-5 (1 - min(e, R)/R)^2). The
+unpaired terms are declared in ``ssll.unpaired_losses``, each a registered loss called as
+``loss(student_out, teacher_out, input, mask)``; the paper's recipe (the default) is
+``consistency`` (masked L1 to the teacher, weight 1) and ``pico_unpaired`` (PICo with the
+teacher as positive and the brightness-adjusted input BA(x_c) as negative, weight lambda_u).
+The paired region of the mixed image gets no loss (as in the released configs); it only gives
+context.
 
 A semi-supervised run can also start from a supervised run's checkpoint: ``--resume`` it (the
 epoch count, schedule and EMA continue, as the official recipe does) or set ``pretrained.path``.
@@ -25,8 +29,8 @@ import torch
 from core import TRAINERS
 from core.supervised import SupervisedTrainer, weighted_image_losses
 from data.cutmix import boxes_to_mask, curriculum_mean, cutmix, cutmix_rng, sample_boxes
+from foundation.errors import UserError
 from losses import build_loss
-from models.registry import UserError
 
 
 def sigmoid_ramp(epoch: int, length: int, weight: float = 1.0) -> float:
@@ -37,13 +41,6 @@ def sigmoid_ramp(epoch: int, length: int, weight: float = 1.0) -> float:
     return weight * math.exp(-5.0 * phase * phase)
 
 
-def brightness_adjust(x_c: torch.Tensor, teacher_out: torch.Tensor) -> torch.Tensor:
-    """BA(x_c) = x_c * mean(teacher output) / mean(x_c), means per image over C, H, W (no clamp)."""
-    num = teacher_out.flatten(1).mean(1)
-    den = x_c.flatten(1).mean(1).clamp_min(1e-8)
-    return x_c * (num / den).view(-1, 1, 1, 1)
-
-
 @TRAINERS.register("mean_teacher")
 class MeanTeacherTrainer(SupervisedTrainer):
     """Student trained by gradients; teacher = EMA of the student (base trainer); see module docstring."""
@@ -52,16 +49,21 @@ class MeanTeacherTrainer(SupervisedTrainer):
         if cfg.train.ema_decay is None:
             raise UserError("the mean_teacher trainer needs train.ema_decay (the teacher is the student's EMA)")
         super().__init__(cfg, resume)
-        s = cfg.ssll
-        self.pico_p = build_loss("pico", gamma=s.gamma_p, margin=s.margin_p)
-        self.pico_u = build_loss("pico", gamma=s.gamma_u, margin=s.margin_u)
-        self.consistency = build_loss("masked_l1")
 
     def build_losses(self) -> dict[str, torch.nn.Module]:
-        if self.cfg.ssll.official_lpips_range:
+        losses = super().build_losses()
+        if self.cfg.ssll.official_lpips_range and "lpips" in losses:
             # reproduce the official training loss, whose LPIPS sees [0, 1] images
-            self.cfg = _with_lpips_range_bug(self.cfg)
-        return super().build_losses()
+            spec = next(sp for sp in self.cfg.losses if sp.name == "lpips")
+            losses["lpips"] = build_loss("lpips", **{**spec.args.to_dict(), "official_range_bug": True}).to(self.device)
+        s = self.cfg.ssll
+        self.pico_p = build_loss("pico", gamma=s.gamma_p, margin=s.margin_p)
+        if s.semi_start_epoch is not None and not s.unpaired_losses:
+            raise UserError("ssll.unpaired_losses is empty: the semi-supervised phase needs at least one unpaired "
+                            "term (e.g. consistency, pico_unpaired)")
+        self.unpaired_terms = {spec.name: (float(spec.weight), build_loss(spec.name, **spec.args.to_dict()))
+                               for spec in s.unpaired_losses}
+        return losses
 
     def build_data(self) -> None:
         super().build_data()
@@ -83,13 +85,10 @@ class MeanTeacherTrainer(SupervisedTrainer):
         super().start_streams()
         self.unpaired_stream = None
         if self.semi_start_iter is not None and self.iter < self.total_iters:
-            bs = self.batch_size("unpaired")
+            # the unpaired stream counts semi-phase iterations only
             consumed = max(0, self.iter - self.semi_start_iter)
-            saved, self.iter = self.iter, consumed  # the unpaired stream counts semi-phase iterations only
-            try:
-                self.unpaired_stream = self.make_stream(self.unpaired_set, bs, seed_offset=7919)
-            finally:
-                self.iter = saved
+            self.unpaired_stream = self.make_stream(self.unpaired_set, self.batch_size("unpaired"),
+                                                    start_iter=consumed, seed_offset=7919)
 
     def in_semi_phase(self) -> bool:
         return self.semi_start_iter is not None and self.iter >= self.semi_start_iter
@@ -136,24 +135,10 @@ class MeanTeacherTrainer(SupervisedTrainer):
         if not s.fused_student_forward:  # two backward passes, as the official code does
             self.backward(sum(terms.values()))
             y_c = self.clamp_output(student(x_c)).float()
-        ba = brightness_adjust(x_c.float(), t_c)
-        mixed = {
-            "consistency": w * s.consistency_weight * self.consistency(y_c, t_c, m_u),
-            "pico_unpaired": w * s.lambda_u * self.pico_u(y_c, t_c, ba, m_u),
-        }
+        x_in = x_c.float()
+        mixed = {name: w * weight * loss(y_c, t_c, x_in, m_u) for name, (weight, loss) in self.unpaired_terms.items()}
         if s.fused_student_forward:
             self.backward(sum(terms.values()) + sum(mixed.values()))
         else:
             self.backward(sum(mixed.values()))
         return {**terms, **mixed}
-
-
-def _with_lpips_range_bug(cfg):
-    """A copy of ``cfg`` whose lpips losses feed [0, 1] images (the official SSLL behaviour)."""
-    from core.config import Config
-
-    data = cfg.to_dict()
-    for spec in data["losses"]:
-        if spec["name"] == "lpips":
-            spec.setdefault("args", {})["official_range_bug"] = True
-    return Config(data)

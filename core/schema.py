@@ -11,13 +11,16 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Field:
-    """One config value: allowed types, default, whether None is allowed, allowed choices."""
+    """One config value: allowed types, default, whether None is allowed, allowed choices, and for
+    numbers the smallest value allowed (``minimum``, inclusive) or a strict lower bound (``above``)."""
 
     types: tuple[type, ...]
     default: Any = None
     optional: bool = False
     required: bool = False
     choices: tuple[Any, ...] = ()
+    minimum: float | None = None
+    above: float | None = None
 
 
 @dataclass(frozen=True)
@@ -26,16 +29,17 @@ class ListOf:
 
     schema: dict[str, Any]
     shorthand: str | None = None
+    default: tuple[dict[str, Any], ...] = ()
 
 
 FREE = object()
 
 
 def F(types: type | tuple[type, ...], default: Any = None, optional: bool = False, required: bool = False,
-      choices: tuple[Any, ...] = ()) -> Field:
+      choices: tuple[Any, ...] = (), minimum: float | None = None, above: float | None = None) -> Field:
     """Shorthand constructor for :class:`Field`."""
     t = types if isinstance(types, tuple) else (types,)
-    return Field(t, default, optional or default is None and not required, required, choices)
+    return Field(t, default, optional or default is None and not required, required, choices, minimum, above)
 
 
 NUM = (int, float)
@@ -43,7 +47,7 @@ NUM = (int, float)
 DATASET = {
     "type": F(str, None),
     "args": FREE,
-    "batch_size": F(int, None),
+    "batch_size": F(int, None, minimum=1),
 }
 
 EVAL_DATASET = {
@@ -78,61 +82,61 @@ BASE_SCHEMA: dict[str, Any] = {
     "pretrained": {
         "path": F(str, None),
         "teacher_from": F(str, "teacher", choices=("teacher", "student")),
-        "resume_optimizer": F(bool, False),
     },
     "data": {
         "paired": DATASET,
         "unpaired": DATASET,
         "val": DATASET,
-        "num_workers": F(int, 2),
+        "num_workers": F(int, 2, minimum=0),
         "pin_memory": F(bool, True),
-        "prefetch_factor": F(int, 2),
-        "batch_size": F(int, 4),
-        "labelled_pairs": F(int, None),
+        "prefetch_factor": F(int, 2, minimum=1),
+        "batch_size": F(int, 4, minimum=1),
+        "labelled_pairs": F(int, None, minimum=1),
         "label_split_seed": F(int, None),
         "unlabelled_to_pool": F(bool, True),
     },
     "optim": {
         "type": F(str, "adamw", choices=("adamw", "adam")),
-        "lr": F(NUM, 2e-4),
+        "lr": F(NUM, 2e-4, above=0),
         "betas": F(list, [0.9, 0.999]),
-        "eps": F(NUM, 1e-8),
-        "weight_decay": F(NUM, 0.0),
+        "eps": F(NUM, 1e-8, above=0),
+        "weight_decay": F(NUM, 0.0, minimum=0),
     },
     "scheduler": {
         "type": F(str, "cosine", choices=("cosine", "constant")),
-        "period_epochs": F(int, None),
-        "eta_min": F(NUM, 1e-6),
+        "period_epochs": F(int, None, minimum=1),
+        "eta_min": F(NUM, 1e-6, minimum=0),
         "by_epoch": F(bool, True),
-        "warmup_iters": F(int, 0),
+        "warmup_iters": F(int, 0, minimum=0),
     },
     "train": {
-        "epochs": F(int, None),
-        "iters": F(int, None),
-        "iters_per_epoch": F(int, None),
-        "log_every": F(int, 20),
-        "val_every": F(int, None),
-        "val_every_epochs": F(int, None),
-        "save_every": F(int, None),
-        "keep_last": F(int, 3),
+        "epochs": F(int, None, minimum=1),
+        "iters": F(int, None, minimum=1),
+        "iters_per_epoch": F(int, None, minimum=1),
+        "log_every": F(int, 20, minimum=1),
+        "val_every": F(int, None, minimum=1),
+        "val_every_epochs": F(int, None, minimum=1),
+        "save_every": F(int, None, minimum=1),
+        "keep_last": F(int, 3, minimum=1),
         "amp": F(str, "off", choices=("off", "fp16", "bf16")),
         "tf32": F(bool, False),
-        "grad_clip": F(NUM, None),
+        "grad_clip": F(NUM, None, above=0),
         "channels_last": F(bool, False),
         "compile": F(bool, False),
         "deterministic": F(bool, False),
-        "max_nonfinite": F(int, 5),
-        "ema_decay": F(NUM, 0.99, optional=True),
+        "max_nonfinite": F(int, 5, minimum=1),
+        "ema_decay": F(NUM, 0.99, optional=True, minimum=0),
         "find_unused_parameters": F(bool, False),
         "output_clamp": F(str, "straight_through", choices=("straight_through", "hard")),
-        "sample_images": F(int, 4),
+        "sample_images": F(int, 4, minimum=0),
+        "threads": F((int, str), "auto"),
     },
     "losses": ListOf(LOSS, shorthand="name"),
     "validation": {
         "ssim": F(str, "y", choices=("y", "rgb", "piq")),
         "lpips": F(bool, False),
-        "max_images": F(int, None),
-        "watch": F(str, "psnr"),
+        "max_images": F(int, None, minimum=1),
+        "watch": F(str, "psnr", choices=("psnr", "ssim", "lpips")),
     },
     "eval": {
         "after_train": F(bool, True),
@@ -142,22 +146,23 @@ BASE_SCHEMA: dict[str, Any] = {
         "lpips": F(bool, True),
         "fast": F(bool, False),
         "checkpoint": F(str, "best", choices=("best", "last")),
-        "resize": F(int, None),
-        "tile": F(int, None),
-        "tile_overlap": F(int, 32),
+        "resize": F(int, None, minimum=1),
+        "tile": F(int, None, minimum=1),
+        "tile_overlap": F(int, 32, minimum=0),
     },
     "ssll": {
-        "semi_start_epoch": F(int, None),
-        "curriculum_epochs": F(int, None),
-        "ramp_epochs": F(int, 350),
+        "semi_start_epoch": F(int, None, minimum=1),
+        "curriculum_epochs": F(int, None, minimum=1),
+        "ramp_epochs": F(int, 350, minimum=0),
         "semi_weight": F(NUM, 1.0),
-        "consistency_weight": F(NUM, 1.0),
         "lambda_p": F(NUM, 0.1),
         "gamma_p": F(NUM, 10.0),
         "margin_p": F(NUM, -0.25),
-        "lambda_u": F(NUM, 0.1),
-        "gamma_u": F(NUM, 10.0),
-        "margin_u": F(NUM, 0.25),
+        # the unpaired terms: losses called as loss(student_out, teacher_out, input, mask), each
+        # times its weight and the ramp w(e); default: the paper's L_con + 0.1 PICo(..., BA(x_c))
+        "unpaired_losses": ListOf(LOSS, shorthand="name", default=(
+            {"name": "consistency", "weight": 1.0},
+            {"name": "pico_unpaired", "weight": 0.1, "args": {"gamma": 10.0, "margin": 0.25}})),
         "cutmix_sigma": F(NUM, 1.0),
         "cutmix_min": F(NUM, 0.1),
         "cutmix_max": F(NUM, 0.9),
@@ -167,9 +172,8 @@ BASE_SCHEMA: dict[str, Any] = {
     },
     "iceml": {
         "pretrain_epochs": F(int, None),
-        "pretrain_iters": F(int, None),
-        "pretrain_lr": F(NUM, 1e-4),
-        "mutual_lr": F(NUM, 2e-5),
+        "pretrain_iters": F(int, None, minimum=0),
+        "mutual_lr": F(NUM, 2e-5, above=0),
         "w_rtx_j": F(NUM, 1.0),
         "w_rtx_inv": F(NUM, 0.0),
         "inv_target_clamp": F(NUM, 10.0),
@@ -184,11 +188,15 @@ BASE_SCHEMA: dict[str, Any] = {
         "w_dcp_t": F(NUM, 0.0),
         "w_dcp_a": F(NUM, 0.0),
         "w_supervised": F(NUM, 0.0),
-        "t_min": F(NUM, 0.1),
+        "t_min": F(NUM, 0.1, above=0),
     },
 }
 
 
+#: config sections that belong to one trainer: setting them for another is an error
+TRAINER_SECTIONS = {"ssll": "mean_teacher", "iceml": "iceml"}
+
+
 def schema_for(trainer: str) -> dict[str, Any]:
-    """The schema (one for every trainer: unused sections simply keep their defaults)."""
-    return BASE_SCHEMA
+    """The schema of ``trainer``: the common sections and its own (see :data:`TRAINER_SECTIONS`)."""
+    return {k: v for k, v in BASE_SCHEMA.items() if TRAINER_SECTIONS.get(k, trainer) == trainer}

@@ -7,7 +7,7 @@ import torch
 
 from core import TRAINERS
 from core.trainer import BaseTrainer
-from models.registry import UserError
+from foundation.errors import UserError
 
 
 def weighted_image_losses(losses: dict[str, torch.nn.Module], weights: dict[str, float], output: torch.Tensor,

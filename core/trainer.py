@@ -1,23 +1,27 @@
 """The one training loop. Trainers subclass :class:`BaseTrainer` and implement ``train_step``.
 
-The base trainer owns everything else: the run folder, networks and their EMA teacher,
-optimizer and learning-rate schedule, AMP, gradient clipping, DDP, the non-finite guard,
-logging, validation, best/last checkpoints (atomic, last K kept) and exact resume.
+The base trainer builds the parts a config names (networks and their EMA teacher, losses,
+datasets, optimizer, schedule), runs the loop (AMP, gradient clipping, DDP, the non-finite
+guard, EMA, logging) and hands the rest to its helpers: :mod:`core.run_folder` (claiming and
+locking the run folder), :mod:`core.validation` (sharded validation, best tracking, sample
+pictures), :mod:`core.checkpointing` (storing checkpoints) and
+:func:`common_utils.evaluation.runner.evaluate_datasets` (the final evaluation).
 
 Resume is exact because every source of randomness is a function of the iteration: data order
-and augmentations come from :class:`data.samplers.ResumableSampler`, trainer draws (CutMix)
-from generators seeded by ``(seed, iteration)``, and the checkpoint holds the optimizer,
-scheduler, scaler, EMA and RNG states.
+and augmentations come from :class:`data.samplers.ResumableSampler` (a stream starts at a given
+iteration), trainer draws (CutMix) from generators seeded by ``(seed, iteration)``, and the
+checkpoint holds the optimizer, scheduler, scaler, EMA and RNG states.
+
+``SIGTERM`` (what a cluster scheduler sends before it kills a job) and a first ``Ctrl-C`` finish
+the current iteration, write ``last.pth`` and stop with exit code 143 / 130; ``--resume`` then
+continues the same run.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-import re
-import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,23 +31,37 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-from common_utils.checkpoint import CheckpointError, atomic_save, extract_state_dict, load_network_weights, safe_load
-from common_utils.evaluation.evaluator import EvalProtocol, evaluate
-from core.config import Config, save_config
+from common_utils.checkpoint import CheckpointError, load_network_weights, read_network_state
+from core.checkpointing import TRAINING_FORMAT, WEIGHTS_FORMAT, CheckpointStore
+from core.config import Config
 from core.ema import ema_update
 from core.logger import ExperimentLogger
+from core.run_folder import RunFolder, config_yaml, environment_banner
 from core.runtime import capture_rng_state, init_distributed, restore_rng_state, seed_everything
+from core.validation import Validator
 from data import build_dataset
-from data.paths import resolve_dataset_args, resolve_path
 from data.loaders import DevicePrefetcher, eval_loader, train_loader
+from data.paths import resolve_dataset_args, resolve_path
+from foundation.errors import UserError
 from losses import build_loss
 from models import build_network, network_name
-from models.registry import UserError
-
 
 
 class TrainingStopped(UserError):
     """Training stopped on purpose (e.g. too many non-finite losses in a row)."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM / SIGINT: the last checkpoint was written; the run can be resumed."""
+
+    def __init__(self, signum: int, checkpoint: Path) -> None:
+        self.signum, self.checkpoint = signum, checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} received: stopped after writing {checkpoint}; continue with --resume {checkpoint}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 #: Test hook (used by tests/test_kill_resume.py): when this environment variable holds an
@@ -108,16 +126,17 @@ class BaseTrainer:
         self.cfg = cfg
         self.dist, self.device = init_distributed(cfg.device)
         self.is_main = self.dist.is_main
-        self.exp_dir = self._prepare_run_dir(resume)
-        self.ckpt_dir = self.exp_dir / "checkpoints"
-        self.log = ExperimentLogger(self.exp_dir / "logs" if self.is_main else None, enabled=self.is_main)
+        # the run folder is only named here; nothing is written before every part below is built
+        self.run_folder = RunFolder(cfg.output_root, cfg.name, resume=resume is not None)
+        self.exp_dir, self.ckpt_dir = self.run_folder.path, self.run_folder.checkpoints
+        self.log = ExperimentLogger(enabled=self.is_main)
         # every rank builds the same initial networks (DDP broadcasts the student, but not the EMA
         # teacher, which is copied from the student before wrapping); the ranks draw their own
         # random numbers from here on
         seed_everything(cfg.seed)
         self._set_backend_flags()
         self.iter = 0
-        self.best: dict[str, dict[str, Any]] = {}
+        self.ema_steps_offset = 0
         self.nonfinite_total = 0
         self.nonfinite_streak = 0
         self.networks: dict[str, nn.Module] = self.build_networks()
@@ -131,43 +150,25 @@ class BaseTrainer:
         self.optimizer = self.build_optimizer()
         self.scheduler = self.build_scheduler()
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16" and self.device.type == "cuda")
+        self.validator = self.build_validator()
+        self.checkpoints = CheckpointStore(self.ckpt_dir, cfg.train.keep_last)
         if resume:
-            self._resume(resume)
+            self.load_state_dict(CheckpointStore.read_training(resume))
+            self.log.info(f"resumed from {resume} at iteration {self.iter}")
+        self._open_run_folder()
+
+    # ------------------------------------------------------------------ set-up
+    def _open_run_folder(self) -> None:
+        """Claim the run folder now that the run is known to start (rank 0; see core.run_folder)."""
         if self.is_main:
-            save_config(cfg, self.exp_dir / "config.yaml")
-            (self.exp_dir / "command.txt").write_text(" ".join(sys.argv) + "\n")
-            self.log.info(f"run folder {self.exp_dir} | device {self.device} | world size {self.dist.world_size}")
+            self.run_folder.open(config_yaml(self.cfg.to_dict()), environment_banner(self.device))
+            self.log.attach(self.run_folder.logs)
+            self.log.info(f"run folder {self.exp_dir} | device {self.device} | world size {self.dist.world_size} | "
+                          f"git {environment_banner(self.device)['git_revision']}")
             for name, net in self.networks.items():
                 n = sum(p.numel() for p in net.parameters())
                 self.log.info(f"{name}: {type(net).__name__} with {n:,} parameters")
-
-    # ------------------------------------------------------------------ set-up
-    def _prepare_run_dir(self, resume: str | None) -> Path:
-        name = self.cfg.name
-        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name in (".", ".."):
-            raise UserError(f"config key 'name' must be a plain folder name (letters, digits, _ . -), got '{name}'")
-        root = Path(resolve_path(self.cfg.output_root))
-        exp = root / name
-        if self.is_main:
-            if resume is None and (exp / "checkpoints").exists() and any((exp / "checkpoints").iterdir()):
-                stamp = time.strftime("%Y%m%d_%H%M%S")
-                archived = exp.with_name(f"{name}_archived_{stamp}")
-                n = 1
-                while archived.exists():
-                    archived = exp.with_name(f"{name}_archived_{stamp}_{n}")
-                    n += 1
-                shutil.move(str(exp), str(archived))
-                print(f"note: an earlier run was in {exp}; moved it to {archived}", file=sys.stderr)
-            try:
-                (exp / "checkpoints").mkdir(parents=True, exist_ok=True)
-                probe = exp / ".write_test"
-                probe.write_text("")
-                probe.unlink()
-            except OSError as exc:
-                raise UserError(f"cannot write to the output folder {exp}: {exc.strerror}; set output_root to a "
-                                f"writable folder") from None
         self._barrier()
-        return exp
 
     def _set_backend_flags(self) -> None:
         tf32 = bool(self.cfg.train.tf32)
@@ -180,9 +181,9 @@ class BaseTrainer:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-    def new_network(self) -> nn.Module:
-        """Build one instance of the configured network."""
-        net = build_network(self.cfg.network.name, **self.cfg.network.args.to_dict())
+    def new_network(self, name: str | None = None, **extra_args: Any) -> nn.Module:
+        """One network (default: the configured one) with the config's arguments, init and memory format."""
+        net = build_network(name or self.cfg.network.name, **{**self.cfg.network.args.to_dict(), **extra_args})
         if self.cfg.network.init == "normal":
             init_normal_(net)
         net = net.to(self.device)
@@ -208,25 +209,47 @@ class BaseTrainer:
             p.requires_grad_(False)
         return {"teacher": teacher}
 
+    def network_of(self, key: str) -> str:
+        """The registered network name behind checkpoint entry ``key``."""
+        return network_name(self.cfg.network.name)
+
+    def pretrained_entry(self, key: str) -> str | None:
+        """Which weights of a ``pretrained.path`` checkpoint network ``key`` starts from (None: the
+        reader's default). Students start from students, teachers as ``pretrained.teacher_from`` says."""
+        if key == "student":
+            return "student"
+        if key == "teacher":
+            return self.cfg.pretrained.teacher_from
+        return None
+
     def _load_pretrained(self) -> None:
         """Start from a checkpoint's weights (e.g. SSLL from a supervised run) without its optimizer."""
         path = self.cfg.pretrained.path
         if not path:
             return
         path = resolve_path(path)
-        ckpt = safe_load(path)
-        name = self.cfg.network.name
-        for key, net in self.networks.items():
-            load_network_weights(net, ckpt.get("networks", {}).get(key, ckpt) if isinstance(ckpt, dict) else ckpt,
-                                 name, source=path)
-        if self.teachers:
-            src = ckpt.get("networks", {}) if isinstance(ckpt, dict) else {}
-            key = "teacher" if self.cfg.pretrained.teacher_from == "teacher" and "teacher" in src else "student"
-            for net in self.teachers.values():
-                load_network_weights(net, src.get(key, ckpt), name, source=path)
-        if isinstance(ckpt, dict) and "iter" in ckpt:
-            self.ema_steps_offset = int(ckpt.get("ema_steps", ckpt["iter"]))
+        for key, net in {**self.networks, **self.teachers}.items():
+            which = self.pretrained_entry(key)
+            try:
+                found = read_network_state(path, self.network_of(key), which)
+            except CheckpointError:
+                if which is None:
+                    raise
+                found = read_network_state(path, self.network_of(key), None)  # a plain file has no student/teacher
+            load_network_weights(net, found.state, self.network_of(key), source=found.source)
+        ckpt_iter = self._pretrained_iteration(path)
+        if ckpt_iter is not None:
+            self.ema_steps_offset = ckpt_iter
         self.log.info(f"initialised from {path}")
+
+    @staticmethod
+    def _pretrained_iteration(path: str) -> int | None:
+        from common_utils.checkpoint import safe_load
+
+        ckpt = safe_load(path)
+        if isinstance(ckpt, dict) and "iter" in ckpt:
+            return int(ckpt.get("ema_steps", ckpt["iter"]))
+        return None
 
     def _wrap_networks(self) -> dict[str, nn.Module]:
         """torch.compile and DDP wrappers of the trained networks (``self.networks`` stay unwrapped).
@@ -310,11 +333,12 @@ class BaseTrainer:
                       f"truth (split seed {seed}); {len(rest)} are withheld")
         return PairSubset(full, labelled), [str(full.pairs[i][0]) for i in rest]
 
-    def make_stream(self, dataset: Any, batch_size: int, seed_offset: int = 0) -> Iterator[dict[str, Any]]:
-        """An endless device-side batch iterator starting at the current iteration."""
+    def make_stream(self, dataset: Any, batch_size: int, start_iter: int, seed_offset: int = 0
+                    ) -> Iterator[dict[str, Any]]:
+        """An endless device-side batch iterator that starts after ``start_iter`` batches of its own."""
         d = self.cfg.data
         loader, _ = train_loader(dataset, batch_size, d.num_workers, self.cfg.seed + seed_offset,
-                                 start_iter=self.iter, rank=self.dist.rank, world_size=self.dist.world_size,
+                                 start_iter=start_iter, rank=self.dist.rank, world_size=self.dist.world_size,
                                  pin_memory=d.pin_memory and self.device.type == "cuda",
                                  prefetch_factor=d.prefetch_factor)
         return DevicePrefetcher(loader, self.device)
@@ -361,11 +385,37 @@ class BaseTrainer:
     def build_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
 
+    def build_validator(self) -> Validator | None:
+        """Validation of every network on ``data.val`` (None without a validation set)."""
+        if self.val_set is None:
+            return None
+        from common_utils.evaluation.evaluator import EvalProtocol
+
+        v = self.cfg.validation
+        protocol = EvalProtocol(ssim=v.ssim, lpips=self._lpips_metric() if v.lpips else None)
+        return Validator(self.val_set, protocol, v.watch, self.dist, self.device, self.make_eval_loader, self.log,
+                         max_images=v.max_images, sample_images=self.cfg.train.sample_images,
+                         samples_dir=self.exp_dir / "samples")
+
+    def _lpips_metric(self) -> nn.Module | None:
+        from models.lpips import try_build_lpips
+
+        metric, reason = try_build_lpips()
+        if metric is None:
+            self.log.info(reason)
+            return None
+        return metric.to(self.device)
+
     # ------------------------------------------------------------------ step helpers
     @property
     def epoch(self) -> int:
         """1-based epoch of the current iteration (as the papers count)."""
         return self.iter // self.iters_per_epoch + 1
+
+    @property
+    def best(self) -> dict[str, dict[str, Any]]:
+        """Best validation record per network (empty without validation)."""
+        return self.validator.best if self.validator is not None else {}
 
     def autocast(self) -> contextlib.AbstractContextManager:
         amp = self.cfg.train.amp
@@ -387,23 +437,22 @@ class BaseTrainer:
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Compute the losses of one iteration, call :meth:`backward`, return named terms (detached ok)."""
-        raise NotImplementedError
+        raise NotImplementedError  # the one method every trainer implements
 
     def next_batches(self) -> dict[str, Any]:
         """The batch(es) for one iteration; default: the paired stream."""
         return next(self.paired_stream)
 
     def start_streams(self) -> None:
-        self.paired_stream = self.make_stream(self.paired_set, self.batch_size("paired"))
+        """Open the data streams at the current iteration (subclasses add their own)."""
+        self.paired_stream = self.make_stream(self.paired_set, self.batch_size("paired"), start_iter=self.iter)
 
     # ------------------------------------------------------------------ EMA
-    ema_steps_offset = 0
-
     def update_teachers(self) -> None:
         if not self.teachers:
             return
         step = self.ema_steps_offset + self.iter
-        for name, teacher in self.teachers.items():
+        for teacher in self.teachers.values():
             ema_update(teacher, self.networks["student"], step, self.cfg.train.ema_decay)
 
     # ------------------------------------------------------------------ the loop
@@ -418,49 +467,77 @@ class BaseTrainer:
         sums: dict[str, torch.Tensor] = {}
         count = 0
         tic = time.time()
-        bar = tqdm(total=self.total_iters, initial=self.iter, disable=None if self.is_main else True, desc=self.cfg.name,
-                   dynamic_ncols=True, leave=False)
+        bar = tqdm(total=self.total_iters, initial=self.iter, disable=None if self.is_main else True,
+                   desc=self.cfg.name, dynamic_ncols=True, leave=False)
         kill_at = _kill_at_iter()
-        while self.iter < self.total_iters:
-            batch = self.next_batches()
-            self.optimizer.zero_grad(set_to_none=True)
-            with self.autocast():
-                terms = self._run_step(batch)
-            total = sum(v.detach().float() for v in terms.values())
-            if self._all_finite(total):  # the one host sync per step: the non-finite guard
-                self.nonfinite_streak = 0
-                self.scaler.unscale_(self.optimizer)
-                if t.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), t.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.scheduler.step()
-                self.iter += 1
-                self.update_teachers()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0) + v.detach().float()
-                count += 1
-            else:
-                # the step is skipped (weights, optimizer and teacher untouched) but the iteration
-                # counts, so logging, validation and checkpoints keep their schedule (and a run
-                # whose last step is skipped still writes last.pth at the final iteration)
-                self._skip_nonfinite(terms)
-                self.iter += 1
-                self.scheduler.step()
-            bar.update(1)
-            if self.iter % t.log_every == 0 or self.iter == self.total_iters:
-                values = {k: float(v) / count for k, v in sums.items()}
-                rate = count / max(time.time() - tic, 1e-9)
-                self._log_train(values, rate)
-                sums, count, tic = {}, 0, time.time()
-            if val_every and (self.iter % val_every == 0 or self.iter == self.total_iters) and self.val_set:
-                self.validate()
-            if self.iter % save_every == 0 or self.iter == self.total_iters:
-                self.save_checkpoint("last")
-            if kill_at == self.iter:  # test hook, see _kill_at_iter
-                os.kill(os.getpid(), signal.SIGKILL)
+        with _StopSignals() as stop:
+            while self.iter < self.total_iters:
+                terms = self._one_iteration(t.grad_clip)
+                if terms is not None:
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0) + v.detach().float()
+                    count += 1
+                bar.update(1)
+                if self.iter % t.log_every == 0 or self.iter == self.total_iters:
+                    values = {k: float(v) / max(count, 1) for k, v in sums.items()}
+                    self._log_train(values, count / max(time.time() - tic, 1e-9), bar)
+                    sums, count, tic = {}, 0, time.time()
+                if val_every and (self.iter % val_every == 0 or self.iter == self.total_iters) and self.validator:
+                    self.validate()
+                stopping = self._stop_requested(stop)
+                if self.iter % save_every == 0 or self.iter == self.total_iters or stopping:
+                    self.save_checkpoint("last")
+                if kill_at == self.iter:  # test hook, see _kill_at_iter
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if stopping and self.iter < self.total_iters:
+                    bar.close()
+                    signum = stop.received or signal.SIGTERM
+                    self.log.info(f"{signal.Signals(signum).name} received at iteration {self.iter}: "
+                                  f"checkpoint written")
+                    raise TrainingInterrupted(signum, self.ckpt_dir / "last.pth")
         bar.close()
         self.log.info(f"training finished at iteration {self.iter}")
+
+    def _stop_requested(self, stop: "_StopSignals") -> bool:
+        """Whether a stop signal arrived (on any rank: the ranks stop at the same iteration)."""
+        flag = stop.received is not None
+        if self.dist.enabled:
+            t = torch.tensor([1.0 if flag else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.item() > 0)
+        return flag
+
+    def _one_iteration(self, grad_clip: float | None) -> dict[str, torch.Tensor] | None:
+        """One optimizer step (or a skipped one); returns the loss terms of a taken step."""
+        batch = self.next_batches()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            terms = self._run_step(batch)
+        total = sum(v.detach().float() for v in terms.values())
+        if not self._all_finite(total):
+            # the step is skipped (weights, optimizer and teacher untouched) but the iteration
+            # counts, so logging, validation and checkpoints keep their schedule (and a run
+            # whose last step is skipped still writes last.pth at the final iteration)
+            self._skip_nonfinite(terms)
+            self.iter += 1
+            self.scheduler.step()
+            return None
+        self.nonfinite_streak = 0
+        self.scaler.unscale_(self.optimizer)
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), grad_clip)
+        try:
+            self.scaler.step(self.optimizer)
+        except RuntimeError as exc:
+            if "overflow" not in str(exc):
+                raise
+            raise TrainingStopped(f"the optimizer step overflowed at iteration {self.iter + 1} with optim.lr="
+                                  f"{self.cfg.optim.lr:g}; lower optim.lr") from None
+        self.scaler.update()
+        self.scheduler.step()
+        self.iter += 1
+        self.update_teachers()
+        return terms
 
     def _run_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         try:
@@ -480,11 +557,13 @@ class BaseTrainer:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         return bool(finite.item() > 0)
 
-    def _log_train(self, values: dict[str, float], rate: float) -> None:
+    def _log_train(self, values: dict[str, float], rate: float, bar: Any = None) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
         text = " ".join(f"{k}={v:.4f}" for k, v in values.items())
         self.log.info(f"iter {self.iter}/{self.total_iters} epoch {self.epoch} lr {lr:.3e} {text} "
                       f"({rate:.2f} it/s)")
+        if bar is not None:
+            bar.set_postfix_str(" ".join(f"{k}={v:.3f}" for k, v in values.items()), refresh=False)
         self.log.scalars({**values, "lr": lr}, self.iter, prefix="train/")
 
     def _skip_nonfinite(self, terms: dict[str, torch.Tensor]) -> None:
@@ -519,65 +598,14 @@ class BaseTrainer:
         return {**self.networks, **self.teachers}
 
     def validate(self) -> dict[str, dict[str, float]]:
-        """Score every eval network on the validation set (sharded over ranks); keep the best of each."""
-        v = self.cfg.validation
-        protocol = EvalProtocol(ssim=v.ssim, lpips=self._val_lpips() if v.lpips else None)
-        shard = _Shard(self.val_set, self.dist.rank, self.dist.world_size, v.max_images)
-        results = {}
-        for name, net in self.eval_networks().items():
-            was_training = net.training
-            net.eval()
-            res = evaluate(net, self.make_eval_loader(shard), self.device, protocol, time_forward=False)
-            net.train(was_training)
-            results[name] = self._reduce_means(res.rows, lpips=protocol.lpips is not None)
-        if self.is_main:
-            text = " | ".join(f"{n}: " + " ".join(f"{k}={val:.4f}" for k, val in r.items() if k != "images")
-                              for n, r in results.items())
-            self.log.info(f"validation @ {self.iter}: {text}")
-            for n, r in results.items():
-                self.log.scalars({k: val for k, val in r.items() if k != "images"}, self.iter, prefix=f"val/{n}/")
-        watch = v.watch
-        improved_any = False
-        for name, r in results.items():
-            score = r.get(watch)
-            if score is None:
-                continue
-            prev = self.best.get(name)
-            better = prev is None or (score < prev["score"] if watch == "lpips" else score > prev["score"])
-            if better:
-                self.best[name] = {"score": score, "iter": self.iter, **r}
-                self.save_checkpoint(f"best_{name}")
-                improved_any = True
-        if improved_any:
-            overall = max(self.best.items(), key=lambda kv: -kv[1]["score"] if watch == "lpips" else kv[1]["score"])
-            if overall[1]["iter"] == self.iter:
-                self.save_checkpoint("best", extra={"best_network": overall[0]})
+        """Score every eval network on the validation set; save ``best_<net>`` / ``best`` on improvement."""
+        results, improved = self.validator.run(self.eval_networks(), self.iter)
+        for name in improved:
+            self.save_checkpoint(f"best_{name}")
+        overall = self.validator.overall_best()
+        if improved and overall is not None and overall[1]["iter"] == self.iter:
+            self.save_checkpoint("best", extra={"best_network": overall[0]})
         return results
-
-    def _val_lpips(self) -> nn.Module | None:
-        if not hasattr(self, "_lpips_metric"):
-            from common_utils.lpips_weights import try_build_lpips
-
-            self._lpips_metric, reason = try_build_lpips()
-            if self._lpips_metric is None:
-                self.log.info(reason)
-            else:
-                self._lpips_metric = self._lpips_metric.to(self.device)
-        return self._lpips_metric
-
-    def _reduce_means(self, rows: list[dict[str, Any]], lpips: bool = False) -> dict[str, float]:
-        # the keys must not depend on this rank's rows: a rank whose shard is empty (fewer
-        # validation images than ranks) still joins an all-reduce of the same size
-        keys = ["psnr", "ssim"] + (["lpips"] if lpips else [])
-        sums = torch.tensor([sum(r[k] for r in rows if r.get(k) is not None) for k in keys] + [len(rows)],
-                            dtype=torch.float64,
-                            device=self.device if self.device.type == "cuda" else "cpu")
-        if self.dist.enabled:
-            dist.all_reduce(sums)
-        n = max(float(sums[-1]), 1.0)
-        out = {k: float(sums[i]) / n for i, k in enumerate(keys)}
-        out["images"] = int(sums[-1])
-        return out
 
     # ------------------------------------------------------------------ checkpoints
     def extra_state(self) -> dict[str, Any]:
@@ -588,8 +616,9 @@ class BaseTrainer:
         """Restore what :meth:`extra_state` saved (the base trainer saves nothing extra)."""
 
     def state_dict(self) -> dict[str, Any]:
+        """The whole training state: resuming from it continues the same run."""
         return {
-            "format": "ssir-train-v1",
+            "format": TRAINING_FORMAT,
             "network": network_name(self.cfg.network.name),
             "network_args": self.cfg.network.args.to_dict(),
             "networks": {**{k: v.state_dict() for k, v in self.networks.items()},
@@ -608,11 +637,34 @@ class BaseTrainer:
             "amp": self.cfg.train.amp,
         }
 
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (the networks strictly, then optimizer, schedule, RNG...)."""
+        source = "the resume checkpoint"
+        for k, net in {**self.networks, **self.teachers}.items():
+            if k not in ckpt["networks"]:
+                raise CheckpointError(f"{source} has no weights for '{k}'")
+            load_network_weights(net, ckpt["networks"][k], self.network_of(k), source=source)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.iter = int(ckpt["iter"])
+        self.ema_steps_offset = int(ckpt.get("ema_steps_offset", 0))
+        if self.validator is not None:
+            self.validator.best = dict(ckpt.get("best", {}))
+        self.nonfinite_total = int(ckpt.get("nonfinite_total", 0))
+        self.nonfinite_streak = int(ckpt.get("nonfinite_streak", 0))
+        per_rank = ckpt.get("rng_ranks")
+        if self.dist.enabled and isinstance(per_rank, (list, tuple)) and len(per_rank) == self.dist.world_size:
+            restore_rng_state(per_rank[self.dist.rank])  # each rank continues its own random stream
+        else:
+            restore_rng_state(ckpt["rng"])
+        self.load_extra_state(ckpt.get("trainer", {}))
+
     def weights_state(self, only: str | None = None) -> dict[str, Any]:
         """Network weights and metadata, without optimizer state (the ``best`` checkpoints)."""
         nets = {**self.networks, **self.teachers}
         return {
-            "format": "ssir-weights-v1",
+            "format": WEIGHTS_FORMAT,
             "network": network_name(self.cfg.network.name),
             "network_args": self.cfg.network.args.to_dict(),
             "networks": {k: v.state_dict() for k, v in nets.items() if only is None or k == only},
@@ -622,11 +674,7 @@ class BaseTrainer:
         }
 
     def save_checkpoint(self, tag: str, extra: dict[str, Any] | None = None) -> None:
-        """Write ``checkpoints/<tag>.pth`` atomically (rank 0).
-
-        ``last`` holds the full training state (and the last K are kept as ``iter_*.pth``);
-        ``best`` / ``best_<network>`` hold weights only.
-        """
+        """Write ``checkpoints/<tag>.pth`` (rank 0): ``last`` holds the training state, ``best*`` weights only."""
         rng_ranks = None
         if not tag.startswith("best") and self.dist.enabled:  # collective: every rank takes part
             rng_ranks = [None] * self.dist.world_size
@@ -638,64 +686,21 @@ class BaseTrainer:
                 state = self.state_dict()
                 if rng_ranks is not None:
                     state["rng_ranks"] = rng_ranks
-            if extra:
-                state.update(extra)
-            atomic_save(state, self.ckpt_dir / f"{tag}.pth")
-            if tag == "last" and self.cfg.train.keep_last > 1:
-                link = self.ckpt_dir / f"iter_{self.iter:08d}.pth"
-                try:  # same bytes as last.pth: a hard link costs no second write
-                    link.unlink(missing_ok=True)
-                    os.link(self.ckpt_dir / "last.pth", link)
-                except OSError:
-                    atomic_save(state, link)
-                kept = sorted(self.ckpt_dir.glob("iter_*.pth"))
-                for old in kept[:-self.cfg.train.keep_last]:
-                    old.unlink(missing_ok=True)
+            state.update(extra or {})
+            self.checkpoints.save(tag, state, self.iter)
         self._barrier()
-
-    def _resume(self, path: str) -> None:
-        ckpt = safe_load(path, map_location="cpu")
-        if not isinstance(ckpt, dict) or ckpt.get("format") != "ssir-train-v1":
-            raise CheckpointError(f"{path} is not a training checkpoint of this framework (use pretrained.path to "
-                                  f"start from released weights)")
-        for k, net in {**self.networks, **self.teachers}.items():
-            if k not in ckpt["networks"]:
-                raise CheckpointError(f"{path} has no weights for '{k}'")
-            load_network_weights(net, ckpt["networks"][k], self.cfg.network.name, source=path)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.iter = int(ckpt["iter"])
-        self.ema_steps_offset = int(ckpt.get("ema_steps_offset", 0))
-        self.best = dict(ckpt.get("best", {}))
-        self.nonfinite_total = int(ckpt.get("nonfinite_total", 0))
-        self.nonfinite_streak = int(ckpt.get("nonfinite_streak", 0))
-        per_rank = ckpt.get("rng_ranks")
-        if self.dist.enabled and isinstance(per_rank, (list, tuple)) and len(per_rank) == self.dist.world_size:
-            restore_rng_state(per_rank[self.dist.rank])  # each rank continues its own random stream
-        else:
-            restore_rng_state(ckpt["rng"])
-        self.load_extra_state(ckpt.get("trainer", {}))
-        self.log.info(f"resumed from {path} at iteration {self.iter}")
 
     def _barrier(self) -> None:
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
 
-    def best_network_checkpoint(self) -> tuple[Path, str]:
-        """Path of the checkpoint and network key to evaluate at the end."""
-        best = self.ckpt_dir / "best.pth"
-        if self.cfg.eval.checkpoint == "best" and best.exists():
-            ck = safe_load(best)
-            return best, ck.get("best_network", self.trained_networks[0])
-        return self.ckpt_dir / "last.pth", "teacher" if self.teachers else self.trained_networks[0]
-
     def close(self) -> None:
-        """Stop loader workers, close the log and the process group."""
+        """Stop loader workers, close the log, release the run folder and the process group."""
         for name in ("paired_stream", "unpaired_stream"):
             if getattr(self, name, None) is not None:
                 setattr(self, name, None)
         self.log.close()
+        self.run_folder.close()
         if dist.is_available() and dist.is_initialized():
             # every rank reaches teardown before any leaves: a rank exiting while another still
             # evaluates or writes would abort the other's gloo/NCCL threads
@@ -703,75 +708,27 @@ class BaseTrainer:
             dist.destroy_process_group()
 
 
-class _Shard(torch.utils.data.Dataset):
-    """Every ``world``-th item of a dataset, starting at ``rank`` (distributed validation)."""
+class _StopSignals:
+    """Within the loop, a first SIGTERM/SIGINT only asks the loop to stop after the current
+    iteration (and write its checkpoint); a second SIGINT interrupts at once."""
 
-    def __init__(self, base: Any, rank: int, world: int, limit: int | None) -> None:
-        n = len(base) if limit is None else min(limit, len(base))
-        self.base, self.idx = base, list(range(rank, n, world))
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def __len__(self) -> int:
-        return len(self.idx)
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
 
-    def __getitem__(self, i: int) -> Any:
-        return self.base[self.idx[i]]
+    def __enter__(self) -> "_StopSignals":
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: signals stay as they are
+            self._previous.clear()
+        return self
 
-
-def unwrap(net: nn.Module) -> nn.Module:
-    """The plain module inside DDP / torch.compile wrappers."""
-    net = getattr(net, "module", net)
-    return getattr(net, "_orig_mod", net)
-
-
-__all__ = ["BaseTrainer", "TrainingStopped", "resolve_path", "unwrap", "extract_state_dict"]
-
-
-def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:
-    """Evaluate the selected checkpoint on ``eval.datasets``; write ``results/`` (rank 0 only).
-
-    The summary holds, per dataset, the selected network's scores at the top level, every
-    network of the checkpoint (student, teacher) under its name, and the input's own scores
-    under ``input``.
-    """
-    from common_utils.evaluation.datasets import open_eval_datasets
-    from common_utils.evaluation.report import write_rows_csv, write_summary
-    from common_utils.lpips_weights import try_build_lpips
-
-    cfg = trainer.cfg
-    if not trainer.is_main or not cfg.eval.datasets:
-        return {}
-    ckpt_path, main_key = trainer.best_network_checkpoint()
-    ckpt = safe_load(ckpt_path)
-    nets: dict[str, nn.Module] = {}
-    for key, sd in ckpt["networks"].items():
-        net = trainer.build_network_for(key)
-        net.load_state_dict(sd, strict=True)
-        nets[key] = net.eval()
-    lpips_metric, reason = try_build_lpips() if cfg.eval.lpips else (None, "disabled in the config")
-    protocol = EvalProtocol(ssim=cfg.eval.ssim, lpips=lpips_metric.to(trainer.device) if lpips_metric else None,
-                            lpips_reason=reason, fast=cfg.eval.fast, tile=cfg.eval.tile,
-                            tile_overlap=cfg.eval.tile_overlap, resize=cfg.eval.resize)
-    if reason and cfg.eval.lpips:
-        trainer.log.info(reason)
-    results_dir = trainer.exp_dir / "results"
-    summary: dict[str, Any] = {}
-    datasets, missing = open_eval_datasets(cfg.eval.datasets, cfg.eval.data_root)
-    for name, msg in missing.items():
-        trainer.log.info(f"dataset {name} skipped: {msg}")
-        summary[name] = {"missing": msg}
-    for name, ds in datasets.items():
-        loader = trainer.make_eval_loader(ds)
-        scored = {key: evaluate(net, loader, trainer.device, protocol) for key, net in nets.items()}
-        main = scored[main_key]
-        write_rows_csv(results_dir / name / "per_image.csv", main.rows)
-        entry: dict[str, Any] = {**main.summary(), "network": main_key, "checkpoint": ckpt_path.name}
-        entry.update({key: res.summary() for key, res in scored.items()})
-        entry["input"] = evaluate(lambda x: x, loader, trainer.device, protocol, time_forward=False).summary()
-        for k in ("latency_ms", "fps"):
-            entry["input"].pop(k, None)
-        summary[name] = entry
-        trainer.log.info(f"test {name}: {main_key} PSNR {entry['psnr']:.2f} SSIM {entry['ssim']:.4f} | input PSNR "
-                         f"{entry['input']['psnr']:.2f} SSIM {entry['input']['ssim']:.4f}")
-    write_summary(results_dir, summary, protocol.describe(trainer.device), title=f"Results of {cfg.name}")
-    trainer.log.info(f"results written to {results_dir / 'summary.json'}")
-    return summary
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.registry import Registry
+from foundation.registry import Registry
 
 _DATASET_MODULES = {
     "haze_synthetic": "data.haze_datasets",
     "paired_folder": "data.datasets",
     "unpaired_folder": "data.datasets",
     "smid_npy": "data.public_datasets",
-    "prefix_paired": "data.public_datasets",
     "flat_paired": "data.public_datasets",
     "paired_folder_listed": "data.public_datasets",
     "layout": "data.layouts",

@@ -25,9 +25,14 @@ from torch.utils.data import Dataset
 from data import DATASETS
 from data.image_io import ImageReadError, image_to_float, list_images, read_image_raw
 from data.transforms import paired_random_crop, paired_random_flip, to_tensor_chw
-from models.registry import UserError
+from foundation.errors import UserError
 
 PAIRINGS = ("name", "sorted", "prefix")
+
+
+class DatasetMissing(UserError):
+    """A named dataset that is not (completely) on disk."""
+
 BAD_IMAGE_POLICIES = ("skip", "stop")
 SMALL_IMAGE_POLICIES = ("upscale", "pad")
 

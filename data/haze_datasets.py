@@ -18,7 +18,7 @@ from data import DATASETS
 from data.datasets import TrainingImages
 from data.image_io import image_to_float, list_images, read_image_raw
 from data.transforms import to_tensor_chw
-from models.registry import UserError
+from foundation.errors import UserError
 
 
 @DATASETS.register("haze_synthetic")

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.registry import UserError
+from foundation.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy")
 
@@ -132,3 +132,11 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     if not files:
         raise UserError(f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return files
+
+
+def has_images(folder: Path, recursive: bool, pattern: str | None = None) -> bool:
+    """True when ``folder`` holds at least one readable-type image (matching ``pattern`` if given)."""
+    if not folder.is_dir():
+        return False
+    it = folder.rglob(pattern or "*") if recursive else folder.glob(pattern or "*")
+    return any(f.is_file() and is_image_file(f) for f in it)

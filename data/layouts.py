@@ -38,15 +38,16 @@ from typing import Any, Callable
 
 import yaml
 
+from data import DATASETS
+from data.datasets import DatasetMissing, PairedFolderDataset
+from data.image_io import has_images
 from data.paths import REPO_ROOT, resolve_path
-from models.registry import Registry, UserError
+from data.public_datasets import FlatPairedDataset, ListedPairedFolderDataset, SMIDNpyDataset, official_lists
+from foundation.errors import UserError
+from foundation.registry import Registry
 
 ENV_VAR = "SSIR_DATA_ROOT"
 DATASETS_YAML = REPO_ROOT / "config" / "datasets.yaml"
-
-
-class DatasetMissing(UserError):
-    """A named dataset that is not (completely) on disk."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,7 @@ class Layout:
     """One way a dataset can be stored: low and GT folders relative to the dataset folder.
 
     ``under`` replaces the dataset's folder (relative to the data root) for this layout;
-    ``dataset`` names a special dataset type (``prefix_paired``, ``flat_paired``) instead of the
-    plain paired folder; ``probe`` is a glob the low folder must match (flat folders).
+    ``dataset`` names a special dataset type (``flat_paired``) instead of the plain paired folder; ``probe`` is a glob the low folder must match (flat folders).
     """
 
     lq: str
@@ -83,11 +83,6 @@ class NamedDataset:
 
 LAYOUTS = Registry("dataset layout")
 
-
-def _register_dataset_type(fn: Callable[..., Any]) -> Callable[..., Any]:
-    from data import DATASETS
-
-    return DATASETS.register("layout")(fn)
 
 
 def register_layout(ds: NamedDataset, aliases: tuple[str, ...] = ()) -> NamedDataset:
@@ -142,13 +137,8 @@ def _candidates(ds: NamedDataset, root: str | None) -> list[tuple[Layout, Path]]
 
 
 def _build(lay: Layout, lq: Path, gt: Path, dataset_args: dict[str, Any] | None = None) -> Any:
-    from data import build_dataset
-    from data.datasets import PairedFolderDataset
-
-    if lay.dataset == "prefix_paired":
-        return build_dataset("prefix_paired", lq_dir=str(lq), gt_dir=str(gt))
     if lay.dataset == "flat_paired":
-        return build_dataset("flat_paired", folder=str(lq))
+        return FlatPairedDataset(str(lq))
     return PairedFolderDataset(str(lq), str(gt), pairing=lay.pairing, recursive=lay.recursive, **(dataset_args or {}))
 
 
@@ -160,8 +150,6 @@ def open_layout(name: str, root: str | None = None, dataset_args: dict[str, Any]
     have are ignored, so one set of options can be passed to every dataset. ``dataset_args``
     are passed to the paired folder dataset (training: ``crop_size``, ``flip``, ...).
     """
-    from data.public_datasets import has_images
-
     if name not in LAYOUTS and Path(name).is_dir():
         return open_folder(name)
     ds: NamedDataset = LAYOUTS.get(name)
@@ -196,9 +184,6 @@ GENERIC_PAIRS = (("Hazy", "GT"), ("hazy", "GT"), ("hazy", "gt"), ("hazy", "clear
 
 def open_folder(path: str) -> Any:
     """Open a folder holding one of ``GENERIC_PAIRS`` (e.g. the ICEML test layout ``Hazy/`` + ``GT/``)."""
-    from data.datasets import PairedFolderDataset
-    from data.public_datasets import has_images
-
     root = Path(resolve_path(path))
     for lq, gt in GENERIC_PAIRS:
         if has_images(root / lq, True) and has_images(root / gt, True):
@@ -207,7 +192,7 @@ def open_folder(path: str) -> Any:
                          + " | ".join(f"{root / a} + {root / b}" for a, b in GENERIC_PAIRS))
 
 
-@_register_dataset_type
+@DATASETS.register("layout")
 def open_named_dataset(name: str, data_root: str | None = None, **dataset_args: Any) -> Any:
     """A named layout as a dataset (``type: layout``), e.g. ``{name: LOL-v1-train, crop_size: 128}``.
 
@@ -242,8 +227,6 @@ def expand_dataset_names(spec: str | list[str]) -> list[str]:
 
 
 def _open_smid(folder: Path, smid_green_quirk: bool = True) -> Any:
-    from data.public_datasets import SMIDNpyDataset
-
     return SMIDNpyDataset(str(folder), green_quirk=smid_green_quirk)
 
 
@@ -251,8 +234,6 @@ def _sdsd_finish(dataset: Any, options: dict[str, Any]) -> Any:
     """Keep only the official 52 SDSD test images when ``sdsd_official_list`` is set."""
     if not options.get("sdsd_official_list"):
         return dataset
-    from data.public_datasets import ListedPairedFolderDataset, official_lists
-
     return ListedPairedFolderDataset(str(dataset.lq_dir), str(dataset.gt_dir), official_lists()["sdsd_test_list"],
                                      pairing="sorted", recursive=True)
 
@@ -274,10 +255,10 @@ def _haze_layouts(folders: tuple[str, ...], flat: bool = True) -> tuple[Layout, 
 
 
 def _sots(folder: str, extra: tuple[str, ...]) -> tuple[Layout, ...]:
-    lays = [Layout("hazy", gt, under=folder, dataset="prefix_paired") for gt in ("gt", "GT", "clear")]
+    lays = [Layout("hazy", gt, pairing="prefix", recursive=False, under=folder) for gt in ("gt", "GT", "clear")]
     for f in extra:
-        lays += [Layout("hazy", "gt", under=f, dataset="prefix_paired"),
-                 Layout("Hazy", "GT", under=f, dataset="prefix_paired")]
+        lays += [Layout("hazy", "gt", pairing="prefix", recursive=False, under=f),
+                 Layout("Hazy", "GT", pairing="prefix", recursive=False, under=f)]
     return tuple(lays)
 
 

@@ -1,6 +1,6 @@
 """DataLoader construction and device prefetching.
 
-A :class:`models.registry.UserError` raised while loading an item (a truncated image, a low/GT
+A :class:`foundation.errors.UserError` raised while loading an item (a truncated image, a low/GT
 pair of different sizes) reaches the caller as that same error with its one-line message, also
 from loader worker processes, where torch would otherwise re-raise it in the main process with
 the worker's whole traceback pasted into the message.
@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data.samplers import ResumableSampler
-from models.registry import UserError
+from foundation.errors import UserError
 
 
 class _WorkerUserError:

@@ -4,8 +4,6 @@ Each item is a dict ``lq`` (3, H, W) float32 in [0, 1], ``gt`` (same shape) and 
 
 - :class:`SMIDNpyDataset`: SMID in the ``.npy`` layout the low-light paper evaluates on, one fixed
   low frame per scene, with the official green-channel input quirk.
-- :class:`PrefixPairedDataset`: several degraded images per ground truth, paired by the id before
-  the first ``_`` (RESIDE SOTS: ``1400_3.png`` -> ``1400.png``, ``0001_0.8_0.2.jpg`` -> ``0001.png``).
 - :class:`FlatPairedDataset`: degraded and ground-truth files side by side in one folder, told
   apart by a name token (O-HAZE ``01_outdoor_hazy.jpg`` / ``01_outdoor_GT.jpg``).
 - :class:`ListedPairedFolderDataset`: a paired folder restricted to a fixed list of file names
@@ -23,10 +21,10 @@ import yaml
 from torch.utils.data import Dataset
 
 from data import DATASETS
-from data.datasets import PairedFolderDataset
-from data.image_io import is_image_file, list_images, read_image
+from data.datasets import DatasetMissing, PairedFolderDataset
+from data.image_io import list_images, read_image
 from data.transforms import to_tensor_chw
-from models.registry import UserError
+from foundation.errors import UserError
 
 OFFICIAL_LISTS = Path(__file__).resolve().parent / "official_lists.yaml"
 
@@ -84,8 +82,6 @@ class SMIDNpyDataset(_PairList):
     """
 
     def __init__(self, root: str, green_quirk: bool = True, frames: dict[str, str] | None = None) -> None:
-        from data.layouts import DatasetMissing
-
         self.root = Path(root)
         self.green_quirk = bool(green_quirk)
         frames = {str(k): str(v) for k, v in (frames or official_lists()["smid_test_frames"]).items()}
@@ -124,37 +120,6 @@ class SMIDNpyDataset(_PairList):
         if self.green_quirk:
             item["lq"][1] /= SMID_GREEN_DIVISOR
         return item
-
-
-@DATASETS.register("prefix_paired")
-class PrefixPairedDataset(_PairList):
-    """Degraded images paired with the ground truth named by their id prefix.
-
-    The id of a degraded file is its name up to the first ``sep`` (``1400_3.png`` -> ``1400``); the
-    ground truth is the file whose name without extension is that id. Several degraded images
-    may share one ground truth; ground truths without degraded images are ignored.
-
-    Args:
-        lq_dir: folder of degraded (hazy) images.
-        gt_dir: folder of ground truths.
-        sep: separator after the id.
-    """
-
-    def __init__(self, lq_dir: str, gt_dir: str, sep: str = "_") -> None:
-        self.lq_dir, self.gt_dir = Path(lq_dir), Path(gt_dir)
-        gt_by_id = {f.stem: f for f in list_images(self.gt_dir)}
-        self.pairs, self.names, orphans = [], [], []
-        for f in list_images(self.lq_dir):
-            key = f.stem.split(sep, 1)[0]
-            if key in gt_by_id:
-                self.pairs.append((f, gt_by_id[key]))
-                self.names.append(f.stem)
-            else:
-                orphans.append(f.name)
-        if orphans:
-            raise UserError(f"{len(orphans)} of {len(orphans) + len(self.pairs)} images in {self.lq_dir} have no "
-                            f"ground truth <id>.* in {self.gt_dir} (id = name before the first '{sep}'; e.g. "
-                            f"{_shown(orphans)})")
 
 
 def _token_key(stem: str, token: str) -> str | None:
@@ -220,11 +185,3 @@ class ListedPairedFolderDataset(PairedFolderDataset):
             raise UserError(f"{len(absent)} of the {len(wanted)} listed images are not in {self.lq_dir}: "
                             f"{_shown(absent)}")
         self.pairs = [by_name[n] for n in sorted(wanted, key=lambda n: str(by_name[n][0]))]
-
-
-def has_images(folder: Path, recursive: bool, pattern: str | None = None) -> bool:
-    """True when ``folder`` holds at least one readable-type image (matching ``pattern`` if given)."""
-    if not folder.is_dir():
-        return False
-    it = folder.rglob(pattern or "*") if recursive else folder.glob(pattern or "*")
-    return any(f.is_file() and is_image_file(f) for f in it)

@@ -2,7 +2,8 @@
 
 ``build_loss(name, **kwargs)`` returns an ``nn.Module``. Image losses are called as
 ``loss(output, target)``; ``pico`` as ``loss(anchor, positive, negative, mask=None)``; masked
-losses take ``mask=`` too. Every loss returns a scalar.
+losses take ``mask=`` too; the unpaired (semi-supervised) terms of ``losses/semi.py`` as
+``loss(student_out, teacher_out, input, mask)``. Every loss returns a scalar.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from models.registry import Registry
+from foundation.registry import Registry
 
 _LOSS_MODULES = {
     "l1": "losses.pixel",
@@ -19,6 +20,8 @@ _LOSS_MODULES = {
     "lpips": "losses.pixel",
     "masked_l1": "losses.pixel",
     "pico": "losses.pico",
+    "consistency": "losses.semi",
+    "pico_unpaired": "losses.semi",
     "chromaticity": "losses.dehaze",
     "saturation": "losses.dehaze",
     "inverse_consistency": "losses.dehaze",

@@ -49,7 +49,7 @@ class LPIPSLoss(nn.Module):
 
     def __init__(self, weights: str | None = None, official_range_bug: bool = False) -> None:
         super().__init__()
-        from common_utils.lpips_weights import LPIPSMetric
+        from models.lpips import LPIPSMetric
 
         self.metric = LPIPSMetric(weights=weights, official_range_bug=official_range_bug)
 

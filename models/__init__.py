@@ -13,7 +13,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from models.registry import Registry, UnknownNameError, UserError
+from foundation.registry import Registry, UnknownNameError
+from foundation.errors import UserError
 
 # display name -> module defining it (imported on first use)
 _NETWORK_MODULES = {

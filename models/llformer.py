@@ -44,7 +44,7 @@ from einops import rearrange
 
 from models import NETWORKS
 from models.restormer import Downsample, LayerNorm, OverlapPatchEmbed, Upsample  # shared building blocks
-from models.registry import UserError
+from foundation.errors import UserError
 
 __all__ = ["LLFormer"]
 

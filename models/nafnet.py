@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import NETWORKS
-from models.registry import UserError
+from foundation.errors import UserError
 
 # Sub-sampling factors the official "fast" TLSC approximation tries, largest first.
 _FAST_REDUCTIONS = (5, 4, 3, 2, 1)

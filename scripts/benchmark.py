@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive(name: str, value: int | None, minimum: int = 1) -> None:
-    from models.registry import UserError
+    from foundation.errors import UserError
 
     if value is not None and value < minimum:
         raise UserError(f"{name} must be at least {minimum}, got {value}")
@@ -144,8 +144,9 @@ def _positive(name: str, value: int | None, minimum: int = 1) -> None:
 
 def resolve_settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Every setting in effect (defaults filled in by device and --quick)."""
-    from common_utils.evaluation.eval import canonical_network, parse_network_args
-    from models.registry import UserError
+    from common_utils.evaluation.runner import parse_network_args
+    from models import network_name as canonical_network
+    from foundation.errors import UserError
 
     cuda = device.type == "cuda"
     names = ([canonical_network(n.strip()) for n in args.networks.split(",") if n.strip()]
@@ -243,7 +244,7 @@ def _inference_variants(device: torch.device, s: dict[str, Any]) -> list[dict[st
         known = [x["variant"] for x in v]
         unknown = [x for x in s["variants"] if x not in known]
         if unknown:
-            from models.registry import UserError
+            from foundation.errors import UserError
 
             raise UserError(f"unknown --variants {', '.join(unknown)} on {device.type} (valid: {', '.join(known)})")
         v = [x for x in v if x["variant"] in s["variants"]]
@@ -978,8 +979,8 @@ def _jsonable(obj: Any) -> Any:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
-    from common_utils.evaluation.eval import select_device
-    from common_utils.lpips_weights import try_build_lpips
+    from common_utils.evaluation.runner import select_device
+    from models.lpips import try_build_lpips
 
     if args.threads:
         torch.set_num_threads(args.threads)

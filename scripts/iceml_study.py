@@ -27,7 +27,8 @@ import torch  # noqa: E402
 
 from common_utils.benchmarking import machine_info, markdown_table  # noqa: E402
 from common_utils.cli import run_cli  # noqa: E402
-from common_utils.study import StudyRun, image_grid, mean_std, pm, run_training, save_jpeg  # noqa: E402
+from common_utils.study import StudyRun, mean_std, pm, run_training  # noqa: E402
+from common_utils.visual import image_grid, save_jpeg  # noqa: E402
 from core.config import load_config  # noqa: E402
 
 CONFIG = "config/study/sots_iceml.yaml"

@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from common_utils.cli import run_cli  # noqa: E402
-from models.registry import UserError  # noqa: E402
+from foundation.errors import UserError  # noqa: E402
 
 #: public layout path (under --dest) -> folder of the shared data (under --source)
 LINKS = {

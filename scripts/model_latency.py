@@ -68,7 +68,7 @@ import torch  # noqa: E402
 
 from common_utils.benchmarking import cpu_model, is_oom, sync  # noqa: E402
 from common_utils.cli import run_cli  # noqa: E402
-from models.registry import UserError  # noqa: E402
+from foundation.errors import UserError  # noqa: E402
 
 DEFAULT_SIZES = ((128, 128), (256, 256), (512, 512), (1024, 1024))
 NETWORKS = ("ASMICE-Net", "RtxICE-Net")  # order of the original file
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        from common_utils.evaluation.eval import select_device
+        from common_utils.evaluation.runner import select_device
 
         if args.warmup < 0:
             raise UserError(f"--warmup must be 0 or more, got {args.warmup}")

@@ -47,8 +47,8 @@ def model_info(all_networks: bool = False) -> str:
 
     lines = [size_line(name, build_network(name)) for name in ORIGINAL_NETWORKS]
     if all_networks:
-        from common_utils.evaluation.eval import make_network
-        from models.registry import UserError
+        from models import build_network as make_network
+        from foundation.errors import UserError
 
         lines += ["", "All registered networks (paper default configurations):"]
         for name in list_networks():
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        from models.registry import UserError
+        from foundation.errors import UserError
 
         text = model_info(args.all)
         out_dir = Path(args.output)

@@ -77,8 +77,8 @@ def measure(net: torch.nn.Module, size: int, device: torch.device, repeats: int,
 
 def network_stats(name: str, sizes: list[int], device: torch.device, repeats: int, warmup: int) -> dict[str, Any]:
     """Parameters and per-size measurements of one network (notes instead of errors)."""
-    from common_utils.evaluation.eval import make_network
-    from models.registry import UserError
+    from models import build_network as make_network
+    from foundation.errors import UserError
 
     entry: dict[str, Any] = {"network": name, "sizes": [], "notes": []}
     try:
@@ -139,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        from common_utils.evaluation.eval import canonical_network, select_device
+        from common_utils.evaluation.runner import select_device
+        from models import network_name as canonical_network
         from models import list_networks
-        from models.registry import UserError
+        from foundation.errors import UserError
 
         device = select_device(args.device)
         try:

@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        from common_utils.evaluation.eval import parse_network_args
+        from common_utils.evaluation.runner import parse_network_args
         from common_utils.evaluation.reproduce import ReproduceConfig, reproduce, split_network_args
         from data.paths import resolve_path
-        from models.registry import UserError
+        from foundation.errors import UserError
 
         if args.workers < 0:
             raise UserError("--workers must be >= 0")

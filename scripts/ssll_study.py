@@ -29,7 +29,8 @@ import torch  # noqa: E402
 
 from common_utils.benchmarking import machine_info, markdown_table  # noqa: E402
 from common_utils.cli import run_cli  # noqa: E402
-from common_utils.study import StudyRun, image_grid, mean_std, pm, run_training, save_jpeg  # noqa: E402
+from common_utils.study import StudyRun, mean_std, pm, run_training  # noqa: E402
+from common_utils.visual import image_grid, save_jpeg  # noqa: E402
 from core.logger import read_scalars  # noqa: E402
 
 METHODS = {"baseline": "config/study/lol_cidnet_sup.yaml", "ssll": "config/study/lol_cidnet_ssll.yaml"}
@@ -148,7 +149,7 @@ def plot_curves(runs: list[tuple[str, int, int, StudyRun]], root: Path, budgets:
 def make_grids(runs: list[tuple[str, int, int, StudyRun]], root: Path, budgets: list[int], seed: int,
                count: int, out: Path) -> list[Path]:
     """input | baseline | SSLL | ground truth for the first ``count`` eval15 images, per budget."""
-    from common_utils.evaluation.eval import load_network
+    from common_utils.checkpoint import load_network
     from common_utils.evaluation.evaluator import EvalProtocol, enhance
     from data.layouts import open_layout
 
@@ -160,7 +161,7 @@ def make_grids(runs: list[tuple[str, int, int, StudyRun]], root: Path, budgets: 
         for method, budget, s, run in runs:
             ckpt = run.folder(root) / "checkpoints" / "last.pth"
             if budget == n and s == seed and ckpt.is_file() and run.summary(root) is not None:
-                nets[method], _ = load_network("CIDNet", str(ckpt), ema=True)
+                nets[method], _ = load_network("CIDNet", str(ckpt), which="teacher")
         if set(nets) != {"baseline", "ssll"}:
             continue
         rows, labels = [], []

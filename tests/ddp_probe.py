@@ -70,8 +70,8 @@ def main() -> int:
 
     make_stream = BaseTrainer.make_stream
 
-    def recording_make_stream(self, dataset, batch_size, seed_offset=0):
-        stream = make_stream(self, dataset, batch_size, seed_offset)
+    def recording_make_stream(self, dataset, batch_size, start_iter, seed_offset=0):
+        stream = make_stream(self, dataset, batch_size, start_iter, seed_offset)
         return _Recorder(self, stream, STREAM_NAMES.get(seed_offset, str(seed_offset)), batches)
 
     BaseTrainer.make_stream = recording_make_stream

@@ -50,12 +50,24 @@ def _short(cfg: dict, iters: int = 2) -> dict:
     return cfg
 
 
-@case
-def truncated_png_read_by_a_worker(d: Path):
-    cfg = _short(tiny_config(d, name="run", iters=8, num_workers=2), 8)
+def _truncate_one_gt(cfg: dict) -> None:
     _, gt = _train_dirs(cfg)
     f = gt / "img_003.png"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+@case
+def truncated_png_read_by_a_worker(d: Path):
+    cfg = _short(tiny_config(d, name="run", iters=8, num_workers=2), 8)
+    _truncate_one_gt(cfg)
+    cfg["data"]["paired"]["args"]["on_bad_image"] = "stop"
+    return cfg, []
+
+
+@case
+def truncated_png_skipped_by_default(d: Path):
+    cfg = _short(tiny_config(d, name="run", iters=8, num_workers=2), 8)
+    _truncate_one_gt(cfg)
     return cfg, []
 
 
@@ -198,11 +210,21 @@ def assert_trained(d: Path, proc: subprocess.CompletedProcess, iters: int) -> No
     assert all(torch.isfinite(v).all() for v in last["networks"]["student"].values() if v.is_floating_point())
 
 
-def test_truncated_png_in_training_folder_names_the_file_from_a_worker(outcomes):
+def test_truncated_png_in_training_folder_stops_with_its_name_when_asked(outcomes):
     d, proc = outcomes["truncated_png_read_by_a_worker"]
-    line = assert_one_line_error(proc, str(d / "data" / "train" / "high" / "img_003.png"), "truncated")
+    line = assert_one_line_error(proc, str(d / "data" / "train" / "high" / "img_003.png"), "truncated",
+                                 "on_bad_image")
     assert "DataLoader worker" not in line and "Original" not in line
     assert "WARN" not in proc.stderr  # run.py quiets OpenCV's own decoder warning
+
+
+def test_truncated_png_in_training_folder_is_skipped_with_a_warning_by_default(outcomes):
+    d, proc = outcomes["truncated_png_skipped_by_default"]
+    assert_trained(d, proc, 8)
+    bad = str(d / "data" / "train" / "high" / "img_003.png")
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: skipped") and bad in ln]
+    assert warnings and "truncated" in warnings[0]
+    assert len(warnings) <= 2  # once per process that met it (main process or a worker), not once per read
 
 
 def test_non_image_files_in_data_folders_are_ignored(outcomes):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from common_utils.checkpoint import CheckpointError, atomic_save, extract_state_dict, load_network_weights, safe_load
+from common_utils.checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_network_weights,
+                                     network_state, safe_load)
 from models import build_network
 
 
@@ -59,6 +60,8 @@ def test_missing_checkpoint(tmp_path):
 
 
 def test_truncated_checkpoint_names_file_and_previous(tmp_path):
+    tmp_path = tmp_path / "checkpoints"  # a run's checkpoint folder
+    tmp_path.mkdir()
     atomic_save(_sd(0), tmp_path / "iter_00000002.pth")
     atomic_save(_sd(1), tmp_path / "iter_00000004.pth")
     old = time.time() - 100
@@ -72,7 +75,19 @@ def test_truncated_checkpoint_names_file_and_previous(tmp_path):
     msg = str(info.value)
     assert str(last) in msg and "truncated or corrupt" in msg
     # the newest other checkpoint in the folder is offered
-    assert f"the previous checkpoint is {tmp_path / 'iter_00000004.pth'}" in msg
+    assert f"the previous checkpoint of this run is {tmp_path / 'iter_00000004.pth'}" in msg
+
+
+def test_truncated_checkpoint_outside_a_run_folder_names_no_other_file(tmp_path):
+    atomic_save(_sd(0), tmp_path / "unrelated.pth")
+    damaged = tmp_path / "weights.pth"
+    atomic_save(_sd(1), damaged)
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as info:
+        safe_load(damaged)
+    msg = str(info.value)
+    assert "unrelated.pth" not in msg and "previous" not in msg
+    assert "\x1b[" not in msg and msg.count("\n") == 0
 
 
 def test_truncated_checkpoint_alone_in_folder(tmp_path):
@@ -138,10 +153,11 @@ def test_extract_prefers_ema_when_asked():
     assert _equal(extract_state_dict(ck, prefer_ema=True), ema)
     only_params = {"params": plain}
     assert _equal(extract_state_dict(only_params, prefer_ema=True), plain)
-    # this framework's training checkpoints: student by default, teacher (EMA) when preferred
+    # this framework's run checkpoints: the reader picks the entry (teacher by default, as run.py reports)
     framework = {"format": "ssir-train-v1", "networks": {"student": plain, "teacher": ema}, "iter": 3}
-    assert _equal(extract_state_dict(framework), plain)
-    assert _equal(extract_state_dict(framework, prefer_ema=True), ema)
+    assert _equal(network_state(framework, "UNet").state, ema)
+    assert _equal(network_state(framework, "UNet", "student").state, plain)
+    assert _equal(network_state({**framework, "best_network": "student"}, "UNet").state, plain)
 
 
 @pytest.mark.parametrize("obj", [{"iter": 3}, {"params": {"a": 1}}, [1, 2], {}])
@@ -154,7 +170,8 @@ def test_extract_without_state_dict_is_checkpoint_error(obj):
 def test_load_network_weights_round_trip_and_wrapped():
     src = build_network("UNet", width=4)
     dst = build_network("UNet", width=4)
-    load_network_weights(dst, {"params": {f"module.{k}": v for k, v in src.state_dict().items()}}, "UNet")
+    wrapped = {"params": {f"module.{k}": v for k, v in src.state_dict().items()}}
+    load_network_weights(dst, network_state(wrapped, "UNet").state, "UNet")
     assert _equal(dst.state_dict(), src.state_dict())
 
 

@@ -11,7 +11,7 @@ import pytest
 from data.datasets import PairedFolderDataset
 from data.image_io import ImageReadError, list_images, read_image, write_image
 from data.samplers import ResumableSampler
-from models.registry import UserError
+from foundation.errors import UserError
 from tests.helpers import make_image
 
 

@@ -49,7 +49,8 @@ def _ssll_config(tmp_path: Path, name: str) -> Path:
     cfg["data"]["unpaired"] = {"type": "unpaired_folder",
                                "args": {"root": str(un_dir), "crop_size": 32, "flip": True}}
     cfg["ssll"] = {"semi_start_epoch": 2, "curriculum_epochs": 3, "ramp_epochs": 3, "lambda_p": 0.2,
-                   "lambda_u": 0.1, "gamma_u": 5, "margin_u": 0.0}
+                   "unpaired_losses": [{"name": "consistency", "weight": 1.0},
+                                       {"name": "pico_unpaired", "weight": 0.1, "args": {"gamma": 5, "margin": 0.0}}]}
     cfg["train"].update({"log_every": 2, "val_every": 2, "save_every": 2, "keep_last": 10})
     cfg["validation"]["max_images"] = 1
     return write_yaml(tmp_path / f"{name}.yaml", cfg)

@@ -47,7 +47,8 @@ def _ssll(tmp: Path) -> dict:
     cfg["data"]["unpaired"] = {"type": "unpaired_folder", "args": {"root": str(un_dir), "crop_size": 32,
                                                                     "flip": True}}
     cfg["ssll"] = {"semi_start_epoch": 2, "curriculum_epochs": 3, "ramp_epochs": 3, "lambda_p": 0.2,
-                   "lambda_u": 0.1, "gamma_u": 5, "margin_u": 0.0}
+                   "unpaired_losses": [{"name": "consistency", "weight": 1.0},
+                                       {"name": "pico_unpaired", "weight": 0.1, "args": {"gamma": 5, "margin": 0.0}}]}
     cfg["train"].update({"save_every": 1, "keep_last": 3, "val_every": 4})
     return cfg
 
@@ -251,5 +252,5 @@ def test_truncated_last_checkpoint_is_refused_and_the_previous_one_offered(runs)
     offered = ck / "iter_00000007.pth"
     if linked.exists() and linked.stat().st_size != size // 2:  # (no hard links on this file system)
         offered = linked
-    assert f"the previous checkpoint is {offered}" in lines[0]
+    assert f"the previous checkpoint of this run is {offered}" in lines[0]
     assert torch.load(offered, weights_only=True)["iter"] == int(offered.stem.split("_")[1])

@@ -19,15 +19,17 @@ import pytest
 import torch
 import torch.nn as nn
 
+from common_utils.checkpoint import load_network, resolve_weight
 from common_utils.evaluation import eval as eval_cli
 from common_utils.evaluation import eval_with_any_backbone
 from common_utils.inference import forward_tiled
 from common_utils.metrics import psnr
 from data.image_io import read_image, write_image
-from data.layouts import ALL_LOWLIGHT, DatasetMissing, open_layout
+from data.datasets import DatasetMissing
+from data.layouts import ALL_LOWLIGHT, open_layout
 from models import build_network
 from models.manifest import load_manifest
-from models.registry import UserError
+from foundation.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMID_SCENES = {"0007": "0001", "0009": "0066"}  # two scenes of the official frame map
@@ -307,12 +309,12 @@ def test_official_prefix_checkpoint_form(identity_ckpt, tmp_path):
     sd = torch.load(identity_ckpt, weights_only=True)["params"]
     torch.save(sd, tmp_path / "LOLv2_psnr_UNet.pth")
     torch.save(sd, tmp_path / "LOLv2_psnr_UNet_ema.pth")
-    assert eval_cli.resolve_weight(str(tmp_path / "LOLv2_psnr"), "UNet").name == "LOLv2_psnr_UNet.pth"
-    assert eval_cli.resolve_weight(str(tmp_path / "LOLv2_psnr"), "UNet", ema=True).name == "LOLv2_psnr_UNet_ema.pth"
-    net, info = eval_cli.load_network("UNet", str(tmp_path / "LOLv2_psnr"), {"width": 4})
+    assert resolve_weight(str(tmp_path / "LOLv2_psnr"), "UNet").name == "LOLv2_psnr_UNet.pth"
+    assert resolve_weight(str(tmp_path / "LOLv2_psnr"), "UNet", "teacher").name == "LOLv2_psnr_UNet_ema.pth"
+    net, info = load_network("UNet", str(tmp_path / "LOLv2_psnr"), {"width": 4})
     assert info["weight"].endswith("LOLv2_psnr_UNet.pth")
     with pytest.raises(UserError, match="not found"):
-        eval_cli.resolve_weight(str(tmp_path / "nothing"), "UNet")
+        resolve_weight(str(tmp_path / "nothing"), "UNet")
 
 
 def test_eval_with_any_backbone(identity_ckpt, tmp_path):

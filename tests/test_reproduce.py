@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from common_utils.evaluation.reproduce import (COMBINED_CHECKPOINT, _sub_state, count_improved,
-                                               find_checkpoints, find_dehazing_checkpoints, load_paper_tables,
-                                               paper_lowlight, split_network_args)
-from common_utils.evaluation.eval import network_from_checkpoint
+from common_utils.checkpoint import load_network
+from common_utils.evaluation.reproduce import (COMBINED_CHECKPOINT, count_improved, find_checkpoints,
+                                               find_dehazing_checkpoints, load_paper_tables, paper_lowlight,
+                                               split_network_args)
 from data.layouts import ALL_LOWLIGHT
 from models import build_network
 from tests.test_layouts_eval import make_lowlight_root
@@ -40,7 +40,7 @@ def test_checkpoint_naming(tmp_path):
     found, ignored = find_checkpoints(tmp_path)
     assert {b: sorted(v) for b, v in found.items()} == {"UNet": ["baseline", "ssll"], "MIRNet": ["baseline"]}
     assert any("Foo_ssll.pth" in s for s in ignored) and "other.pth" in ignored
-    assert find_dehazing_checkpoints(tmp_path) == {"RtxICE-Net": (tmp_path / "RtxICE-Net.pth", None)}
+    assert find_dehazing_checkpoints(tmp_path) == {"RtxICE-Net": tmp_path / "RtxICE-Net.pth"}
     assert split_network_args({"unet": {"width": 4}}) == {"UNet": {"width": 4}}
     assert split_network_args({"width": 4}) == {"*": {"width": 4}}
 
@@ -52,12 +52,23 @@ def test_combined_dehazing_checkpoint(tmp_path):
                 **{f"asm_model.{k}": v for k, v in asm.state_dict().items()}}
     torch.save(combined, tmp_path / COMBINED_CHECKPOINT)
     found = find_dehazing_checkpoints(tmp_path)
-    assert {k: v[1] for k, v in found.items()} == {"RtxICE-Net": "retinex_model.", "ASMICE-Net": "asm_model."}
+    assert found == {"RtxICE-Net": tmp_path / COMBINED_CHECKPOINT, "ASMICE-Net": tmp_path / COMBINED_CHECKPOINT}
     for name, ref in (("RtxICE-Net", rtx), ("ASMICE-Net", asm)):
-        path, prefix = found[name]
-        net, _ = network_from_checkpoint(name, _sub_state(path, prefix), str(path))
+        net, _ = load_network(name, found[name])
         for k, v in ref.state_dict().items():
             assert torch.equal(net.state_dict()[k], v)
+
+
+def test_framework_iceml_checkpoint_is_scored_as_both_networks(tmp_path):
+    torch.manual_seed(1)
+    rtx, asm = build_network("RtxICE-Net"), build_network("ASMICE-Net")
+    torch.save({"format": "ssir-train-v1", "network": "RtxICE-Net", "network_args": {},
+                "networks": {"rtx": rtx.state_dict(), "asm": asm.state_dict()}, "iter": 1},
+               tmp_path / COMBINED_CHECKPOINT)
+    found = find_dehazing_checkpoints(tmp_path)
+    for name, ref in (("RtxICE-Net", rtx), ("ASMICE-Net", asm)):
+        net, _ = load_network(name, found[name])
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in ref.state_dict().items())
 
 
 def _table_rows(report: str, backbone: str) -> list[list[str]]:

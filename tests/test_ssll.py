@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from core import TRAINERS
 from core.config import load_config
 from core.ema import ema_decay_at, ema_update
-from core.mean_teacher import brightness_adjust, sigmoid_ramp
+from core.mean_teacher import sigmoid_ramp
+from losses.semi import brightness_adjust
 from data.cutmix import boxes_to_mask, curriculum_mean, cutmix, cutmix_rng, sample_boxes
 from losses import build_loss
 from tests.helpers import make_paired_folders, tiny_config, write_yaml
@@ -140,7 +141,8 @@ def _ssll_cfg(tmp_path: Path, name: str, iters: int = 8, semi_start: int = 1, fu
                                                                     "flip": True}}
     cfg["ssll"] = {"semi_start_epoch": semi_start, "curriculum_epochs": 4, "ramp_epochs": 4,
                    "fused_student_forward": fused, "lambda_p": 0.2, "margin_p": -0.25, "gamma_p": 10,
-                   "lambda_u": 0.1, "gamma_u": 5, "margin_u": 0.0}
+                   "unpaired_losses": [{"name": "consistency", "weight": 1.0},
+                                       {"name": "pico_unpaired", "weight": 0.1, "args": {"gamma": 5, "margin": 0.0}}]}
     return cfg
 
 

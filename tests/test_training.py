@@ -195,7 +195,7 @@ def test_output_clamp_modes_same_values_different_gradients():
 
 
 def test_output_clamp_is_validated_in_the_config(tmp_path):
-    from models.registry import UserError
+    from foundation.errors import UserError
 
     cfg = tiny_config(tmp_path)
     cfg["train"]["output_clamp"] = "soft"

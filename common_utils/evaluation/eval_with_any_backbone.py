@@ -21,24 +21,23 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# see eval.py: the script's own folder must not shadow packages named like its modules
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+if __package__ in (None, ""):  # run as a script: the repository root replaces this folder on sys.path
+    _HERE = Path(__file__).resolve()
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE.parent]
+    sys.path.insert(0, str(_HERE.parents[2]))
 
 from torch.utils.data import Dataset  # noqa: E402
 
+from common_utils.checkpoint import load_network  # noqa: E402
 from common_utils.cli import run_cli  # noqa: E402
-from common_utils.evaluation.eval import (build_protocol, load_network, parse_network_args,  # noqa: E402
-                                          select_device)
+from common_utils.evaluation.eval import add_weights_arguments  # noqa: E402
 from common_utils.evaluation.evaluator import evaluate  # noqa: E402
+from common_utils.evaluation.runner import (build_protocol, parse_network_args, check_output_dir,  # noqa: E402
+                                            select_device)
 from data.image_io import is_image_file, list_images, read_image  # noqa: E402
 from data.loaders import eval_loader  # noqa: E402
-from data.paths import resolve_path  # noqa: E402
 from data.transforms import to_tensor_chw  # noqa: E402
-from models import list_networks  # noqa: E402
-from models.registry import UserError  # noqa: E402
+from foundation.errors import UserError  # noqa: E402
 
 
 class ImageFiles(Dataset):
@@ -62,19 +61,18 @@ class ImageFiles(Dataset):
 def input_files(image: str | None, folder: str | None) -> list[Path]:
     """The files to enhance: one image or every image in a folder (sorted)."""
     if image:
-        f = Path(resolve_path(image))
+        f = Path(image).expanduser().resolve()
         if not f.is_file():
             raise UserError(f"input image not found: {f}")
         if not is_image_file(f):
             raise UserError(f"{f} is not an image type this tool reads (png, jpg, bmp, tif, webp, npy)")
         return [f]
-    return list_images(Path(resolve_path(folder)))
+    return list_images(Path(folder).expanduser().resolve())
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-n", "--network", required=True, help=f"network name ({', '.join(list_networks())})")
-    p.add_argument("-w", "--weight", "--weights", dest="weight", required=True, help="checkpoint file")
+    add_weights_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("-i", "--image", default=None, help="one input image (or .npy array)")
     src.add_argument("-s", "--set", "--image-set", dest="set", default=None, help="folder of input images")
@@ -82,8 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--fast-eval", action="store_true", help="autocast inference (fp16 on CUDA)")
     p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size")
     p.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
-    p.add_argument("--network-args", default=None, help="JSON object of network constructor arguments")
-    p.add_argument("--ema", action="store_true", help="use the EMA/teacher weights of the checkpoint")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--workers", type=int, default=2,
                    help="data-loading worker processes, decoding overlaps the forward (default 2)")
@@ -95,10 +91,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     device = select_device(args.device)
     files = input_files(args.image, args.set)
     dataset = ImageFiles(files)
-    net, info = load_network(args.network, args.weight, parse_network_args(args.network_args), args.ema, device)
+    out_dir = check_output_dir(args.output)
+    net, info = load_network(args.network, args.weight, parse_network_args(args.network_args), args.which, device)
     protocol = build_protocol("paper", fast=args.fast_eval, tile=args.tile, tile_overlap=args.tile_overlap,
                               lpips=False, device=device)
-    out_dir = Path(resolve_path(args.output))
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     loader = eval_loader(dataset, num_workers=min(args.workers, len(dataset)), pin_memory=device.type == "cuda")

@@ -108,8 +108,14 @@ class EvalResult:
 @torch.inference_mode()
 def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict[str, Any]], device: torch.device,
              protocol: EvalProtocol, save_dir: Path | None = None, max_images: int | None = None,
-             progress: Callable[[Iterable], Iterable] | None = None, time_forward: bool = True) -> EvalResult:
-    """Evaluate ``net`` on batch-1 paired ``batches`` (dicts with lq, gt, name)."""
+             progress: Callable[[Iterable], Iterable] | None = None, time_forward: bool = True,
+             on_image: Callable[[int, dict[str, Any], torch.Tensor, dict[str, Any]], None] | None = None
+             ) -> EvalResult:
+    """Evaluate ``net`` on batch-1 paired ``batches`` (dicts with lq, gt, name).
+
+    ``on_image(index, batch, output, row)`` is called for every image (sample pictures, comparison
+    pages) with the batch on the device, the clamped output and the image's metric row.
+    """
     result = EvalResult()
     it = progress(batches) if progress else batches
     for i, batch in enumerate(it):
@@ -148,5 +154,7 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
         result.metric_seconds += time.perf_counter() - t1
         if save_dir is not None:
             write_image(Path(save_dir) / f"{row['name']}.png", out[0].permute(1, 2, 0).cpu().numpy())
+        if on_image is not None:
+            on_image(i, {**batch, "lq": lq, **({"gt": gt} if gt is not None else {})}, out, row)
         result.rows.append(row)
     return result

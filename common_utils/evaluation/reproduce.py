@@ -25,12 +25,11 @@ from typing import Any, Callable, Mapping
 import torch
 import yaml
 
-from common_utils.checkpoint import CheckpointError, extract_state_dict, safe_load
-from common_utils.evaluation.eval import (build_protocol, canonical_network, evaluate_datasets, load_network,
-                                          network_from_checkpoint, open_datasets, select_device)
+from common_utils.checkpoint import ICEML_ENTRIES, load_network
+from common_utils.evaluation.runner import build_protocol, evaluate_datasets, open_datasets, select_device
 from data.layouts import ALL_LOWLIGHT, PAPER_DEHAZING
-from models import list_networks
-from models.registry import UserError
+from models import list_networks, network_name
+from foundation.errors import UserError
 
 PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables.yaml"
 METRICS = ("psnr", "ssim", "lpips")
@@ -38,9 +37,8 @@ LOWER_IS_BETTER = frozenset({"lpips"})
 VARIANTS = ("baseline", "ssll")
 VARIANT_TITLES = {"baseline": "baseline", "ssll": "w/ SSLL"}
 DIGITS = {"psnr": 2, "ssim": 4, "lpips": 4}
-DEHAZE_NETWORKS = ("RtxICE-Net", "ASMICE-Net")
-COMBINED_CHECKPOINT = "final_dehazing_model.pth"
-COMBINED_PREFIXES = {"RtxICE-Net": "retinex_model.", "ASMICE-Net": "asm_model."}
+DEHAZE_NETWORKS = tuple(ICEML_ENTRIES)
+COMBINED_CHECKPOINT = "final_dehazing_model.pth"  # the official file name; an ICEML run checkpoint works too
 
 Table = dict[str, dict[str, dict[str, dict[str, float | None]]]]  # backbone -> variant -> dataset -> metric -> v
 
@@ -54,7 +52,7 @@ def load_paper_tables(path: Path = PAPER_TABLES) -> dict[str, Any]:
 def backbone_key(name: str) -> str:
     """Registry display name for a backbone as the paper or a file names it (MIRNet-v2 -> MIRNet)."""
     try:
-        return canonical_network(name)
+        return network_name(name)
     except UserError:
         norm = re.sub(r"[^a-z0-9]", "", name.lower())
         for n in list_networks():
@@ -132,24 +130,17 @@ def find_checkpoints(folder: Path) -> tuple[dict[str, dict[str, Path]], list[str
     return found, ignored
 
 
-def find_dehazing_checkpoints(folder: Path) -> dict[str, tuple[Path, str | None]]:
-    """network -> (checkpoint, key prefix inside it or None) for the ICEML networks present."""
+def find_dehazing_checkpoints(folder: Path) -> dict[str, Path]:
+    """network -> checkpoint for the ICEML networks present: ``<Network>.pth``, else the combined file
+    (the official CombinedModel or a framework ICEML checkpoint, both holding the two networks)."""
     files = {f.name.lower(): f for f in Path(folder).glob("*.pth")}
-    out: dict[str, tuple[Path, str | None]] = {}
+    out: dict[str, Path] = {}
     for net in DEHAZE_NETWORKS:
         if f"{net.lower()}.pth" in files:
-            out[net] = (files[f"{net.lower()}.pth"], None)
+            out[net] = files[f"{net.lower()}.pth"]
         elif COMBINED_CHECKPOINT in files:
-            out[net] = (files[COMBINED_CHECKPOINT], COMBINED_PREFIXES[net])
+            out[net] = files[COMBINED_CHECKPOINT]
     return out
-
-
-def _sub_state(path: Path, prefix: str) -> dict[str, torch.Tensor]:
-    sd = extract_state_dict(safe_load(path))
-    sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    if not sub:
-        raise CheckpointError(f"{path} has no '{prefix}*' weights; it is not an ICEML CombinedModel checkpoint")
-    return sub
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -225,8 +216,8 @@ def reproduce(cfg: ReproduceConfig) -> Path:
                     state["failed"][run_name] = str(exc)
                     print(f"{run_name}: skipped - {exc}", flush=True)
                     continue
-                summary = evaluate_datasets(net, datasets, missing, protocol, device, out / "runs" / run_name,
-                                            order=ALL_LOWLIGHT, workers=cfg.workers, label=backbone,
+                summary = evaluate_datasets({backbone: net}, datasets, missing, protocol, device,
+                                            out / "runs" / run_name, order=ALL_LOWLIGHT, workers=cfg.workers,
                                             extra={"protocol": "paper", **info},
                                             title=f"{backbone} ({VARIANT_TITLES[variant]})",
                                             max_images=cfg.max_images)
@@ -240,21 +231,16 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         datasets, missing = open_datasets(PAPER_DEHAZING, cfg.data_root)
         state["dehazing_missing"] = missing
         state["dehazing_protocol"] = protocol.describe(device)
-        for net_name, (path, prefix) in dehaze.items():
+        for net_name, path in dehaze.items():
             print(f"== {net_name} ({path.name})", flush=True)
             try:
-                if prefix:
-                    net, info = network_from_checkpoint(net_name, _sub_state(path, prefix), f"{path} [{prefix}*]",
-                                                        _args_for(cfg, net_name))
-                    net = net.to(device)
-                else:
-                    net, info = load_network(net_name, str(path), _args_for(cfg, net_name), device=device)
+                net, info = load_network(net_name, str(path), _args_for(cfg, net_name), device=device)
             except UserError as exc:
                 state["failed"][net_name] = str(exc)
                 print(f"{net_name}: skipped - {exc}", flush=True)
                 continue
-            summary = evaluate_datasets(net, datasets, missing, protocol, device, out / "runs" / net_name,
-                                        order=PAPER_DEHAZING, workers=cfg.workers, label=net_name,
+            summary = evaluate_datasets({net_name: net}, datasets, missing, protocol, device, out / "runs" / net_name,
+                                        order=PAPER_DEHAZING, workers=cfg.workers,
                                         extra={"protocol": "iceml", **info}, title=net_name,
                                         max_images=cfg.max_images)
             state["dehazing"][net_name] = {ds: _metric_values(summary.get(ds), ("psnr", "ssim"))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from models import build_network
 from models.llformer import LLFormer, RowAttention
-from models.registry import UserError
+from foundation.errors import UserError
 
 SMALL = dict(dim=4, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 2, 2])
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from models.registry import UserError
+from foundation.errors import UserError
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ENV_VAR = "LPIPS_ALEXNET_WEIGHTS"

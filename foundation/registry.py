@@ -1,24 +1,22 @@
-"""Name -> constructor registries, shared by networks, losses, datasets and trainers.
+"""Name -> constructor registries, shared by networks, losses, datasets, layouts and trainers.
 
 A registry maps case-insensitive names (and aliases) to callables. Entries can be *lazy*: the
 registry knows which module defines a name and imports it only when that name is first asked
 for, so one broken optional dependency never breaks ``import models``.
 
-This module depends on nothing but the standard library, so every room of the project may
-import it.
+Standard library only, so every package of the project may import it.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
+import inspect
 from typing import Any, Callable, Iterable
 
+from foundation.errors import UserError, closest_match
 
-class UserError(Exception):
-    """An error the user caused (bad name, bad file, bad config value).
 
-    Entry points print its message as one line, without a traceback.
-    """
+class ArgumentsRejected(UserError, ValueError):
+    """A constructor refused the argument values a user gave (still a ValueError for callers)."""
 
 
 class UnknownNameError(UserError, KeyError):
@@ -26,14 +24,6 @@ class UnknownNameError(UserError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0])
-
-
-def closest_match(name: str, candidates: Iterable[str]) -> str | None:
-    """Return the candidate closest to ``name`` (case-insensitive), or None."""
-    cands = list(candidates)
-    lowered = {c.lower(): c for c in cands}
-    hits = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
-    return lowered[hits[0]] if hits else None
 
 
 class Registry:
@@ -85,7 +75,15 @@ class Registry:
         """Return the constructor registered as ``name``; raise UnknownNameError otherwise."""
         key = self._key(name)
         if key not in self._entries and key in self._lazy:
-            importlib.import_module(self._lazy[key][1])
+            try:
+                importlib.import_module(self._lazy[key][1])
+            except ModuleNotFoundError as exc:
+                if not exc.name or exc.name.split(".")[0] in ("models", "data", "losses", "core", "common_utils",
+                                                              "foundation"):
+                    raise  # a broken project module is a bug, not the user's doing
+                raise UserError(f"{self.kind} '{name}' needs the Python package '{exc.name.split('.')[0]}', which "
+                                f"is not installed; install the requirements (pip install -r requirements.txt)"
+                                ) from None
         if key not in self._entries:
             valid = self.names() + sorted(self._aliases)
             hint = closest_match(str(name), valid)
@@ -102,11 +100,33 @@ class Registry:
         return self._entries[self._key(name)][0]
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
-        """Construct the entry ``name`` with ``kwargs``; a wrong argument is a UserError."""
+        """Construct the entry ``name`` with ``kwargs``.
+
+        Arguments the constructor does not take (or required ones missing) are a UserError, checked
+        against its signature before it runs. A constructor that rejects the *values* given
+        (ValueError, AssertionError or TypeError raised while building with user arguments) is a
+        UserError naming them; without user arguments such an exception is a bug and propagates.
+        """
         ctor = self.get(name)
         try:
+            signature = inspect.signature(ctor)
+        except (TypeError, ValueError):  # no introspectable signature: let the call decide
+            signature = None
+        if signature is not None:
+            try:
+                signature.bind(**kwargs)
+            except TypeError as exc:
+                raise UserError(f"cannot build {self.kind} '{name}': {exc}") from None
+        try:
             return ctor(**kwargs)
-        except TypeError as exc:
-            if "argument" in str(exc):
-                raise UserError(f"cannot build {self.kind} '{name}': {exc}") from exc
-            raise
+        except (ValueError, AssertionError, TypeError) as exc:
+            if not kwargs or isinstance(exc, UserError):
+                raise
+            shown = ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items())
+            reason = str(exc) or type(exc).__name__
+            raise ArgumentsRejected(f"{self.kind} '{name}' rejects the arguments {shown}: {reason}") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,220 @@
+"""The one evaluation path: protocols, devices, datasets, and scoring networks on datasets.
+
+``eval.py``, ``eval_with_any_backbone.py``, ``reproduce_tables.py`` and the trainer's final
+evaluation all call :func:`evaluate_datasets`, which runs :func:`common_utils.evaluation.evaluator.evaluate`
+for every network on every dataset and writes ``<dataset>/per_image.csv``, ``summary.json`` and
+``summary.md``. The CLIs only parse arguments.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from common_utils.evaluation.evaluator import EvalProtocol, evaluate
+from common_utils.evaluation.report import write_rows_csv, write_summary
+from data import build_dataset
+from data.datasets import DatasetMissing
+from data.layouts import LAYOUTS, open_layout
+from data.loaders import eval_loader
+from data.paths import resolve_dataset_args
+from foundation.errors import UserError
+from models.lpips import try_build_lpips
+
+SEED = 1951581  # the official SSLL evaluation's seed
+
+# protocol name -> SSIM variant, resize, description
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "paper": {"ssim": "y", "resize": None, "description": "SSLL paper: full resolution, PSNR RGB, SSIM on Y, "
+                                                          "LPIPS AlexNet"},
+    "iceml": {"ssim": "piq", "resize": 1024, "description": "ICEML paper: resize to 1024x1024, piq PSNR/SSIM"},
+}
+
+
+def select_device(pref: str | None = "auto") -> torch.device:
+    """``auto`` = the GPU when there is one; ``cuda``/``cuda:N``/``cpu``/``mps`` as given."""
+    if pref in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(pref)
+    except RuntimeError:
+        raise UserError(f"unknown device '{pref}' (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{pref}' requested but CUDA is not available here (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"device '{pref}' does not exist ({torch.cuda.device_count()} GPUs visible)")
+    return dev
+
+
+def parse_network_args(text: str | None) -> dict[str, Any]:
+    """``--network-args``: a JSON object (or a path to a .json file) of constructor arguments."""
+    if not text:
+        return {}
+    src = Path(text).expanduser() if not text.lstrip().startswith("{") else None
+    raw = src.read_text() if src is not None and src.is_file() else text
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--network-args is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"--network-args must be a JSON object such as '{{\"width\": 32}}', got: {text}")
+    return value
+
+
+def build_protocol(protocol: str = "paper", ssim: str | None = None, resize: int | None = None, fast: bool = False,
+                   tile: int | None = None, tile_overlap: int = 32, gt_mean: bool = False, lpips: bool = True,
+                   device: torch.device | str = "cpu", lpips_off_reason: str = "disabled (--no-lpips)"
+                   ) -> EvalProtocol:
+    """An :class:`EvalProtocol` from a protocol name and overrides; LPIPS only when its weights exist."""
+    if protocol not in PROTOCOLS:
+        raise UserError(f"unknown protocol '{protocol}' (use {' or '.join(PROTOCOLS)})")
+    base = PROTOCOLS[protocol]
+    if tile is not None and tile <= 0:
+        tile = None
+    if tile and tile_overlap * 2 >= tile:
+        raise UserError(f"--tile-overlap {tile_overlap} must be less than half of --tile {tile}")
+    if tile_overlap < 0:
+        raise UserError("--tile-overlap must be >= 0")
+    if resize is not None and resize <= 0:
+        raise UserError(f"--resize must be a positive size, got {resize}")
+    metric, reason = try_build_lpips() if lpips else (None, lpips_off_reason)
+    return EvalProtocol(ssim=ssim or base["ssim"], lpips=metric.to(device) if metric is not None else None,
+                        lpips_reason=reason, fast=fast, tile=tile, tile_overlap=tile_overlap,
+                        resize=resize if resize is not None else base["resize"], gt_mean=gt_mean)
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` resolved from the current directory, checked to be creatable and writable before
+    any work is done (nothing is created here, so a failed start leaves the disk as it was)."""
+    out = Path(path).expanduser().resolve()
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"cannot write the {what} {out}: {probe} is a file, not a folder; choose another folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the {what} {out}: {probe} is not writable; choose another folder")
+    return out
+
+
+def dataset_key(name: str) -> str:
+    """Result key (and output sub-folder) of a dataset name or folder path."""
+    p = Path(name)
+    return p.name if (len(p.parts) > 1 or p.is_dir()) and p.name else name
+
+
+def open_datasets(specs: Iterable[str | Mapping[str, Any]], data_root: str | None = None,
+                  options: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Open evaluation datasets given by name (a named layout or a folder) or as ``{name, type, args}``.
+
+    Returns ``({key: dataset}, {key: why it is missing})``: a set that is not on disk is reported,
+    not raised, so the others are still evaluated. ``options`` are options of named layouts
+    (``smid_green_quirk``, ...); a spec's own ``options`` mapping overrides them.
+    """
+    found: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    for spec in specs:
+        spec = {"name": spec} if isinstance(spec, str) else spec
+        name = spec["name"]
+        key = name if spec.get("type") else dataset_key(name)
+        try:
+            if spec.get("type"):
+                args = spec.get("args") or {}
+                args = args.to_dict() if hasattr(args, "to_dict") else dict(args)
+                found[key] = build_dataset(spec["type"], **resolve_dataset_args(args))
+            else:
+                opts = {**(options or {}), **dict(spec.get("options") or {})}
+                found[key] = open_layout(name, data_root, **opts)
+        except DatasetMissing as exc:
+            missing[key] = str(exc)
+        except UserError as exc:
+            if name in LAYOUTS or spec.get("type") or Path(name).is_dir():
+                missing[key] = str(exc)
+            else:
+                raise
+    return found, missing
+
+
+Network = Callable[[torch.Tensor], torch.Tensor]
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """The input itself, scored as a network (the ``input`` row of a summary)."""
+    return x
+
+
+def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any], missing: Mapping[str, str],
+                      protocol: EvalProtocol, device: torch.device, out_dir: Path, main: str | None = None,
+                      order: Iterable[str] | None = None, save: bool = False, workers: int = 0,
+                      with_input: bool = False, extra: Mapping[str, Any] | None = None, title: str = "Evaluation",
+                      max_images: int | None = None, log: Callable[[str], None] | None = print,
+                      annotate: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Score every network of ``nets`` on every dataset; write the result files; return the summary.
+
+    Per dataset the summary holds the ``main`` network's means at the top level (its per-image
+    rows in ``per_image.csv``, its outputs under ``images/`` with ``save``), each network under
+    its label when there are several, and with ``with_input`` the input's own scores under
+    ``input``, and ``warnings`` lists the datasets where the main network scores below its input.
+    ``annotate`` is added to every evaluated dataset's entry. A dataset that fails (e.g. an
+    unreadable image) is recorded as ``error``.
+    """
+    main = main or next(iter(nets))
+    summary: dict[str, Any] = {}
+    say = log or (lambda _: None)
+    for key in (list(order) if order is not None else [*datasets, *missing]):
+        if key in missing:
+            summary[key] = {"missing": missing[key]}
+            say(f"{key}: missing - {missing[key]}")
+            continue
+        ds_dir = out_dir / key
+        loader = eval_loader(datasets[key], num_workers=min(workers, len(datasets[key])),
+                             pin_memory=device.type == "cuda")
+        try:
+            scored = {label: evaluate(net, loader, device, protocol, max_images=max_images,
+                                      save_dir=ds_dir / "images" if save and label == main else None)
+                      for label, net in nets.items()}
+            if with_input:
+                scored["input"] = evaluate(identity, loader, device, protocol, max_images=max_images,
+                                           time_forward=False)
+        except UserError as exc:
+            summary[key] = {"error": str(exc)}
+            say(f"{key}: failed - {exc}")
+            continue
+        write_rows_csv(ds_dir / "per_image.csv", scored[main].rows)
+        entry: dict[str, Any] = {**scored[main].summary(), "network": main, **dict(annotate or {})}
+        if len(scored) > 1:
+            entry.update({label: res.summary() for label, res in scored.items()})
+            entry.get("input", {}).pop("latency_ms", None)
+            entry.get("input", {}).pop("fps", None)
+        summary[key] = entry
+        lp = "n/a" if entry.get("lpips") is None else f"{entry['lpips']:.4f}"
+        text = (f"{key}: {entry['images']} images  {main}: PSNR {entry['psnr']:.2f}  SSIM {entry['ssim']:.4f}  "
+                f"LPIPS {lp}  {entry.get('latency_ms', float('nan')):.1f} ms/image")
+        if with_input:
+            text += f"  | input: PSNR {entry['input']['psnr']:.2f}  SSIM {entry['input']['ssim']:.4f}"
+        say(text)
+    warnings = worse_than_input(summary)
+    for w in warnings:
+        say(f"WARNING: {w}")
+    if warnings:
+        summary["warnings"] = warnings
+    write_summary(out_dir, summary, {**protocol.describe(device), **dict(extra or {})}, title=title)
+    return summary
+
+
+def worse_than_input(summary: Mapping[str, Any]) -> list[str]:
+    """One sentence per dataset whose main network scores below the input itself (PSNR or SSIM)."""
+    out = []
+    for name, entry in summary.items():
+        if name.startswith("_") or not isinstance(entry, Mapping) or not isinstance(entry.get("input"), Mapping):
+            continue
+        low = [m for m in ("psnr", "ssim") if entry.get(m) is not None and entry["input"].get(m) is not None
+               and entry[m] < entry["input"][m]]
+        if low:
+            shown = ", ".join(f"{m.upper()} {entry[m]:.4g} < input {entry['input'][m]:.4g}" for m in low)
+            out.append(f"on {name} the {entry.get('network')} network scores below its own input ({shown}): it did "
+                       f"not learn the task (check optim.lr, the losses and the data)")
+    return out

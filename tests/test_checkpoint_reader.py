@@ -1,0 +1,124 @@
+"""The one checkpoint reader: every supported form, saved exactly as its producer saves it.
+
+Official forms are rebuilt here with the official key layouts (models/manifests): the SSLL
+training folder (``<prefix>_<Net>.pth``, ``_ema.pth``, ``_train_info.pth`` with numpy/python RNG
+objects), the ICEML ``CombinedModel`` (``retinex_model.*`` / ``asm_model.*``), wrappers, and this
+framework's own low-light and ICEML run checkpoints. Each CLI takes the same path.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from common_utils.checkpoint import (CheckpointError, load_network, read_network_state, resolve_weight,
+                                     safe_load)
+from common_utils.evaluation import eval as eval_cli
+from common_utils.evaluation import eval_with_any_backbone
+from models import build_network
+from tests.helpers import make_paired_folders
+
+
+def _equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def iceml_pair():
+    torch.manual_seed(0)
+    return {"rtx": build_network("RtxICE-Net", dim=16), "asm": build_network("ASMICE-Net", dim=16)}
+
+
+@pytest.fixture(scope="module")
+def combined_file(tmp_path_factory, iceml_pair):
+    """``final_dehazing_model.pth`` as the official ICEML code saves it: CombinedModel.state_dict()."""
+    sd = {**{f"retinex_model.{k}": v for k, v in iceml_pair["rtx"].state_dict().items()},
+          **{f"asm_model.{k}": v for k, v in iceml_pair["asm"].state_dict().items()}}
+    path = tmp_path_factory.mktemp("iceml") / "final_dehazing_model.pth"
+    torch.save(sd, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def framework_iceml_file(tmp_path_factory, iceml_pair):
+    """A framework ICEML run checkpoint: both networks in ``networks`` (rtx, asm); network RtxICE-Net."""
+    path = tmp_path_factory.mktemp("run") / "last.pth"
+    torch.save({"format": "ssir-train-v1", "network": "RtxICE-Net", "network_args": {"dim": 16},
+                "networks": {k: v.state_dict() for k, v in iceml_pair.items()}, "iter": 4,
+                "config": {"iceml": {"t_min": 0.1}}}, path)
+    return path
+
+
+@pytest.mark.parametrize("network,key", [("RtxICE-Net", "rtx"), ("ASMICE-Net", "asm")])
+def test_combined_model_gives_either_network(combined_file, iceml_pair, network, key):
+    found = read_network_state(combined_file, network)
+    assert _equal(found.state, iceml_pair[key].state_dict())
+    net, info = load_network(network, combined_file, {"dim": 16})
+    assert _equal(net.state_dict(), iceml_pair[key].state_dict())
+
+
+@pytest.mark.parametrize("network,key", [("RtxICE-Net", "rtx"), ("ASMICE-Net", "asm")])
+def test_framework_iceml_checkpoint_gives_either_network(framework_iceml_file, iceml_pair, network, key):
+    net, info = load_network(network, framework_iceml_file)  # dim 16 comes from the checkpoint
+    assert _equal(net.state_dict(), iceml_pair[key].state_dict())
+    assert info["weights"] == key
+
+
+def test_combined_model_with_a_low_light_network_names_the_right_networks(combined_file):
+    with pytest.raises(CheckpointError) as info:
+        read_network_state(combined_file, "UNet")
+    msg = str(info.value)
+    assert "RtxICE-Net or ASMICE-Net" in msg and "ICEML-CombinedModel" not in msg
+
+
+def test_iceml_clis_take_the_official_checkpoint(combined_file, tmp_path):
+    hazy = tmp_path / "hazy"
+    make_paired_folders(tmp_path, n=2, size=32, lq_name="hazy", gt_name="GT")
+    for net in ("RtxICE-Net", "ASMICE-Net"):
+        args = ["-n", net, "-w", str(combined_file), "--network-args", '{"dim": 16}', "--device", "cpu",
+                "--workers", "0"]
+        assert eval_with_any_backbone.main([*args, "--set", str(hazy), "--output", str(tmp_path / net)]) == 0
+        assert eval_cli.main([*args, "-d", str(tmp_path), "--no-lpips", "-o", str(tmp_path / f"e_{net}")]) == 0
+
+
+def _official_ssll_folder(root, net_name="UNet", cls="Unet"):
+    """What the official SSLL trainer writes for a prefix: student, EMA teacher and the train info."""
+    torch.manual_seed(1)
+    student = build_network(net_name, width=4).state_dict()
+    teacher = build_network(net_name, width=4).state_dict()
+    torch.save(student, root / f"LOLv2_psnr_{cls}.pth")
+    torch.save(teacher, root / f"LOLv2_psnr_{cls}_ema.pth")
+    torch.save({"epoch": 5, "global_step": 100, "optimizer": {"state": {}}, "numpy_rng": np.random.get_state(),
+                "python_rng": random.getstate(), "torch_rng": torch.get_rng_state()},
+               root / "LOLv2_psnr_train_info.pth")
+    return student, teacher
+
+
+def test_official_ssll_prefix_folder_never_takes_the_train_info(tmp_path):
+    student, teacher = _official_ssll_folder(tmp_path)
+    assert resolve_weight(tmp_path / "LOLv2_psnr", "UNet").name == "LOLv2_psnr_Unet.pth"
+    assert resolve_weight(tmp_path / "LOLv2_psnr", "UNet", "teacher").name == "LOLv2_psnr_Unet_ema.pth"
+    assert _equal(read_network_state(tmp_path / "LOLv2_psnr", "UNet").state, student)
+    assert _equal(read_network_state(tmp_path / "LOLv2_psnr", "UNet", "teacher").state, teacher)
+
+
+def test_train_info_given_as_weights_is_named_for_what_it_is(tmp_path):
+    _official_ssll_folder(tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        safe_load(tmp_path / "LOLv2_psnr_train_info.pth")
+    msg = str(info.value)
+    assert "training-state file" in msg and "truncated" not in msg and "\x1b[" not in msg
+
+
+def test_framework_low_light_checkpoint_default_is_the_teacher_and_network_is_checked(tmp_path):
+    torch.manual_seed(2)
+    s, t = build_network("UNet", width=4).state_dict(), build_network("UNet", width=4).state_dict()
+    path = tmp_path / "last.pth"
+    torch.save({"format": "ssir-train-v1", "network": "UNet", "network_args": {"width": 4},
+                "networks": {"student": s, "teacher": t}, "iter": 3}, path)
+    assert _equal(load_network("UNet", path)[0].state_dict(), t)
+    assert _equal(load_network("UNet", path, which="student")[0].state_dict(), s)
+    with pytest.raises(CheckpointError, match="trained for UNet, not CIDNet"):
+        read_network_state(path, "CIDNet")
