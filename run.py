@@ -1,4 +1,6 @@
-"""Train (and evaluate) from a config: ``python run.py -c config/demo_supervised.yaml [--resume CKPT] [key.sub=value ...]``.
+"""Train (and evaluate) from a config.
+
+    python run.py -c config/demo_supervised.yaml [--resume CKPT] [key.sub=value ...]
 
 Paths given on the command line (``-c``, ``--resume``) are read from the current directory;
 paths inside a config are relative to the repository root (see README, "Paths").
@@ -16,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: the repository root must be im
 # line that names the damaged file; set OPENCV_LOG_LEVEL to see them again
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from common_utils.cli import run_cli  # noqa: E402
+from common_utils.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:

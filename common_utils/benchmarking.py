@@ -1,54 +1,53 @@
-"""Reusable timing helpers for honest speed measurements (``scripts/benchmark.py``, ``scripts/model_stats.py``).
+"""Timing helpers for honest speed measurements (``scripts/benchmark.py``, ``scripts/model_latency.py``).
 
-Rules every helper here follows:
-
-- **Warm-up first.** ``warmup`` untimed calls run before any timed one (cuDNN autotuning, lazy
-  initialisation, allocator growth and ``torch.compile`` happen there).
-- **Synchronise around every timed call on CUDA.** Kernels are asynchronous: without
-  ``torch.cuda.synchronize`` a timer only measures the kernel launches. :func:`time_fn` syncs the
-  device before and after each call and reads ``time.perf_counter`` (the wall-clock latency a
-  batch-1 caller sees, host overhead included), or, with ``timer="events"``, records CUDA events
-  around the call (GPU time between the events).
-- **Report the median** of the individual timed calls (robust to a stray slow call on a shared
-  machine); min / mean / max / standard deviation and every sample are kept as well.
-- **Out-of-memory is a result, not a crash.** :func:`measure` returns a row with status ``oom``
-  (or ``error`` with the message) and frees the cached memory, so a sweep goes on.
+- **Warm-up first**: ``warmup`` untimed calls (cuDNN autotuning, lazy initialisation, allocator
+  growth, ``torch.compile``) before any timed one.
+- **Each timed call is synchronised**: :func:`time_fn` times every call on its own with the clock of
+  ``torch.utils.benchmark`` (``torch.utils.benchmark.timer``: it synchronises the accelerator before
+  reading ``perf_counter``) driven by ``timeit.Timer`` (what ``torch.utils.benchmark.Timer`` wraps;
+  garbage collection is off while a call is timed). So a sample is the wall-clock latency a batch-1
+  caller sees. ``Timer.timeit`` / ``blocked_autorange`` themselves average blocks of calls and add
+  their own warm-up to every measurement, so they give neither per-call samples nor a fixed count;
+  ``scripts/benchmark.py --sections stats`` uses ``blocked_autorange``, where no count is quoted.
+- **Report the median** (robust to a stray slow call on a shared machine); every sample is kept.
+- **Out of memory is a result**: :func:`measure` returns a row with status ``oom`` (or ``error``).
 """
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import math
 import os
 import platform
 import shlex
 import statistics
 import sys
-import time
+import timeit
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
+import torch.utils.benchmark
 
 
 # ---------------------------------------------------------------------------- device helpers
 def sync(device: torch.device | str | None) -> None:
     """Wait for every queued kernel on ``device`` (no-op off CUDA)."""
-    if device is None:
-        return
-    device = torch.device(device)
-    if device.type == "cuda":
+    if device is not None and torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def is_oom(exc: BaseException) -> bool:
     """Whether ``exc`` is an out-of-memory error (CUDA or host)."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or isinstance(exc, MemoryError):
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     msg = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
-                                              or "not enough memory" in msg)
+    return isinstance(exc, RuntimeError) and any(s in msg for s in ("out of memory", "can't allocate memory",
+                                                                    "not enough memory"))
 
 
 def free_memory(device: torch.device | str | None = None) -> None:
@@ -67,27 +66,21 @@ def error_text(exc: BaseException, limit: int = 200) -> str:
 
 @contextlib.contextmanager
 def backend_flags(tf32: bool | None = None, cudnn_benchmark: bool | None = None) -> Iterator[None]:
-    """Set TF32 (matmul and cuDNN) and ``cudnn.benchmark`` inside the block; restore them after.
-
-    ``None`` leaves a flag as it is. Everything else the block changes among these flags
-    (e.g. a trainer's constructor) is restored as well.
-    """
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
-             torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled())
+    """Set TF32 (matmul and cuDNN) and ``cudnn.benchmark`` inside the block (``None``: as it is); restore
+    these flags and the determinism settings after, whatever the block changed (e.g. a trainer)."""
+    b = torch.backends
+    saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark, b.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             if tf32 is not None:
-                torch.backends.cuda.matmul.allow_tf32 = tf32
-                torch.backends.cudnn.allow_tf32 = tf32
+                b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = tf32
             if cudnn_benchmark is not None:
-                torch.backends.cudnn.benchmark = cudnn_benchmark
+                b.cudnn.benchmark = cudnn_benchmark
             yield
         finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[0], saved[1]
-            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
+            b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark, b.cudnn.deterministic = saved[:4]
             torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])
 
 
@@ -106,71 +99,35 @@ class Timing:
 
     samples: list[float] = field(default_factory=list)
 
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples) if self.samples else math.nan
+    def _stat(self, f: Callable[[list[float]], float]) -> float:
+        return f(self.samples) if self.samples else math.nan
 
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.samples) if self.samples else math.nan
-
-    @property
-    def min(self) -> float:
-        return min(self.samples) if self.samples else math.nan
-
-    @property
-    def max(self) -> float:
-        return max(self.samples) if self.samples else math.nan
-
-    @property
-    def stdev(self) -> float:
-        return statistics.stdev(self.samples) if len(self.samples) > 1 else 0.0
+    median = property(lambda self: self._stat(statistics.median))
+    mean = property(lambda self: self._stat(statistics.fmean))
+    min = property(lambda self: self._stat(min))
+    max = property(lambda self: self._stat(max))
+    stdev = property(lambda self: statistics.stdev(self.samples) if len(self.samples) > 1 else 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"n": len(self.samples), "median_s": self.median, "mean_s": self.mean, "min_s": self.min,
                 "max_s": self.max, "stdev_s": self.stdev, "samples_s": list(self.samples)}
 
 
-def time_fn(fn: Callable[[], Any], device: torch.device | str | None, warmup: int, repeats: int,
-            timer: str = "wall") -> Timing:
-    """Run ``fn`` ``warmup`` times untimed, then time ``repeats`` calls one by one.
-
-    ``timer="wall"``: ``perf_counter`` with a device sync before and after each call (on CUDA).
-    ``timer="events"``: CUDA events recorded around each call, read after a sync (CUDA only;
-    falls back to ``wall`` elsewhere).
-    """
+def time_fn(fn: Callable[[], Any], device: torch.device | str | None, warmup: int, repeats: int) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then time ``repeats`` calls one by one (each synchronised)."""
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    for _ in range(max(0, warmup)):
-        fn()
-    sync(dev)
-    out = Timing()
-    use_events = timer == "events" and dev.type == "cuda"
-    for _ in range(repeats):
-        if use_events:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            sync(dev)
-            start.record()
+    dev = torch.device(device if device is not None else "cpu")
+    # torch.utils.benchmark.timer synchronises the *current* accelerator: make it this one
+    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+        for _ in range(max(0, warmup)):
             fn()
-            end.record()
-            end.synchronize()
-            out.samples.append(start.elapsed_time(end) / 1000.0)
-        else:
-            sync(dev)
-            t0 = time.perf_counter()
-            fn()
-            sync(dev)
-            out.samples.append(time.perf_counter() - t0)
-    return out
+        return Timing(timeit.Timer(fn, timer=torch.utils.benchmark.timer).repeat(repeats, number=1))
 
 
 @dataclass
 class BenchRow:
-    """One measured configuration: what ran, how it went, and its timing.
-
-    ``items`` is how many images / pairs one timed call processes (for per-second rates).
-    """
+    """One measured configuration: what ran, how it went, its timing; ``items`` per timed call (for rates)."""
 
     section: str
     name: str
@@ -191,32 +148,32 @@ class BenchRow:
 
     @property
     def per_second(self) -> float | None:
-        m = self.median_s
-        return self.items / m if m else None
+        return self.items / self.median_s if self.median_s else None
+
+    def fail(self, exc: BaseException) -> BenchRow:
+        """Record ``exc`` as this row's outcome (``oom`` or ``error``)."""
+        self.status, self.timing = ("oom" if is_oom(exc) else "error"), None
+        self.note = "out of memory" if self.status == "oom" else error_text(exc)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"section": self.section, "name": self.name, "variant": self.variant,
-                             "status": self.status, "items_per_call": self.items,
-                             "median_s": self.median_s, "median_ms": None if self.median_s is None else
-                             1000.0 * self.median_s, "per_second": self.per_second, "note": self.note}
+        m = self.median_s
+        d = {"section": self.section, "name": self.name, "variant": self.variant, "status": self.status,
+             "items_per_call": self.items, "median_s": m, "median_ms": None if m is None else 1000.0 * m,
+             "per_second": self.per_second, "note": self.note}
         if self.timing is not None:
             d["timing"] = self.timing.to_dict()
-        d.update(self.extra)
-        return d
+        return d | self.extra
 
 
 def measure(section: str, name: str, variant: str, fn: Callable[[], Any], device: torch.device | str | None,
-            warmup: int, repeats: int, items: float = 1.0, timer: str = "wall", **extra: Any) -> BenchRow:
+            warmup: int, repeats: int, items: float = 1.0, **extra: Any) -> BenchRow:
     """:func:`time_fn` as a :class:`BenchRow`; an OOM gives status ``oom``, another error ``error``."""
     row = BenchRow(section, name, variant, items=items, extra=dict(extra))
     try:
-        row.timing = time_fn(fn, device, warmup, repeats, timer)
-    except KeyboardInterrupt:
-        raise
+        row.timing = time_fn(fn, device, warmup, repeats)
     except Exception as exc:  # a benchmark row, not a crash: the sweep goes on
-        row.status = "oom" if is_oom(exc) else "error"
-        row.note = "out of memory" if row.status == "oom" else error_text(exc)
-        row.timing = None
+        row.fail(exc)
         free_memory(device)
     return row
 
@@ -224,80 +181,77 @@ def measure(section: str, name: str, variant: str, fn: Callable[[], Any], device
 # ---------------------------------------------------------------------------- the machine
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``, else ``platform``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown"
 
 
 def machine_info(device: torch.device | str | None = None) -> dict[str, Any]:
     """Hardware and software facts that a timing depends on."""
     dev = torch.device(device) if device is not None else None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         load = None
     info: dict[str, Any] = {
-        "cpu_model": cpu_model(),
-        "cpu_cores_logical": os.cpu_count(),
-        "cpu_cores_usable": usable,
-        "load_average_1_5_15": load,
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
+        "cpu_model": cpu_model(), "cpu_cores_logical": os.cpu_count(), "cpu_cores_usable": usable,
+        "load_average_1_5_15": load, "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(), "platform": platform.platform(),
+        "python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "cuda_available": torch.cuda.is_available(),
-        "device": str(dev) if dev is not None else None,
-        "gpu": None,
-    }
+        "cuda_available": torch.cuda.is_available(), "device": None if dev is None else str(dev), "gpu": None}
     if torch.cuda.is_available():
         idx = dev.index if dev is not None and dev.type == "cuda" and dev.index is not None else \
             torch.cuda.current_device()
         props = torch.cuda.get_device_properties(idx)
-        info["gpu"] = torch.cuda.get_device_name(idx)
-        info["gpu_count"] = torch.cuda.device_count()
-        info["gpu_memory_gib"] = round(props.total_memory / 2 ** 30, 1)
-        info["gpu_capability"] = f"{props.major}.{props.minor}"
+        info.update(gpu=torch.cuda.get_device_name(idx), gpu_count=torch.cuda.device_count(),
+                    gpu_memory_gib=round(props.total_memory / 2 ** 30, 1),
+                    gpu_capability=f"{props.major}.{props.minor}")
     return info
 
 
 def command_string(argv: Sequence[str] | None = None, script: str | None = None) -> str:
     """The command line as it would be typed (``python <script> <args>``)."""
-    if argv is None:
-        return "python " + shlex.join(sys.argv)
-    return "python " + shlex.join([script or sys.argv[0], *argv])
+    return "python " + shlex.join(sys.argv if argv is None else [script or sys.argv[0], *argv])
 
 
-# ---------------------------------------------------------------------------- formatting
+# ---------------------------------------------------------------------------- output
 def fmt(x: Any, digits: int = 2) -> str:
     """A number for a table (``–`` for missing), other values as text."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured Markdown table (pipes in cells escaped)."""
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
+    def line(cells: Sequence[Any]) -> str:
+        return "| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in cells) + " |"
 
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join([line(headers), "|" + "|".join("---" for _ in headers) + "|", *map(line, rows)])
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` (folders created); an unwritable path is a UserError."""
+    from foundation.errors import UserError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """:func:`write_text` of ``obj`` as indented JSON."""
+    return write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 __all__ = ["BenchRow", "Timing", "backend_flags", "backend_state", "command_string", "cpu_model", "error_text",
-           "fmt", "free_memory", "is_oom", "machine_info", "markdown_table", "measure", "sync", "time_fn"]
+           "fmt", "free_memory", "is_oom", "machine_info", "markdown_table", "measure", "sync", "time_fn",
+           "write_json", "write_text"]

@@ -132,8 +132,3 @@ def gt_mean_correct(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Scale ``out`` so its mean gray level equals the GT's (the KinD/LLFlow "GT-mean" protocol)."""
     scale = rgb_to_y(gt).flatten(1).mean(1) / rgb_to_y(out).flatten(1).mean(1).clamp_min(1e-8)
     return (out * scale.view(-1, 1, 1, 1)).clamp(0, 1)
-
-
-def psnr_to_mse(p: float) -> float:
-    """Inverse of PSNR for range 1 (for averaging in MSE space when wanted)."""
-    return 10 ** (-p / 10) if math.isfinite(p) else 0.0

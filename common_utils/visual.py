@@ -1,8 +1,8 @@
 """Pictures of results: labelled image grids (input | outputs | ground truth) written small enough to commit."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

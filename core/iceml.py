@@ -26,9 +26,9 @@ import torch.nn as nn
 from common_utils.checkpoint import ICEML_ENTRIES
 from core import TRAINERS
 from core.trainer import BaseTrainer
+from foundation.errors import UserError
 from losses import build_loss
 from models.physics import dcp_estimate, haze_image
-from foundation.errors import UserError
 
 
 @TRAINERS.register("iceml")

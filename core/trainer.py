@@ -23,8 +23,9 @@ import math
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -302,8 +303,8 @@ class BaseTrainer:
         """A training set must fill one batch on every process: say so at start-up, naming the key."""
         bs, n = self.batch_size(key), len(dataset)
         if n < bs * self.dist.world_size:
-            raise UserError(f"data.{key} ({dataset!r}) holds {n} image(s), fewer than one batch of "
-                            f"{bs}{f' on each of {self.dist.world_size} processes' if self.dist.world_size > 1 else ''}; "
+            where = f" on each of {self.dist.world_size} processes" if self.dist.world_size > 1 else ""
+            raise UserError(f"data.{key} ({dataset!r}) holds {n} image(s), fewer than one batch of {bs}{where}; "
                             f"add images or lower data.{key}.batch_size")
 
     def build_data(self) -> None:
@@ -498,7 +499,7 @@ class BaseTrainer:
         bar.close()
         self.log.info(f"training finished at iteration {self.iter}")
 
-    def _stop_requested(self, stop: "_StopSignals") -> bool:
+    def _stop_requested(self, stop: _StopSignals) -> bool:
         """Whether a stop signal arrived (on any rank: the ranks stop at the same iteration)."""
         flag = stop.received is not None
         if self.dist.enabled:
@@ -721,7 +722,7 @@ class _StopSignals:
             raise KeyboardInterrupt
         self.received = signum
 
-    def __enter__(self) -> "_StopSignals":
+    def __enter__(self) -> _StopSignals:
         try:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)

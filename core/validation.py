@@ -7,8 +7,9 @@ truth, to TensorBoard when it is installed and to ``<run>/samples/iter_<k>.jpg``
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,7 +120,7 @@ class Validator:
         names = list(samples)
         if not names or not samples[names[0]]:
             return
-        hwc = lambda t: t.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()  # noqa: E731
+        hwc = lambda t: t.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         rows, labels = [], []
         for i, first in enumerate(samples[names[0]]):
             row = [hwc(first["lq"]), *(hwc(samples[n][i]["out"]) for n in names)]

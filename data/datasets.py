@@ -14,9 +14,11 @@ scaled up until it covers the crop (``small: upscale``, aspect kept) or reflect-
 from __future__ import annotations
 
 import os
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,7 +29,11 @@ from data.image_io import ImageReadError, image_to_float, list_images, read_imag
 from data.transforms import paired_random_crop, paired_random_flip, to_tensor_chw
 from foundation.errors import UserError
 
-PAIRINGS = ("name", "sorted", "prefix")
+PAIRINGS = ("auto", "name", "sorted", "prefix")
+
+#: words that name a folder's role rather than the scene (``low00690.png`` / ``normal00690.png``)
+ROLE_WORDS = ("low", "normal", "high", "hazy", "gt", "clear", "input", "target", "lq", "label", "cloud")
+_ROLE_RE = re.compile(r"(?i)(?<![a-z])(" + "|".join(ROLE_WORDS) + r")(?![a-z])")
 
 
 class DatasetMissing(UserError):
@@ -58,10 +64,21 @@ def pairing_key(path: Path, root: Path, pairing: str, sep: str = "_") -> str:
     return stem
 
 
+def role_free_key(stem: str) -> str:
+    """A name without its role words and separators: ``low00690`` and ``normal00690`` -> ``00690``."""
+    return re.sub(r"[_\-. ]+", "_", _ROLE_RE.sub("", stem)).strip("_").lower()
+
+
 def pair_files(lq_files: Sequence[Path], gt_files: Sequence[Path], lq_dir: Path, gt_dir: Path,
                pairing: str) -> list[tuple[Path, Path]]:
-    """Pair low and GT files by name (``name``), by id prefix (``prefix``, several inputs may share a
-    ground truth) or by sorted position (``sorted``, only for official sets whose names differ)."""
+    """Pair inputs and ground truths.
+
+    ``name``: same relative name without extension. ``auto`` (evaluation sets): by name, else by
+    the name without role words (LOLv2's ``low00690`` / ``normal00690``); never by position, so
+    ``low/22.png`` is not scored against ``normal/99.png``. ``prefix``: the ground truth named by
+    the input's id before the first ``_`` (several inputs may share it). ``sorted``: by sorted
+    position, only for sets known to pair that way (an error names any count mismatch).
+    """
     if pairing == "sorted":
         if len(lq_files) != len(gt_files):
             raise UserError(f"pair count mismatch: {len(lq_files)} images in {lq_dir} but "
@@ -69,19 +86,42 @@ def pair_files(lq_files: Sequence[Path], gt_files: Sequence[Path], lq_dir: Path,
         return list(zip(lq_files, gt_files))
     if pairing not in PAIRINGS:
         raise UserError(f"unknown pairing '{pairing}' (use one of {', '.join(PAIRINGS)})")
-    gt_by_key = {pairing_key(f, gt_dir, "name"): f for f in gt_files}
-    pairs, missing = [], []
-    for f in lq_files:
-        key = pairing_key(f, lq_dir, pairing)
-        if key in gt_by_key:
-            pairs.append((f, gt_by_key[key]))
-        else:
-            missing.append(f.name)
+    mode = "name" if pairing == "auto" else pairing
+    pairs, missing = _pair_by_key(lq_files, gt_files, lq_dir, gt_dir, mode, lambda k: k)
+    if missing and pairing == "auto":  # sub-folders on one side only, then role words in the names
+        for norm in (_base_name, lambda k: role_free_key(_base_name(k))):
+            found, left = _pair_by_key(lq_files, gt_files, lq_dir, gt_dir, "name", norm)
+            if not left:
+                return found
     if missing:
         what = "no ground truth named by their id" if pairing == "prefix" else "no file of the same name"
+        others = sorted({f.name for f in gt_files} - {gt.name for _, gt in pairs})
+        extra = f"; unmatched in {gt_dir.name}/: {_shown(others, 3)}" if others else ""
         raise UserError(f"{len(missing)} of {len(lq_files)} images in {lq_dir} have {what} in {gt_dir} "
-                        f"(e.g. {_shown(missing)}); rename them or set pairing: sorted")
+                        f"({len(gt_files)} images there) "
+                        f"(e.g. {_shown(missing, 3)}{extra}): pairs are matched by name, never by position; rename "
+                        f"them, or set pairing: sorted (eval.py --pairing sorted) for a set that pairs by sorted order")
     return pairs
+
+
+def _base_name(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+def _pair_by_key(lq_files: Sequence[Path], gt_files: Sequence[Path], lq_dir: Path, gt_dir: Path, mode: str,
+                 norm) -> tuple[list[tuple[Path, Path]], list[str]]:
+    gt_by_key: dict[str, Path] = {}
+    for f in gt_files:
+        key = norm(pairing_key(f, gt_dir, "name"))
+        gt_by_key[key] = f if key not in gt_by_key else None  # an ambiguous key matches nothing
+    pairs, missing = [], []
+    for f in lq_files:
+        gt = gt_by_key.get(norm(pairing_key(f, lq_dir, mode)))
+        if gt is not None:
+            pairs.append((f, gt))
+        else:
+            missing.append(f.name)
+    return pairs, missing
 
 
 def select_by_key(pairs: list[tuple[Path, Path]], lq_dir: Path, pairing: str, include: Sequence[Any] | None,
@@ -89,7 +129,7 @@ def select_by_key(pairs: list[tuple[Path, Path]], lq_dir: Path, pairing: str, in
     """Keep the pairs whose pairing key is in ``include`` and not in ``exclude`` (e.g. held-out scenes)."""
     if include is None and not exclude:
         return pairs
-    mode = "name" if pairing == "sorted" else pairing
+    mode = "prefix" if pairing == "prefix" else "name"
     keys = [pairing_key(lq, lq_dir, mode) for lq, _ in pairs]
     known = set(keys)
     asked = [str(k) for k in list(include or []) + list(exclude or [])]
@@ -198,10 +238,11 @@ class PairedFolderDataset(TrainingImages, Dataset):
     Args:
         lq_dir: folder of degraded inputs.
         gt_dir: folder of targets.
-        pairing: ``name`` matches files by name without extension (default); ``prefix`` matches an
+        pairing: ``name`` matches files by name without extension (default); ``auto`` by name or
+            by the name without role words (``low00690`` / ``normal00690``); ``prefix`` matches an
             input to the target named by its id before the first ``_`` (RESIDE SOTS/ITS:
-            ``1400_3.png`` -> ``1400.png``); ``sorted`` pairs by sorted position, which only the
-            official sets whose names differ need (an error names any count mismatch).
+            ``1400_3.png`` -> ``1400.png``); ``sorted`` pairs by sorted position (see
+            :func:`pair_files`).
         crop_size: random square crop for training (None: whole images).
         flip: random horizontal and vertical flips (training).
         recursive: also look in sub-folders.
@@ -231,7 +272,7 @@ class PairedFolderDataset(TrainingImages, Dataset):
 
     def keys(self) -> list[str]:
         """The pairing key of every pair (names, or ids with ``prefix`` pairing), in order."""
-        mode = "name" if self.pairing == "sorted" else self.pairing
+        mode = "prefix" if self.pairing == "prefix" else "name"
         return [pairing_key(lq, self.lq_dir, mode) for lq, _ in self.pairs]
 
     def _load(self, index: int, seed: int | None) -> dict[str, Any]:

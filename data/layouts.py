@@ -8,8 +8,9 @@ absent or incomplete raises :class:`DatasetMissing` listing the exact paths expe
 
 Known sets and the sub-paths tried, in order (relative to the data root):
 
-- low-light (the SSLL paper's five, ``ALL_LOWLIGHT``; sorted-order pairing as the official
-  evaluation does):
+- low-light (the SSLL paper's five, ``ALL_LOWLIGHT``). Pairs match by name (``auto``: also
+  LOLv2's ``low00690`` / ``normal00690``), never silently by position; the option
+  ``pairing="sorted"`` (``eval.py --pairing sorted``) restores the official sorted-order pairing:
   ``LOLv2`` (= LOLv2-Real): ``LOLv2/Real_captured/Test/{Low,Normal}`` (original release),
   ``LOLv2/low/teacher`` or ``LOLv2/low`` (recursive) + ``LOLv2/normal`` (official evaluation);
   ``LOLv2-Synthetic``: ``LOLv2/Synthetic/Test/{Low,Normal}``;
@@ -32,9 +33,10 @@ Known sets and the sub-paths tried, in order (relative to the data root):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -55,12 +57,13 @@ class Layout:
     """One way a dataset can be stored: low and GT folders relative to the dataset folder.
 
     ``under`` replaces the dataset's folder (relative to the data root) for this layout;
-    ``dataset`` names a special dataset type (``flat_paired``) instead of the plain paired folder; ``probe`` is a glob the low folder must match (flat folders).
+    ``dataset`` names a special dataset type (``flat_paired``) instead of the plain paired folder;
+    ``probe`` is a glob the low folder must match (flat folders).
     """
 
     lq: str
     gt: str
-    pairing: str = "sorted"
+    pairing: str = "auto"
     recursive: bool = True
     under: str | None = None
     dataset: str | None = None
@@ -143,15 +146,16 @@ def _build(lay: Layout, lq: Path, gt: Path, dataset_args: dict[str, Any] | None 
 
 
 def open_layout(name: str, root: str | None = None, dataset_args: dict[str, Any] | None = None,
-                **options: Any) -> Any:
+                pairing: str | None = None, **options: Any) -> Any:
     """Open the named dataset (see module docstring); a folder path opens a generic pair.
 
     ``options`` are the dataset options (e.g. ``smid_green_quirk``); those a dataset does not
     have are ignored, so one set of options can be passed to every dataset. ``dataset_args``
-    are passed to the paired folder dataset (training: ``crop_size``, ``flip``, ...).
+    are passed to the paired folder dataset (training: ``crop_size``, ``flip``, ...);
+    ``pairing`` overrides how a low/GT folder pair matches its files (``sorted`` = by position).
     """
     if name not in LAYOUTS and Path(name).is_dir():
-        return open_folder(name)
+        return open_folder(name, pairing or "auto")
     ds: NamedDataset = LAYOUTS.get(name)
     opts = {**ds.options, **{k: v for k, v in options.items() if k in ds.options}}
     if ds.opener is not None:
@@ -162,6 +166,8 @@ def open_layout(name: str, root: str | None = None, dataset_args: dict[str, Any]
         lq_ok = has_images(lq, lay.recursive, lay.probe)
         gt_ok = lq_ok if lq == gt else has_images(gt, lay.recursive)
         if lq_ok and gt_ok:
+            if pairing and lay.dataset is None and lay.pairing != "prefix":
+                lay = replace(lay, pairing=pairing)
             dataset = _build(lay, lq, gt, dataset_args)
             return ds.finish(dataset, opts) if ds.finish else dataset
         if lq == gt:
@@ -177,17 +183,17 @@ def open_layout(name: str, root: str | None = None, dataset_args: dict[str, Any]
     raise DatasetMissing(msg + (f" ({ds.note})" if ds.note else ""))
 
 
-# Sub-folder pairs a bare folder may hold (opened by path), tried in order; sorted-order pairing.
+# Sub-folder pairs a bare folder may hold (opened by path), tried in order; pairs match by name.
 GENERIC_PAIRS = (("Hazy", "GT"), ("hazy", "GT"), ("hazy", "gt"), ("hazy", "clear"), ("low", "high"),
                  ("low", "normal"), ("Low", "Normal"), ("Low", "High"), ("input", "target"), ("lq", "gt"))
 
 
-def open_folder(path: str) -> Any:
+def open_folder(path: str, pairing: str = "auto") -> Any:
     """Open a folder holding one of ``GENERIC_PAIRS`` (e.g. the ICEML test layout ``Hazy/`` + ``GT/``)."""
     root = Path(resolve_path(path))
     for lq, gt in GENERIC_PAIRS:
         if has_images(root / lq, True) and has_images(root / gt, True):
-            return PairedFolderDataset(str(root / lq), str(root / gt), pairing="sorted", recursive=True)
+            return PairedFolderDataset(str(root / lq), str(root / gt), pairing=pairing, recursive=True)
     raise DatasetMissing(f"{root} holds no known pair of folders; expected one of: "
                          + " | ".join(f"{root / a} + {root / b}" for a, b in GENERIC_PAIRS))
 
@@ -235,7 +241,7 @@ def _sdsd_finish(dataset: Any, options: dict[str, Any]) -> Any:
     if not options.get("sdsd_official_list"):
         return dataset
     return ListedPairedFolderDataset(str(dataset.lq_dir), str(dataset.gt_dir), official_lists()["sdsd_test_list"],
-                                     pairing="sorted", recursive=True)
+                                     pairing=dataset.pairing, recursive=True)
 
 
 def _official_eval(prefix: str = "") -> tuple[Layout, ...]:

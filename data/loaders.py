@@ -7,11 +7,13 @@ the worker's whole traceback pasted into the message.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from data.image_io import ImageReadError
 from data.samplers import ResumableSampler
 from foundation.errors import UserError
 
@@ -54,7 +56,27 @@ class _Loader(DataLoader):
             yield batch
 
 
+class _ReportUnreadable(Dataset):
+    """Evaluation view: an unreadable image becomes ``{"unreadable": why, "name": ...}`` (reported, skipped)."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.base[index]
+        except ImageReadError as exc:
+            return {"unreadable": str(exc), "name": str(index)}
+
+
 def _make_loader(dataset: Dataset, num_workers: int, **kwargs: Any) -> DataLoader:
+    # a loader draws its workers' base seed when an iterator starts; from its own generator, not
+    # the global one, so opening a stream (at a resume, or for validation) leaves the training's
+    # random numbers (dropout, ...) untouched
+    kwargs.setdefault("generator", torch.Generator().manual_seed(0))
     if num_workers > 0:
         return _Loader(_UserErrorGuard(dataset), num_workers=num_workers, **kwargs)
     return DataLoader(dataset, num_workers=num_workers, **kwargs)
@@ -85,8 +107,18 @@ def train_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int,
     return loader, sampler
 
 
-def eval_loader(dataset: Dataset, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """Batch-1, in-order loader over whole images (evaluation)."""
+def eval_loader(dataset: Dataset, num_workers: int = 0, pin_memory: bool = False,
+                on_bad_image: str = "skip") -> DataLoader:
+    """Batch-1, in-order loader over whole images (evaluation).
+
+    ``on_bad_image``: ``skip`` (default) hands an unreadable image on as a ``{"unreadable": why}``
+    item, which :func:`common_utils.evaluation.evaluator.evaluate` reports and leaves out;
+    ``stop`` raises its one-line error.
+    """
+    if on_bad_image not in ("skip", "stop"):
+        raise UserError(f"on_bad_image must be skip or stop, got '{on_bad_image}'")
+    if on_bad_image == "skip":
+        dataset = _ReportUnreadable(dataset)
     return _make_loader(dataset, num_workers, batch_size=1, shuffle=False, pin_memory=pin_memory,
                         collate_fn=_collate)
 

@@ -12,9 +12,10 @@ Each item is a dict ``lq`` (3, H, W) float32 in [0, 1], ``gt`` (same shape) and 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -175,7 +176,7 @@ class ListedPairedFolderDataset(PairedFolderDataset):
         names: file names (with extension) of the low images to keep; all must be present.
     """
 
-    def __init__(self, lq_dir: str, gt_dir: str, names: Iterable[str], pairing: str = "sorted",
+    def __init__(self, lq_dir: str, gt_dir: str, names: Iterable[str], pairing: str = "auto",
                  recursive: bool = True) -> None:
         super().__init__(lq_dir, gt_dir, pairing=pairing, recursive=recursive)
         wanted = list(dict.fromkeys(str(n) for n in names))

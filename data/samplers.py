@@ -9,7 +9,7 @@ without loading the skipped data.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

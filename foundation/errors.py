@@ -5,7 +5,7 @@ Standard library only, so every package of the project may import it.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class UserError(Exception):

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from foundation.registry import Registry, UnknownNameError
 from foundation.errors import UserError
+from foundation.registry import Registry, UnknownNameError
 
 # display name -> module defining it (imported on first use)
 _NETWORK_MODULES = {

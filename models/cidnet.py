@@ -40,7 +40,7 @@ official code so its checkpoints load with ``strict=True``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

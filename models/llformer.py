@@ -35,16 +35,16 @@ checkpoints load with ``strict=True``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from foundation.errors import UserError
 from models import NETWORKS
 from models.restormer import Downsample, LayerNorm, OverlapPatchEmbed, Upsample  # shared building blocks
-from foundation.errors import UserError
 
 __all__ = ["LLFormer"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
@@ -23,7 +23,7 @@ class Manifest:
     num_parameters: int
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_manifest(name: str) -> Manifest:
     """Read ``models/manifests/<name>.txt``."""
     path = MANIFEST_DIR / f"{name}.txt"

@@ -12,14 +12,14 @@ SSLL/CMT checkpoints load with ``strict=True``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models import NETWORKS
 from foundation.errors import UserError
+from models import NETWORKS
 
 # Sub-sampling factors the official "fast" TLSC approximation tries, largest first.
 _FAST_REDUCTIONS = (5, 4, 3, 2, 1)

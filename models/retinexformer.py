@@ -22,7 +22,7 @@ pads and crops. Module attribute names follow the official code so its checkpoin
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

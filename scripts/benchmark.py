@@ -67,8 +67,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -77,9 +78,21 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common_utils.benchmarking import (BenchRow, Timing, backend_flags, backend_state, command_string,  # noqa: E402
-                                       error_text, fmt, free_memory, is_oom, machine_info, markdown_table,
-                                       measure, sync)
+from common_utils.benchmarking import (  # noqa: E402
+    BenchRow,
+    Timing,
+    backend_flags,
+    backend_state,
+    command_string,
+    error_text,
+    fmt,
+    free_memory,
+    is_oom,
+    machine_info,
+    markdown_table,
+    measure,
+    sync,
+)
 from common_utils.cli import run_cli  # noqa: E402
 
 INFERENCE_NETWORKS = ("UNet", "Restormer", "NAFNet", "LLFormer", "RetinexFormer", "MIRNet", "CIDNet",
@@ -145,8 +158,8 @@ def _positive(name: str, value: int | None, minimum: int = 1) -> None:
 def resolve_settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Every setting in effect (defaults filled in by device and --quick)."""
     from common_utils.evaluation.runner import parse_network_args
-    from models import network_name as canonical_network
     from foundation.errors import UserError
+    from models import network_name as canonical_network
 
     cuda = device.type == "cuda"
     names = ([canonical_network(n.strip()) for n in args.networks.split(",") if n.strip()]
@@ -267,7 +280,7 @@ def _prime(net: torch.nn.Module, x: torch.Tensor, device: torch.device, s: dict[
             sync(device)
     except KeyboardInterrupt:
         raise
-    except Exception:  # noqa: BLE001  (the reference row reports the same failure)
+    except Exception:
         free_memory(device)
 
 
@@ -319,7 +332,7 @@ def bench_inference(s: dict[str, Any], device: torch.device, tmp: Path) -> dict[
         kwargs = s["network_args"].get(name, {})
         try:
             net = build_network(name, **kwargs).eval().to(device)
-        except Exception as exc:  # noqa: BLE001  (reported as a row)
+        except Exception as exc:
             rows.append(BenchRow("inference", name, "build", status="error", note=error_text(exc)))
             log(f"[inference] {name}: cannot be built: {error_text(exc)}")
             continue
@@ -401,7 +414,7 @@ def _one_inference_row(net: torch.nn.Module, x: torch.Tensor, device: torch.devi
             return row
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001  (set-up failure of this row, e.g. compile or OOM in deepcopy)
+    except Exception as exc:
         free_memory(device)
         status = "oom" if is_oom(exc) else "error"
         return BenchRow("inference", name, variant, status=status,
@@ -561,7 +574,7 @@ def _one_training_row(name: str, mode: str, s: dict[str, Any], data: dict[str, P
             row.note = f"{trainer.nonfinite_total} non-finite step(s) skipped (cheaper than a real step)"
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001  (reported as a row)
+    except Exception as exc:
         row.status = "oom" if is_oom(exc) else "error"
         row.note = "out of memory" if row.status == "oom" else error_text(exc)
         row.timing = None
@@ -650,7 +663,7 @@ def _ensure_demo(root: Path) -> tuple[Path, bool]:
     def present() -> bool:
         try:
             return all(d.is_dir() and list_images(d, False) for d in needed)
-        except Exception:  # noqa: BLE001  (an unreadable folder counts as missing)
+        except Exception:
             return False
 
     if present():
@@ -726,7 +739,7 @@ def _pair_cost(lq: Path, gt: Path, crop: int, n: int) -> dict[str, Any]:
         t2 = time.perf_counter()
         decode.append(t1 - t0)
         convert.append(t2 - t1)
-    med = lambda v: 1000.0 * float(np.median(v))  # noqa: E731
+    med = lambda v: 1000.0 * float(np.median(v))
     return {"decode_ms": med(decode), "crop_convert_ms": med(convert),
             "total_ms": med([d + c for d, c in zip(decode, convert)]), "pairs": n}
 
@@ -766,7 +779,7 @@ def bench_data(s: dict[str, Any], tmp: Path, training: dict[str, Any] | None,
                 r["status"] = "ok"
             except KeyboardInterrupt:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 r = {"workers": w, "batch": batch, "crop": crop, "status": "error", "note": error_text(exc),
                      "pairs_per_s": None}
             r["source"] = label
@@ -779,7 +792,7 @@ def bench_data(s: dict[str, Any], tmp: Path, training: dict[str, Any] | None,
             c = _pair_cost(lq, gt, crop, 8 if s["quick"] else 24)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             costs.append({"source": label, "status": "error", "note": error_text(exc)})
             continue
         ceiling = s["workers"] * 1000.0 / c["total_ms"] if c["total_ms"] > 0 else None
@@ -836,7 +849,7 @@ def _eval_row(net: torch.nn.Module, ds: Any, source: str, device: torch.device, 
     from data.loaders import eval_loader
 
     row: dict[str, Any] = {"source": source, "workers": workers}
-    loader = lambda: eval_loader(ds, num_workers=workers, pin_memory=device.type == "cuda")  # noqa: E731
+    loader = lambda: eval_loader(ds, num_workers=workers, pin_memory=device.type == "cuda")
     try:
         evaluate(net, loader(), device, protocol, max_images=2)  # warm-up (untimed)
         total = metric = forward = 0.0
@@ -857,7 +870,7 @@ def _eval_row(net: torch.nn.Module, ds: Any, source: str, device: torch.device, 
                     "images_per_s": images / total if total > 0 else None})
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         row.update({"status": "oom" if is_oom(exc) else "error", "note": error_text(exc)})
     free_memory(device)
     log(f"[eval] {source}: metric fraction {fmt(row.get('metric_fraction'), 3)} {row['status']}")
@@ -888,7 +901,7 @@ def bench_eval(s: dict[str, Any], device: torch.device, tmp: Path, lpips_metric:
         net = build_network(name, **kwargs).eval().to(device)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         res.update({"status": "oom" if is_oom(exc) else "error", "note": error_text(exc)})
         return res
     protocol = EvalProtocol(ssim="y", lpips=lpips_metric.to(device) if lpips_metric is not None else None,
@@ -907,7 +920,7 @@ def bench_eval(s: dict[str, Any], device: torch.device, tmp: Path, lpips_metric:
 def print_eval(res: dict[str, Any]) -> None:
     out("## (d) Evaluation (paper protocol: PSNR, SSIM-Y, LPIPS when available)")
     out()
-    pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"
     out(markdown_table(
         ["network", "images", "source", "workers", "total s", "forward s", "metrics s", "other s", "metrics share",
          "forward share", "LPIPS included", "status"],

@@ -606,17 +606,19 @@ class _Timed:
 
 
 def run_ours_eval(argv: list[str], report: Path) -> int:
-    """Run our eval.py's ``main(argv)`` in this process and write its loop's forward/metric seconds."""
+    """Run our eval.py's ``main(argv)`` in this process and write its loop's forward/metric seconds.
+
+    ``common_utils.evaluation.evaluator.evaluate`` (the one evaluation loop) is wrapped before the
+    CLI module imports it, so every module that binds it records its results.
+    """
     import importlib.util
 
-    set_single_thread()
     t0 = time.perf_counter()
-    spec = importlib.util.spec_from_file_location("ssir_eval_cli", REPO_ROOT / "common_utils" / "evaluation" / "eval.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    results: list[Any] = []
-    evaluate = mod.evaluate
+    sys.path.insert(0, str(REPO_ROOT))
+    import common_utils.evaluation.evaluator as evaluator
+
+    results: list[tuple[Any, float]] = []
+    evaluate = evaluator.evaluate
 
     def capture(*args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
@@ -624,14 +626,18 @@ def run_ours_eval(argv: list[str], report: Path) -> int:
         results.append((res, time.perf_counter() - t))
         return res
 
-    mod.evaluate = capture
+    evaluator.evaluate = capture
+    spec = importlib.util.spec_from_file_location("ssir_eval_cli", REPO_ROOT / "common_utils" / "evaluation" / "eval.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
     code = mod.main(argv)
-    loop = sum(s for _, s in results)
-    forward = sum(sum(r.latencies) for r, _ in results)
-    metrics = sum(r.metric_seconds for r, _ in results)
-    report.write_text(json.dumps({"code": code, "images": sum(len(r.rows) for r, _ in results),
-                                  "loop_s": loop, "forward_s": forward, "metrics_s": metrics,
-                                  "in_process_s": time.perf_counter() - t0}))
+    report.write_text(json.dumps({
+        "code": code, "images": len(results[0][0].rows) if results else 0,
+        "loop_s": sum(s for _, s in results),
+        "forward_s": sum(sum(getattr(r, "latencies", [])) for r, _ in results),
+        "metrics_s": sum(getattr(r, "metric_seconds", 0.0) for r, _ in results),
+        "in_process_s": time.perf_counter() - t0}))
     return int(code or 0)
 
 
@@ -796,42 +802,52 @@ def make_batches(work: Path, backbone: str, batch: int, crop: int, count: int, s
 
 
 # ====================================================================== parent: sections
-def run_training(ours: Worker, off: Worker, args: argparse.Namespace, log: Callable[[str], None]) -> list[dict[str, Any]]:
+@dataclass
+class Side:
+    """One timed column: the official trainer, or one variant of ours in one worker process."""
+
+    label: str
+    worker: Worker
+    variant: str | None = None  # None: the official worker; else 'default' or 'fast'
+    switches: tuple[str, ...] = ()
+
+    def setup(self, backbone: str, mode: str, batch: int, warmup: int) -> dict[str, Any]:
+        if self.variant is None:
+            return self.worker.call("setup", backbone=backbone, mode=mode, batch=batch, warmup=warmup)
+        return self.worker.call("setup", backbone=backbone, mode=mode, variant=self.variant, batch=batch,
+                                switches=list(self.switches), warmup=max(warmup, 2) if self.switches else warmup)
+
+    def block(self, mode: str, feed: str, iters: int, warmup: int) -> list[float]:
+        if self.variant is None:
+            return self.worker.call("block", mode=mode, feed=feed, iters=iters, warmup=warmup)
+        return self.worker.call("block", mode=mode, variant=self.variant, feed=feed, iters=iters, warmup=warmup)
+
+
+def run_training(sides: list[Side], args: argparse.Namespace, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Interleaved blocks (one per side, in order, ``--rounds`` times) per backbone, step and feed."""
     rows = []
     for name in args.backbones:
         batch = args.batch or BACKBONES[name].batch
         for mode in MODES:
-            setup = {"official": off.call("setup", backbone=name, mode=mode, batch=batch, warmup=args.warmup),
-                     "ours": ours.call("setup", backbone=name, mode=mode, variant="default", batch=batch,
-                                       switches=args.fast_switches, warmup=args.warmup)}
-            variants = ["ours"]
-            if args.fast_switches:
-                setup["ours_fast"] = ours.call("setup", backbone=name, mode=mode, variant="fast", batch=batch,
-                                               switches=args.fast_switches, warmup=max(args.warmup, 2))
-                variants.append("ours_fast")
+            setup = {sd.label: sd.setup(name, mode, batch, args.warmup) for sd in sides}
             warm = ", ".join(f"{k} warm-up {v['warmup_s']:.1f}s" for k, v in setup.items())
             log(f"{name} {mode}: set up ({warm})")
             for feed in FEEDS:
-                times: dict[str, list[float]] = {"official": [], **{v: [] for v in variants}}
-                per_round: dict[str, list[float]] = {k: [] for k in times}
-                for r in range(args.rounds):
-                    for side in ["official", *variants]:
-                        if side == "official":
-                            t = off.call("block", mode=mode, feed=feed, iters=args.iters, warmup=args.warmup)
-                        else:
-                            t = ours.call("block", mode=mode, variant="default" if side == "ours" else "fast",
-                                          feed=feed, iters=args.iters, warmup=args.warmup)
-                        times[side] += t
-                        per_round[side].append(statistics.median(t))
+                times: dict[str, list[float]] = {sd.label: [] for sd in sides}
+                per_round: dict[str, list[float]] = {sd.label: [] for sd in sides}
+                for _ in range(args.rounds):
+                    for sd in sides:
+                        t = sd.block(mode, feed, args.iters, args.warmup)
+                        times[sd.label] += t
+                        per_round[sd.label].append(statistics.median(t))
+                med = {k: median(v) for k, v in times.items()}
+                ref = med.get("official")
                 row = {"backbone": name, "mode": mode, "feed": feed, "batch": batch, "crop": args.crop,
-                       "median_s": {k: median(v) for k, v in times.items()}, "samples_s": times,
-                       "round_medians_s": per_round, "warmup_s": {k: v["warmup_s"] for k, v in setup.items()},
-                       "fast_switches": args.fast_switches}
-                off_m = row["median_s"]["official"]
-                row["ratio"] = {k: (v / off_m if v and off_m else None) for k, v in row["median_s"].items()
-                                if k != "official"}
+                       "median_s": med, "samples_s": times, "round_medians_s": per_round,
+                       "warmup_s": {k: v["warmup_s"] for k, v in setup.items()},
+                       "ratio": {k: (v / ref if v and ref else None) for k, v in med.items() if k != "official"}}
                 rows.append(row)
-                log(f"{name} {mode} {feed}: " + ", ".join(f"{k} {v:.3f}s" for k, v in row["median_s"].items())
+                log(f"{name} {mode} {feed}: " + ", ".join(f"{k} {v:.3f}s" for k, v in med.items())
                     + " | " + ", ".join(f"{k}/official {v:.2f}" for k, v in row["ratio"].items()))
     return rows
 
@@ -884,19 +900,20 @@ def _read_rows(path: Path, name_key: str, cols: dict[str, str]) -> dict[str, dic
     return out
 
 
-def run_eval(ours: Worker, args: argparse.Namespace, work: Path, env: dict[str, str],
+def run_eval(ours: Worker, args: argparse.Namespace, work: Path, envs: dict[str, dict[str, str]],
              log: Callable[[str], None]) -> dict[str, Any]:
+    """Both evaluation scripts as fresh processes, interleaved; ``envs``: label -> environment (ours*, official)."""
     net = args.eval_network
     weight = work / f"eval_{net}.pth"
     ours.call("save_init", backbone=net, path=str(weight), seed=0)
     low, high = work / "eval" / "LOLv2" / "low", work / "eval" / "LOLv2" / "normal"
-    runs: dict[str, list[dict[str, Any]]] = {"official": [], "ours": []}
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in envs}
     for r in range(args.eval_rounds):
-        for side in ("official", "ours"):
-            report = work / f"eval_{side}_{r}.json"
-            out = work / f"eval_{side}_{r}"
+        for label, env in envs.items():
+            report = work / f"eval_{label}_{r}.json"
+            out = work / f"eval_{label}_{r}"
             shutil.rmtree(out, ignore_errors=True)
-            if side == "ours":
+            if label.startswith("ours"):
                 cmd = [sys.executable, str(THIS_FILE), "--worker", "ours-eval", "--report", str(report), "--",
                        "-n", net, "-w", str(weight), "-d", "LOLv2", "--data-root", str(work / "eval"),
                        "--out", str(out), "--device", "cpu", "--workers", "0"]
@@ -907,35 +924,40 @@ def run_eval(ours: Worker, args: argparse.Namespace, work: Path, env: dict[str, 
                        "--low", str(low), "--high", str(high), "--result-dir", str(out)]
                 cwd = work
             t0 = time.perf_counter()
-            with open(args.out / "logs" / f"eval_{side}.log", "a") as fh:
+            with open(args.out / "logs" / f"eval_{label}.log", "a") as fh:
                 proc = subprocess.run(cmd, cwd=str(cwd), env=env, stdout=fh, stderr=fh)
             wall = time.perf_counter() - t0
             if proc.returncode != 0:
-                raise WorkerError(f"{side} evaluation failed (code {proc.returncode}); see {args.out}/logs/eval_{side}.log")
+                raise WorkerError(f"{label} evaluation failed (code {proc.returncode}); see "
+                                  f"{args.out}/logs/eval_{label}.log")
             rep = json.loads(report.read_text())
             rep.update(wall_s=wall, images_per_s=rep["images"] / wall, loop_images_per_s=rep["images"] / rep["loop_s"],
                        metric_share=rep["metrics_s"] / rep["loop_s"], out=str(out))
-            runs[side].append(rep)
-            log(f"eval {side} round {r}: {rep['images']} images in {wall:.1f}s end to end "
+            runs[label].append(rep)
+            log(f"eval {label} round {r}: {rep['images']} images in {wall:.1f}s end to end "
                 f"({rep['images_per_s']:.3f} img/s), metrics {100 * rep['metric_share']:.1f}% of the loop")
     # per-image numbers of the last round of each side
-    theirs = _read_rows(next(Path(runs["official"][-1]["out"]).glob("metric_*.csv")), "image",
-                        {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS"})
-    mine = _read_rows(Path(runs["ours"][-1]["out"]) / "LOLv2" / "per_image.csv", "name",
-                      {"psnr": "psnr", "ssim": "ssim", "lpips": "lpips"})
-    common = sorted(set(theirs) & set(mine))
-    diffs = {m: max((abs(mine[k][m] - theirs[k][m]) for k in common if m in mine[k] and m in theirs[k]),
-                    default=None) for m in ("psnr", "ssim", "lpips")}
-    means = {side: {m: statistics.mean(v[k][m] for k in common if m in v[k]) if common else None
-                    for m in ("psnr", "ssim", "lpips")} for side, v in (("official", theirs), ("ours", mine))}
+    cols = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS"}
+    scores = {label: (_read_rows(next(Path(rs[-1]["out"]).glob("metric_*.csv")), "image", cols)
+                      if not label.startswith("ours") else
+                      _read_rows(Path(rs[-1]["out"]) / "LOLv2" / "per_image.csv", "name", {k: k for k in cols}))
+              for label, rs in runs.items()}
+    theirs = scores["official"]
+    common = sorted(set.intersection(*[set(v) for v in scores.values()]))
+    diffs = {label: {m: max((abs(v[k][m] - theirs[k][m]) for k in common if m in v[k] and m in theirs[k]),
+                            default=None) for m in cols}
+             for label, v in scores.items() if label != "official"}
+    means = {label: {m: statistics.mean(v[k][m] for k in common if m in v[k]) if common else None for m in cols}
+             for label, v in scores.items()}
     summary: dict[str, Any] = {"network": net, "weights": "random init (seed 0), saved by our registry",
-                               "images": len(common), "runs": runs, "max_abs_diff_per_image": diffs, "means": means}
+                               "images": len(common), "runs": runs, "max_abs_diff_per_image": diffs, "means": means,
+                               "env": {k: {e: v for e, v in env.items() if e in args.ours_env_keys}
+                                       for k, env in envs.items()}}
     for key in ("wall_s", "images_per_s", "loop_images_per_s", "metric_share", "forward_s", "metrics_s", "loop_s"):
-        summary[key] = {side: median([r[key] for r in rs]) for side, rs in runs.items()}
-    o, t = summary["images_per_s"]["ours"], summary["images_per_s"]["official"]
-    summary["speedup_end_to_end"] = o / t if o and t else None
-    o, t = summary["loop_images_per_s"]["ours"], summary["loop_images_per_s"]["official"]
-    summary["speedup_loop"] = o / t if o and t else None
+        summary[key] = {label: median([r[key] for r in rs]) for label, rs in runs.items()}
+    ref, ref_loop = summary["images_per_s"]["official"], summary["loop_images_per_s"]["official"]
+    summary["speedup_end_to_end"] = {k: v / ref for k, v in summary["images_per_s"].items() if k != "official"}
+    summary["speedup_loop"] = {k: v / ref_loop for k, v in summary["loop_images_per_s"].items() if k != "official"}
     return summary
 
 
@@ -961,32 +983,33 @@ def _f(v: Any, fmt: str = "{:.3f}") -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The Markdown report of a result dict (as written to compare_official.json)."""
-    m, lines = result["machine"], []
+    m, s, lines = result["machine"], result["settings"], []
     lines += ["# Ours vs the official SSLL code (CPU)", "",
               f"- date: {m['date']}; CPU: {m['cpu']} ({m['logical_cpus']} logical); torch {result.get('torch')}; "
               f"1 thread per process; load average at start {m.get('load_avg_at_start')}",
               f"- command: `{result['command']}`",
-              f"- official: {result.get('official_commit')} at {result['official']}; stand-in AlexNet sha256 "
-              f"{result.get('alexnet_sha256')}"]
+              f"- official: commit {result.get('official_commit')} at {result['official']}; stand-in AlexNet "
+              f"sha256 {result.get('alexnet_sha256')}",
+              f"- sides: `official` = Retinol.supervise_train_step / semi_supervise_train_step; `ours` = config "
+              f"defaults; `ours_fast` = {', '.join(s['fast_switches']) or 'not run'}; `ours_env` = defaults in a "
+              f"process started with {' '.join(s['ours_env']) or 'not run'}"]
     tr = result.get("training")
     if tr:
-        s = result["settings"]
-        lines += ["", "## Training: seconds per iteration (median), ours / official", "",
+        labels = [k for k in tr[0]["median_s"] if k != "official"]
+        lines += ["", "## Training: seconds per iteration (median), ratio to official", "",
                   f"crop {s['crop']}, {s['rounds']} interleaved rounds x {s['iters']} timed iterations after "
                   f"{s['warmup']} warm-up per block; `premade` = identical pre-made tensors (forward, backward, "
-                  f"optimizer, EMA, loop), `loader` = each side's data pipeline (num_workers 0) included; "
-                  f"ours-fast = {', '.join(s['fast_switches']) or 'none'}.", "",
-                  "| backbone | step | batch | feed | official s | ours s | ours/official | ours-fast s | ours-fast/official |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  f"optimizer, EMA, loop), `loader` = each side's data pipeline (num_workers 0) included.", "",
+                  "| backbone | step | batch | feed | official s | " + " | ".join(f"{k} s | {k}/official" for k in labels)
+                  + " |", "|---|---|---|---|---|" + "---|---|" * len(labels)]
         for r in tr:
             md, ra = r["median_s"], r["ratio"]
             lines.append(f"| {r['backbone']} | {r['mode']} | {r['batch']} | {r['feed']} | {_f(md['official'])} | "
-                         f"{_f(md.get('ours'))} | {_f(ra.get('ours'), '{:.2f}')} | {_f(md.get('ours_fast'))} | "
-                         f"{_f(ra.get('ours_fast'), '{:.2f}')} |")
+                         + " | ".join(f"{_f(md.get(k))} | {_f(ra.get(k), '{:.2f}')}" for k in labels) + " |")
     eq = result.get("equality")
     if eq:
         terms = ["ssim", "lpips", "pico_paired", "consistency", "pico_unpaired"]
-        lines += ["", f"## Loss equality: max |ours - official| per term over the first iterations", "",
+        lines += ["", "## Loss equality: max |ours - official| per term over the first iterations", "",
                   "Same initial weights, batches and CutMix boxes; ours with `train.output_clamp=hard`, "
                   "`ssll.official_lpips_range=true`, `ssll.fused_student_forward=false`, constant lr; "
                   "terms weighted as in each side's total (PICo x lambda, unpaired terms x w(e)).", "",
@@ -998,17 +1021,16 @@ def markdown(result: dict[str, Any]) -> str:
     ev = result.get("eval")
     if ev:
         lines += ["", f"## Evaluation: {ev['network']}, {ev['images']} images ({ev['weights']})", "",
-                  "| side | end-to-end s | images/s end to end | images/s in the loop | metric share of the loop | "
-                  "mean PSNR | mean SSIM | mean LPIPS |", "|---|---|---|---|---|---|---|---|"]
-        for side in ("official", "ours"):
-            mm = ev["means"][side]
+                  "| side | end-to-end s | images/s end to end | speed-up | images/s in the loop | metric share | "
+                  "mean PSNR | mean SSIM | mean LPIPS | max per-image diff PSNR / SSIM / LPIPS |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for side in ev["wall_s"]:
+            mm, d = ev["means"][side], ev["max_abs_diff_per_image"].get(side)
+            diff = "–" if d is None else " / ".join(_f(d[k], "{:.1e}") for k in ("psnr", "ssim", "lpips"))
             lines.append(f"| {side} | {_f(ev['wall_s'][side], '{:.1f}')} | {_f(ev['images_per_s'][side])} | "
-                         f"{_f(ev['loop_images_per_s'][side])} | {_f(ev['metric_share'][side], '{:.1%}')} | "
-                         f"{_f(mm['psnr'], '{:.4f}')} | {_f(mm['ssim'], '{:.5f}')} | {_f(mm['lpips'], '{:.5f}')} |")
-        d = ev["max_abs_diff_per_image"]
-        lines += ["", f"Speed-up ours/official: {_f(ev['speedup_end_to_end'], '{:.2f}')}x end to end, "
-                      f"{_f(ev['speedup_loop'], '{:.2f}')}x in the loop. Max per-image |diff|: PSNR "
-                      f"{_f(d['psnr'], '{:.1e}')} dB, SSIM {_f(d['ssim'], '{:.1e}')}, LPIPS {_f(d['lpips'], '{:.1e}')}."]
+                         f"{_f(ev['speedup_end_to_end'].get(side), '{:.2f}x')} | {_f(ev['loop_images_per_s'][side])} | "
+                         f"{_f(ev['metric_share'][side], '{:.1%}')} | {_f(mm['psnr'], '{:.4f}')} | "
+                         f"{_f(mm['ssim'], '{:.5f}')} | {_f(mm['lpips'], '{:.5f}')} | {diff} |")
     if result.get("errors"):
         lines += ["", "## Errors", ""] + [f"- {e.splitlines()[0] if e else e}" for e in result["errors"]]
     return "\n".join(lines) + "\n"
@@ -1035,9 +1057,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None, help="override the paper batch (RetinexFormer 3, CIDNet 8, UNet 3)")
     p.add_argument("--iters", type=int, default=3, help="timed iterations per block")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations at the start of every block")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (official, ours, ours-fast)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (official, ours, ours_fast, ours_env)")
     p.add_argument("--fast-switches", nargs="*", default=["train.channels_last=true", "train.compile=true"],
-                   help="config overrides of the 'ours-fast' variant (none: skip it)")
+                   help="config overrides of the 'ours_fast' variant (none: skip it)")
+    p.add_argument("--ours-env", nargs="*", default=[], metavar="VAR=VALUE",
+                   help="environment of an extra 'ours_env' variant (defaults, own process; e.g. glibc malloc "
+                        "tunables MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824); none: skip it")
     p.add_argument("--equality-iters", type=int, default=5)
     p.add_argument("--eval-network", default="RetinexFormer", choices=list(BACKBONES))
     p.add_argument("--eval-copies", type=int, default=1, help="copies of the eval images (a larger set)")
@@ -1110,18 +1135,30 @@ def main(argv: list[str] | None = None) -> int:
                      args.seed + 17)
     log(f"data ready in {work}; out {args.out}")
 
-    ours = Worker("ours", [sys.executable, str(THIS_FILE), "--worker", "ours", "--work", str(work),
-                           "--crop", str(args.crop)], env, REPO_ROOT, args.out / "logs" / "worker_ours.log")
+    extra_env = dict(kv.split("=", 1) for kv in args.ours_env)
+    args.ours_env_keys = sorted(extra_env)
+    ours_cmd = [sys.executable, str(THIS_FILE), "--worker", "ours", "--work", str(work), "--crop", str(args.crop)]
+    ours = Worker("ours", ours_cmd, env, REPO_ROOT, args.out / "logs" / "worker_ours.log")
     off = Worker("official", [args.official_python, str(THIS_FILE), "--worker", "official", "--official",
                               str(args.official), "--work", str(work), "--crop", str(args.crop)],
                  env, work, args.out / "logs" / "worker_official.log")
+    workers = [ours, off]
+    sides = [Side("official", off), Side("ours", ours, "default")]
+    if args.fast_switches:
+        sides.append(Side("ours_fast", ours, "fast", tuple(args.fast_switches)))
+    envs = {"official": env, "ours": env}
+    if extra_env:
+        ours_env = Worker("ours_env", ours_cmd, {**env, **extra_env}, REPO_ROOT, args.out / "logs" / "worker_ours_env.log")
+        workers.append(ours_env)
+        sides.append(Side("ours_env", ours_env, "default"))
+        envs["ours_env"] = {**env, **extra_env}
     try:
         info_o, info_f = ours.call("info"), off.call("info")
         result.update(torch=info_o["torch"], official_torch=info_f["torch"], official_commit=info_f["commit"])
         sections: list[tuple[str, Callable[[], Any]]] = [
-            ("train", lambda: run_training(ours, off, args, log)),
+            ("train", lambda: run_training(sides, args, log)),
             ("equality", lambda: run_equality(ours, off, args, work, log)),
-            ("eval", lambda: run_eval(ours, args, work, env, log)),
+            ("eval", lambda: run_eval(ours, args, work, envs, log)),
             ("profile", lambda: run_profile(ours, off, args, log)),
         ]
         for key, fn in sections:
@@ -1135,8 +1172,8 @@ def main(argv: list[str] | None = None) -> int:
             (args.out / "compare_official.json").write_text(json.dumps(result, indent=1))
             (args.out / "compare_official.md").write_text(markdown(result))
     finally:
-        ours.close()
-        off.close()
+        for w in workers:
+            w.close()
         progress.close()
     print(markdown(result))
     print(f"written: {args.out / 'compare_official.json'}, {args.out / 'compare_official.md'}")

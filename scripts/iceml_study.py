@@ -139,9 +139,9 @@ def write_report(args: argparse.Namespace, root: Path, out: Path) -> Path:
             s2 = (sc.get("stage2") or {}).get(key, {})
             c = (sc.get("control") or {}).get(key, {})
             inp = inp or (sc.get("stage1") or {}).get("input", {})
-            d = lambda a, b: a - b if a is not None and b is not None else None  # noqa: E731
-            f = lambda v, n=2: "–" if v is None else f"{v:.{n}f}"  # noqa: E731
-            g = lambda v, n=2: "–" if v is None else f"{v:+.{n}f}"  # noqa: E731
+            d = lambda a, b: a - b if a is not None and b is not None else None
+            f = lambda v, n=2: "–" if v is None else f"{v:.{n}f}"
+            g = lambda v, n=2: "–" if v is None else f"{v:+.{n}f}"
             vals = {"s1p": s1.get("psnr"), "s1s": s1.get("ssim"), "s2p": s2.get("psnr"), "s2s": s2.get("ssim"),
                     "cp": c.get("psnr"), "cs": c.get("ssim"), "dp": d(s2.get("psnr"), s1.get("psnr")),
                     "ds": d(s2.get("ssim"), s1.get("ssim")), "dcp": d(s2.get("psnr"), c.get("psnr"))}
@@ -175,10 +175,12 @@ def write_report(args: argparse.Namespace, root: Path, out: Path) -> Path:
              f"stage 1 alone for {p + m} iterations.",
              f"- Scored on the {EVAL_SET} images (rooms 1410-1411 and 1430-1433, 24 hazy images at 4 haze levels, "
              f"620x460, full resolution; PSNR and SSIM on RGB), last checkpoints.",
-             f"- Hazy input itself: PSNR {inp.get('psnr') or float('nan'):.2f}, SSIM {inp.get('ssim') or float('nan'):.4f}.",
+             f"- Hazy input itself: PSNR {inp.get('psnr') or float('nan'):.2f}, "
+             f"SSIM {inp.get('ssim') or float('nan'):.4f}.",
              f"- Machine: {info['cpu_model']}, {info['cpu_cores_usable']} usable cores, torch {info['torch']}, "
              f"{'GPU ' + str(info['gpu']) if info['gpu'] else 'CPU only'}.",
-             f"- Wall time: {len(walls)} runs, {sum(walls) / 60:.0f} min in all." if walls else "- Wall time: none yet.",
+             f"- Wall time: {len(walls)} runs, {sum(walls) / 60:.0f} min in all." if walls
+             else "- Wall time: none yet.",
              "", markdown_table(["network", "seed", "stage 1 PSNR", "stage 1 SSIM", "stage 2 PSNR", "stage 2 SSIM",
                                  "Δ PSNR (2 − 1)", "Δ SSIM", f"stage 1 only ({p + m} it) PSNR", "… SSIM",
                                  "Δ PSNR (2 − stage-1-only)"], rows), ""]
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 execute(plan(args, seed), root)
                 try:  # a report problem must not stop the runs; --report-only rebuilds it
                     write_report(args, root, out)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     print(f"    report not updated: {exc!r}", flush=True)
         print(f"report: {write_report(args, root, out)}")
 

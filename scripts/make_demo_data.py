@@ -1,4 +1,7 @@
-"""Create the demo datasets: ``python scripts/make_demo_data.py [--root demo_data] [--seed 0] [--kind all|lowlight|haze]``."""
+"""Create the demo datasets.
+
+    python scripts/make_demo_data.py [--root demo_data] [--seed 0] [--kind all|lowlight|haze]
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common_utils.cli import run_cli  # noqa: E402
+from common_utils.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:

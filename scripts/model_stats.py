@@ -77,8 +77,8 @@ def measure(net: torch.nn.Module, size: int, device: torch.device, repeats: int,
 
 def network_stats(name: str, sizes: list[int], device: torch.device, repeats: int, warmup: int) -> dict[str, Any]:
     """Parameters and per-size measurements of one network (notes instead of errors)."""
-    from models import build_network as make_network
     from foundation.errors import UserError
+    from models import build_network as make_network
 
     entry: dict[str, Any] = {"network": name, "sizes": [], "notes": []}
     try:
@@ -140,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def job() -> None:
         from common_utils.evaluation.runner import select_device
-        from models import network_name as canonical_network
-        from models import list_networks
         from foundation.errors import UserError
+        from models import list_networks
+        from models import network_name as canonical_network
 
         device = select_device(args.device)
         try:

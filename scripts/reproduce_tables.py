@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        from common_utils.evaluation.runner import parse_network_args
         from common_utils.evaluation.reproduce import ReproduceConfig, reproduce, split_network_args
+        from common_utils.evaluation.runner import parse_network_args
         from data.paths import resolve_path
         from foundation.errors import UserError
 

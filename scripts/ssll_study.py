@@ -53,7 +53,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, int, StudyRun]]:
 def scores(summary: dict[str, Any] | None) -> dict[str, Any]:
     """Teacher / student / input PSNR and SSIM on the evaluation set of one run's summary."""
     entry = (summary or {}).get(EVAL_SET) or {}
-    pick = lambda d: {"psnr": d.get("psnr"), "ssim": d.get("ssim")} if isinstance(d, dict) else {}  # noqa: E731
+    pick = lambda d: {"psnr": d.get("psnr"), "ssim": d.get("ssim")} if isinstance(d, dict) else {}
     return {"network": entry.get("network"), "main": pick(entry), "teacher": pick(entry.get("teacher")),
             "student": pick(entry.get("student")), "input": pick(entry.get("input"))}
 
@@ -86,7 +86,7 @@ def report_table(rows: list[dict[str, Any]], budgets: list[int], seeds: list[int
                 cols[m][1].append(q)
             deltas_p.append(dp)
             deltas_s.append(ds)
-            f = lambda v, d=2: "–" if v is None else f"{v:+.{d}f}" if d < 0 else f"{v:.{d}f}"  # noqa: E731
+            f = lambda v, d=2: "–" if v is None else f"{v:+.{d}f}" if d < 0 else f"{v:.{d}f}"
             table.append([n, seed, f(bp), f(bs, 4), f(sp), f(ss, 4), "–" if dp is None else f"{dp:+.2f}",
                           "–" if ds is None else f"{ds:+.4f}"])
         table.append([n, "mean ± std", pm(cols["baseline"][0]), pm(cols["baseline"][1], 4), pm(cols["ssll"][0]),
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = plan(args)
         started = time.time()
         if not args.report_only:
-            for i, (method, budget, seed, run) in enumerate(runs, 1):
+            for i, (*_, run) in enumerate(runs, 1):
                 if run.summary(root) is not None:
                     continue
                 print(f"[{i}/{len(runs)}] {run.name}", flush=True)
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    done in {spent / 60:.1f} min", flush=True)
                 try:  # a report problem must not stop the runs; --report-only rebuilds it
                     write_report(args, runs, root, out, started)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     print(f"    report not updated: {exc!r}", flush=True)
         print(f"report: {write_report(args, runs, root, out, started)}")
 

@@ -14,8 +14,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -23,8 +23,8 @@ import pytest
 import torch
 
 import run
-from core.config import load_config
 from core import TRAINERS
+from core.config import load_config
 from tests.helpers import make_image, make_paired_folders, tiny_config, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -49,10 +48,7 @@ def test_quick_benchmark_writes_all_sections(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["--quick", "--device", "cpu", "--networks", "UNet", "--network-args", '{"UNet": {"width": 4}}',
             "--json", str(out)]
-    t0 = time.perf_counter()
     assert bench.main(argv) == 0
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 40, f"quick benchmark took {elapsed:.1f} s"
     report = json.loads(out.read_text())
 
     m = report["machine"]

@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from common_utils.checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_network_weights,
-                                     network_state, safe_load)
+from common_utils.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    extract_state_dict,
+    load_network_weights,
+    network_state,
+    safe_load,
+)
 from models import build_network
 
 

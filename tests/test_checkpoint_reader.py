@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from common_utils.checkpoint import (CheckpointError, load_network, read_network_state, resolve_weight,
-                                     safe_load)
+from common_utils.checkpoint import CheckpointError, load_network, read_network_state, resolve_weight, safe_load
 from common_utils.evaluation import eval as eval_cli
 from common_utils.evaluation import eval_with_any_backbone
 from models import build_network

@@ -125,3 +125,61 @@ def test_iceml_learning_rate_switches_at_the_stage_boundary(tmp_path):
     assert tr.lr_factor(4) == pytest.approx(0.1)  # mutual_lr / lr at the start of stage 2
     assert tr.lr_factor(9) < tr.lr_factor(5)
     tr.close()
+
+
+def test_mutual_terms_recomputed_by_hand_couple_the_two_networks(tmp_path):
+    """Stage 2 re-hazes RtxICE-Net's clean image with ASMICE-Net's t and A: I_rec = J_ret t + A (1 - t).
+
+    Every term is recomputed here from the two networks' own outputs; re-hazing with ASMICE-Net's
+    own J (or Rtx's own maps) gives a different inverse term, so the coupling is pinned.
+    """
+    tr = TRAINERS.get("iceml")(load_config(_iceml_cfg(tmp_path, iters=4, pretrain=0),
+                                           ["iceml.w_inverse=1.3", "iceml.w_chroma=0.7", "iceml.w_saturation=0.2",
+                                            "iceml.w_dcp_t=0", "iceml.w_dcp_a=0", "iceml.w_mutual_l1=0.4"]))
+    try:
+        torch.manual_seed(3)
+        hazy = torch.rand(2, 3, 32, 32) * 0.6 + 0.3
+        terms = tr.mutual_terms(hazy)
+        with torch.no_grad():
+            j_ret, _ = tr.networks["rtx"].forward_maps(hazy)
+            j_asm, t, a = tr.networks["asm"].forward_maps(hazy)
+            t_used = t.clamp_min(tr.cfg.iceml.t_min)
+            i_rec = j_ret * t_used + a * (1 - t_used)
+            inverse = 1.3 * (i_rec - hazy).pow(2).mean()
+            chroma = 0.7 * (chromaticity(j_ret.clamp(0, 1)) - chromaticity(j_asm.clamp(0, 1))).abs().mean()
+            sat = 0.2 * ((saturation_map(j_ret.clamp(0, 1)) - 0.5).abs().mean()
+                         + (saturation_map(j_asm.clamp(0, 1)) - 0.5).abs().mean())
+            mutual = 0.4 * (j_ret - j_asm).abs().mean()
+            wrong_coupling = 1.3 * ((j_asm * t_used + a * (1 - t_used)) - hazy).pow(2).mean()
+        assert terms["inverse"].item() == pytest.approx(inverse.item(), rel=1e-5)
+        assert terms["chroma"].item() == pytest.approx(chroma.item(), rel=1e-5)
+        assert terms["saturation"].item() == pytest.approx(sat.item(), rel=1e-5)
+        assert terms["mutual_l1"].item() == pytest.approx(mutual.item(), rel=1e-5)
+        assert abs(wrong_coupling.item() - inverse.item()) > 1e-4 * inverse.item()
+    finally:
+        tr.close()
+
+
+def test_supervised_terms_recomputed_by_hand(tmp_path):
+    tr = TRAINERS.get("iceml")(load_config(_iceml_cfg(tmp_path, iters=4, pretrain=4),
+                                           ["iceml.w_rtx_inv=0.3", "iceml.w_asm_t=0.5", "iceml.w_asm_a=0.25"]))
+    try:
+        tr.start_streams()
+        batch = next(tr.paired_stream)
+        terms = tr.supervised_terms(batch)
+        hazy, clear, trans, a_gt = batch["lq"], batch["gt"], batch["trans"], batch["A"]
+        with torch.no_grad():
+            j_ret, lr_inv = tr.networks["rtx"].forward_maps(hazy)
+            j_asm, t, a = tr.networks["asm"].forward_maps(hazy)
+            expected = {
+                "rtx_j": (j_ret - clear).abs().mean(),
+                "asm_j": (j_asm - clear).abs().mean(),
+                "rtx_inv": 0.3 * (lr_inv - (clear / (hazy + 1e-8)).clamp(max=tr.cfg.iceml.inv_target_clamp)
+                                  ).abs().mean(),
+                "asm_t": 0.5 * (t - trans).abs().mean(),
+                "asm_a": 0.25 * (a - a_gt.view(-1, 3, 1, 1).expand_as(a)).abs().mean(),
+            }
+        for k, v in expected.items():
+            assert terms[k].item() == pytest.approx(v.item(), rel=1e-5), k
+    finally:
+        tr.close()

@@ -24,12 +24,12 @@ from common_utils.evaluation import eval as eval_cli
 from common_utils.evaluation import eval_with_any_backbone
 from common_utils.inference import forward_tiled
 from common_utils.metrics import psnr
-from data.image_io import read_image, write_image
 from data.datasets import DatasetMissing
+from data.image_io import read_image, write_image
 from data.layouts import ALL_LOWLIGHT, open_layout
+from foundation.errors import UserError
 from models import build_network
 from models.manifest import load_manifest
-from foundation.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMID_SCENES = {"0007": "0001", "0009": "0066"}  # two scenes of the official frame map

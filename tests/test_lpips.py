@@ -9,8 +9,7 @@ import torch
 
 from common_utils.evaluation.evaluator import EvalProtocol, evaluate
 from common_utils.evaluation.report import write_summary
-from models.lpips import (ALEXNET_FILE, ENV_VAR, LPIPSMetric, LPIPSUnavailable, find_alexnet_weights,
-                                        try_build_lpips)
+from models.lpips import ALEXNET_FILE, ENV_VAR, LPIPSMetric, LPIPSUnavailable, find_alexnet_weights, try_build_lpips
 
 ALEX_CONVS = (0, 3, 6, 8, 10)  # indices of the conv layers in torchvision's alexnet.features
 

@@ -39,7 +39,7 @@ def ref_ssim_y(x: np.ndarray, y: np.ndarray, clip: bool = True) -> float:
 
     a, b = luma(x.astype(np.float64)), luma(y.astype(np.float64))
     win = ref_gaussian()
-    filt = lambda t: correlate2d(t, win, mode="valid")  # noqa: E731
+    filt = lambda t: correlate2d(t, win, mode="valid")
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     mu_a, mu_b = filt(a), filt(b)
     var_a = filt(a * a) - mu_a ** 2
@@ -101,7 +101,7 @@ def test_ssim_y_rounds_luma():
     """Rounding Y to integer grey levels is part of the protocol: a sub-level change is invisible."""
     g = torch.Generator().manual_seed(3)
     levels = torch.randint(20, 230, (1, 1, 40, 40), generator=g).double()
-    gray = lambda lv: ((lv + 0.1) / 255).expand(1, 3, 40, 40)  # noqa: E731  (R = G = B, so Y = the value)
+    gray = lambda lv: ((lv + 0.1) / 255).expand(1, 3, 40, 40)
     out, shifted = gray(levels), gray(levels + 0.2)  # Y*255 = k + 0.1 and k + 0.3: both round to k
     gt = gray(torch.randint(20, 230, (1, 1, 40, 40), generator=g).double())
     assert ssim_y(shifted, gt).item() == ssim_y(out, gt).item()
@@ -149,7 +149,7 @@ def test_gt_mean_correct_matches_mean_gray_level():
     scales = torch.tensor([0.3, 0.5, 1.2]).view(3, 1, 1, 1)
     out = (gt * scales).clamp(0, 1)
     corr = gt_mean_correct(out, gt)
-    mean_y = lambda t: rgb_to_y(t).flatten(1).mean(1)  # noqa: E731
+    mean_y = lambda t: rgb_to_y(t).flatten(1).mean(1)
     assert torch.allclose(mean_y(corr), mean_y(gt), atol=1e-5)
     # a globally scaled output is restored exactly (up to float error)
     assert torch.allclose(corr[:2], gt[:2], atol=1e-5)

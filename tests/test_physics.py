@@ -19,8 +19,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.physics import (dark_channel, dcp_estimate, dehaze_image, estimate_atmospheric_light,
-                            estimate_transmission, haze_image)
+from models.physics import (
+    dark_channel,
+    dcp_estimate,
+    dehaze_image,
+    estimate_atmospheric_light,
+    estimate_transmission,
+    haze_image,
+)
 
 A_TRUE = torch.tensor([0.8, 0.85, 0.9]).view(1, 3, 1, 1)
 

@@ -102,9 +102,9 @@ def test_label_budget_keeps_n_pairs_and_adds_the_withheld_inputs_to_the_pool(tmp
     pool = tmp_path / "pool"
     for i in range(5):
         write_image(pool / f"u{i}.png", make_image(48, 50 + i))
+    unpaired = f"data.unpaired={{type: unpaired_folder, args: {{root: {pool}, crop_size: 32}}}}"
     cfg = load_tiny_config(tmp_path, ["trainer=mean_teacher", "data.labelled_pairs=3", "train.iters_per_epoch=2",
-                                      "ssll.semi_start_epoch=2", "train.iters=4",
-                                      f"data.unpaired={{type: unpaired_folder, args: {{root: {pool}, crop_size: 32}}}}"])
+                                      "ssll.semi_start_epoch=2", "train.iters=4", unpaired])
     tr = MeanTeacherTrainer(cfg)
     try:
         assert len(tr.paired_set) == 3 and tr.iters_per_epoch == 2 and tr.semi_start_iter == 2

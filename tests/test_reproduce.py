@@ -10,9 +10,15 @@ import pytest
 import torch
 
 from common_utils.checkpoint import load_network
-from common_utils.evaluation.reproduce import (COMBINED_CHECKPOINT, count_improved, find_checkpoints,
-                                               find_dehazing_checkpoints, load_paper_tables, paper_lowlight,
-                                               split_network_args)
+from common_utils.evaluation.reproduce import (
+    COMBINED_CHECKPOINT,
+    count_improved,
+    find_checkpoints,
+    find_dehazing_checkpoints,
+    load_paper_tables,
+    paper_lowlight,
+    split_network_args,
+)
 from data.layouts import ALL_LOWLIGHT
 from models import build_network
 from tests.test_layouts_eval import make_lowlight_root

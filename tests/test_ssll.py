@@ -13,9 +13,9 @@ from core import TRAINERS
 from core.config import load_config
 from core.ema import ema_decay_at, ema_update
 from core.mean_teacher import sigmoid_ramp
-from losses.semi import brightness_adjust
 from data.cutmix import boxes_to_mask, curriculum_mean, cutmix, cutmix_rng, sample_boxes
 from losses import build_loss
+from losses.semi import brightness_adjust
 from tests.helpers import make_paired_folders, tiny_config, write_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"

@@ -43,18 +43,26 @@ if __package__ in (None, ""):  # run as a script: the repository root replaces t
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE.parent]
     sys.path.insert(0, str(_HERE.parents[2]))
 
-import torch  # noqa: E402
+import torch
 
-from common_utils.checkpoint import load_network  # noqa: E402
-from common_utils.cli import run_cli  # noqa: E402
-from common_utils.evaluation.report import markdown_table  # noqa: E402
-from common_utils.evaluation.runner import (PROTOCOLS, SEED, build_protocol, dataset_key,  # noqa: E402
-                                            evaluate_datasets, open_datasets, parse_network_args,
-                                            check_output_dir, select_device)
-from data.datasets import DatasetMissing  # noqa: E402
-from data.layouts import expand_dataset_names  # noqa: E402
-from foundation.errors import UserError  # noqa: E402
-from models import list_networks, network_name  # noqa: E402
+from common_utils.checkpoint import load_network
+from common_utils.cli import run_cli
+from common_utils.evaluation.report import markdown_table
+from common_utils.evaluation.runner import (
+    PROTOCOLS,
+    SEED,
+    build_protocol,
+    check_output_dir,
+    dataset_key,
+    evaluate_datasets,
+    open_datasets,
+    parse_network_args,
+    select_device,
+)
+from data.datasets import DatasetMissing
+from data.layouts import expand_dataset_names
+from foundation.errors import UserError
+from models import list_networks, network_name
 
 
 def add_weights_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="divide SMID low inputs' green channel by 1.5 as the official evaluation does (default on)")
     p.add_argument("--sdsd-official-list", action="store_true", help="evaluate SDSD on the official 52 images only")
     p.add_argument("--max-images", type=int, default=None, help="evaluate at most this many images per dataset")
+    p.add_argument("--pairing", choices=("auto", "sorted"), default="auto",
+                   help="how inputs meet their ground truths: auto (by name, default) or sorted (by sorted position, "
+                        "for a set that is known to pair that way)")
+    p.add_argument("--on-bad-image", choices=("skip", "stop"), default="skip",
+                   help="an unreadable image is reported and left out (skip, default) or stops the evaluation")
     return p
 
 
@@ -111,14 +124,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               args.gt_mean, not args.no_lpips, device)
     if protocol.lpips is None and protocol.lpips_reason and not args.no_lpips:
         print(f"note: {protocol.lpips_reason}", flush=True)
-    options = {"smid_green_quirk": args.smid_green_quirk, "sdsd_official_list": args.sdsd_official_list}
+    options = {"smid_green_quirk": args.smid_green_quirk, "sdsd_official_list": args.sdsd_official_list,
+               "pairing": args.pairing}
     data_root = str(Path(args.data_root).expanduser().resolve()) if args.data_root else None  # CLI paths: from the cwd
     datasets, missing = open_datasets(names, data_root, options)
     extra = {"protocol": f"{args.protocol} ({PROTOCOLS[args.protocol]['description']})", **info,
              "data_root": data_root, "seed": SEED, **options}
     summary = evaluate_datasets({info["network"]: net}, datasets, missing, protocol, device, out_dir,
                                 order=[dataset_key(n) for n in names], save=args.save, workers=args.workers,
-                                extra=extra, title=f"Evaluation of {info['network']}", max_images=args.max_images)
+                                extra=extra, title=f"Evaluation of {info['network']}", max_images=args.max_images,
+                                on_bad_image=args.on_bad_image)
     print()
     print(markdown_table(summary, None, f"{info['network']} ({Path(info['weight']).name})"), flush=True)
     print(f"results written to {out_dir}", flush=True)
@@ -126,7 +141,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if failed:
         raise UserError("evaluation failed on " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     if not any(isinstance(v, dict) and "psnr" in v for v in summary.values()):
-        raise DatasetMissing("no dataset could be evaluated: " + "; ".join(missing.values()))
+        raise DatasetMissing("no dataset could be evaluated: " + "; ".join(m.get("missing", "") for m in
+                                                                           missing.values()))
     return summary
 
 

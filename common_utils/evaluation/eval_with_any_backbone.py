@@ -26,18 +26,17 @@ if __package__ in (None, ""):  # run as a script: the repository root replaces t
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE.parent]
     sys.path.insert(0, str(_HERE.parents[2]))
 
-from torch.utils.data import Dataset  # noqa: E402
+from torch.utils.data import Dataset
 
-from common_utils.checkpoint import load_network  # noqa: E402
-from common_utils.cli import run_cli  # noqa: E402
-from common_utils.evaluation.eval import add_weights_arguments  # noqa: E402
-from common_utils.evaluation.evaluator import evaluate  # noqa: E402
-from common_utils.evaluation.runner import (build_protocol, parse_network_args, check_output_dir,  # noqa: E402
-                                            select_device)
-from data.image_io import is_image_file, list_images, read_image  # noqa: E402
-from data.loaders import eval_loader  # noqa: E402
-from data.transforms import to_tensor_chw  # noqa: E402
-from foundation.errors import UserError  # noqa: E402
+from common_utils.checkpoint import load_network
+from common_utils.cli import run_cli
+from common_utils.evaluation.eval import add_weights_arguments
+from common_utils.evaluation.evaluator import evaluate
+from common_utils.evaluation.runner import build_protocol, check_output_dir, parse_network_args, select_device
+from data.image_io import is_image_file, list_images, read_image
+from data.loaders import eval_loader
+from data.transforms import to_tensor_chw
+from foundation.errors import UserError
 
 
 class ImageFiles(Dataset):

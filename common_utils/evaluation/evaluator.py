@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,9 @@ import torch.nn.functional as F
 
 from common_utils.inference import forward_padded, forward_tiled
 from common_utils.metrics import SSIM_PROTOCOLS, gt_mean_correct, psnr
+
+#: the Gaussian window of every SSIM variant: smaller images cannot be scored
+SSIM_WINDOW = 11
 from data.image_io import write_image
 
 
@@ -90,9 +94,12 @@ class EvalResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     metric_seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"images": len(self.rows)}
+        if self.skipped:
+            out["skipped"] = list(self.skipped)
         keys = [k for k in (self.rows[0] if self.rows else {}) if k != "name"]
         for k in keys:
             vals = [r[k] for r in self.rows if r[k] is not None]
@@ -114,13 +121,24 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
     """Evaluate ``net`` on batch-1 paired ``batches`` (dicts with lq, gt, name).
 
     ``on_image(index, batch, output, row)`` is called for every image (sample pictures, comparison
-    pages) with the batch on the device, the clamped output and the image's metric row.
+    pages) with the batch on the device, the clamped output and the image's metric row. An item
+    the loader could not read, and an image smaller than the SSIM window, are left out and listed
+    in ``EvalResult.skipped`` with the reason.
     """
     result = EvalResult()
     it = progress(batches) if progress else batches
     for i, batch in enumerate(it):
         if max_images is not None and i >= max_images:
             break
+        if "unreadable" in batch:
+            result.skipped.append(batch["unreadable"][0])
+            continue
+        if "gt" in batch and min(batch["gt"].shape[-2:]) < SSIM_WINDOW and not protocol.resize:
+            name = batch["name"][0] if isinstance(batch["name"], (list, tuple)) else batch["name"]
+            h, w = batch["gt"].shape[-2:]
+            result.skipped.append(f"{name}: {w}x{h} pixels, smaller than the {SSIM_WINDOW}x{SSIM_WINDOW} SSIM window "
+                                  f"of the protocol")
+            continue
         lq = batch["lq"].to(device, non_blocking=True)
         gt = batch["gt"].to(device, non_blocking=True) if "gt" in batch else None
         if protocol.resize:

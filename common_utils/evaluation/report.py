@@ -4,8 +4,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 def write_rows_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -18,18 +18,18 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
-import torch
 import yaml
 
 from common_utils.checkpoint import ICEML_ENTRIES, load_network
 from common_utils.evaluation.runner import build_protocol, evaluate_datasets, open_datasets, select_device
 from data.layouts import ALL_LOWLIGHT, PAPER_DEHAZING
-from models import list_networks, network_name
 from foundation.errors import UserError
+from models import list_networks, network_name
 
 PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables.yaml"
 METRICS = ("psnr", "ssim", "lpips")
@@ -201,7 +201,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     if lowlight:
         protocol = build_protocol("paper", fast=cfg.fast, lpips=cfg.lpips, device=device)
         datasets, missing = open_datasets(ALL_LOWLIGHT, cfg.data_root, {"smid_green_quirk": cfg.smid_green_quirk})
-        state["lowlight_missing"] = missing
+        state["lowlight_missing"] = {k: next(iter(v.values())) for k, v in missing.items()}
         state["lowlight_protocol"] = protocol.describe(device)
         for backbone, variants in sorted(lowlight.items()):
             for variant in VARIANTS:
@@ -229,7 +229,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         protocol = build_protocol("iceml", fast=cfg.fast, lpips=False, device=device,
                                   lpips_off_reason="not part of the ICEML protocol (PSNR and SSIM only)")
         datasets, missing = open_datasets(PAPER_DEHAZING, cfg.data_root)
-        state["dehazing_missing"] = missing
+        state["dehazing_missing"] = {k: next(iter(v.values())) for k, v in missing.items()}
         state["dehazing_protocol"] = protocol.describe(device)
         for net_name, path in dehaze.items():
             print(f"== {net_name} ({path.name})", flush=True)

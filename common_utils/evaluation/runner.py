@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from common_utils.evaluation.evaluator import EvalProtocol, evaluate
 from common_utils.evaluation.report import write_rows_csv, write_summary
@@ -107,15 +110,16 @@ def dataset_key(name: str) -> str:
 
 
 def open_datasets(specs: Iterable[str | Mapping[str, Any]], data_root: str | None = None,
-                  options: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+                  options: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
     """Open evaluation datasets given by name (a named layout or a folder) or as ``{name, type, args}``.
 
-    Returns ``({key: dataset}, {key: why it is missing})``: a set that is not on disk is reported,
-    not raised, so the others are still evaluated. ``options`` are options of named layouts
-    (``smid_green_quirk``, ...); a spec's own ``options`` mapping overrides them.
+    Returns ``({key: dataset}, {key: {"missing" | "error": why}})``: a set that is not on disk is
+    ``missing``, one that is there but cannot be used (e.g. unmatched file names) is an ``error``;
+    both are reported, not raised, so the others are still evaluated. ``options`` are options of
+    named layouts (``smid_green_quirk``, ``pairing``, ...); a spec's own ``options`` override them.
     """
     found: dict[str, Any] = {}
-    missing: dict[str, str] = {}
+    missing: dict[str, dict[str, str]] = {}
     for spec in specs:
         spec = {"name": spec} if isinstance(spec, str) else spec
         name = spec["name"]
@@ -127,12 +131,12 @@ def open_datasets(specs: Iterable[str | Mapping[str, Any]], data_root: str | Non
                 found[key] = build_dataset(spec["type"], **resolve_dataset_args(args))
             else:
                 opts = {**(options or {}), **dict(spec.get("options") or {})}
-                found[key] = open_layout(name, data_root, **opts)
+                found[key] = open_layout(name, data_root, pairing=opts.pop("pairing", None), **opts)
         except DatasetMissing as exc:
-            missing[key] = str(exc)
+            missing[key] = {"missing": str(exc)}
         except UserError as exc:
             if name in LAYOUTS or spec.get("type") or Path(name).is_dir():
-                missing[key] = str(exc)
+                missing[key] = {"error": str(exc)}
             else:
                 raise
     return found, missing
@@ -146,34 +150,44 @@ def identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any], missing: Mapping[str, str],
-                      protocol: EvalProtocol, device: torch.device, out_dir: Path, main: str | None = None,
-                      order: Iterable[str] | None = None, save: bool = False, workers: int = 0,
-                      with_input: bool = False, extra: Mapping[str, Any] | None = None, title: str = "Evaluation",
-                      max_images: int | None = None, log: Callable[[str], None] | None = print,
-                      annotate: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
+                      missing: Mapping[str, Mapping[str, str]], protocol: EvalProtocol, device: torch.device,
+                      out_dir: Path, main: str | None = None, order: Iterable[str] | None = None, save: bool = False,
+                      workers: int = 0, with_input: bool = False, extra: Mapping[str, Any] | None = None,
+                      title: str = "Evaluation", max_images: int | None = None,
+                      log: Callable[[str], None] | None = print, annotate: Mapping[str, Any] | None = None,
+                      on_bad_image: str = "skip") -> dict[str, Any]:
     """Score every network of ``nets`` on every dataset; write the result files; return the summary.
 
     Per dataset the summary holds the ``main`` network's means at the top level (its per-image
     rows in ``per_image.csv``, its outputs under ``images/`` with ``save``), each network under
     its label when there are several, and with ``with_input`` the input's own scores under
     ``input``, and ``warnings`` lists the datasets where the main network scores below its input.
-    ``annotate`` is added to every evaluated dataset's entry. A dataset that fails (e.g. an
-    unreadable image) is recorded as ``error``.
+    ``annotate`` is added to every evaluated dataset's entry. ``missing`` holds the sets that could
+    not be opened (``{"missing": why}`` or ``{"error": why}``, see :func:`open_datasets`).
+    Unreadable images are left out and listed under ``skipped`` (``on_bad_image="stop"``: the
+    dataset fails with the image's name); a dataset that fails is recorded as ``error``.
     """
     main = main or next(iter(nets))
     summary: dict[str, Any] = {}
     say = log or (lambda _: None)
     for key in (list(order) if order is not None else [*datasets, *missing]):
         if key in missing:
-            summary[key] = {"missing": missing[key]}
-            say(f"{key}: missing - {missing[key]}")
+            summary[key] = dict(missing[key])
+            kind, why = next(iter(missing[key].items()))
+            say(f"{key}: {'missing' if kind == 'missing' else 'failed'} - {why}")
             continue
         ds_dir = out_dir / key
+        n = len(datasets[key]) if max_images is None else min(max_images, len(datasets[key]))
         loader = eval_loader(datasets[key], num_workers=min(workers, len(datasets[key])),
-                             pin_memory=device.type == "cuda")
+                             pin_memory=device.type == "cuda", on_bad_image=on_bad_image)
+
+        def bar(label: str) -> Callable[[Iterable], Iterable]:
+            return lambda it: tqdm(it, total=n, desc=f"{key} [{label}]", leave=False, mininterval=2.0,
+                                   file=sys.stderr, disable=n < 2)
+
         try:
-            scored = {label: evaluate(net, loader, device, protocol, max_images=max_images,
+            scored = {label: evaluate(net, loader, device, protocol, max_images=max_images, progress=bar(label),
                                       save_dir=ds_dir / "images" if save and label == main else None)
                       for label, net in nets.items()}
             if with_input:
@@ -190,6 +204,8 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any], 
             entry.get("input", {}).pop("latency_ms", None)
             entry.get("input", {}).pop("fps", None)
         summary[key] = entry
+        for why in entry.get("skipped", []):
+            say(f"{key}: WARNING: skipped {why}")
         lp = "n/a" if entry.get("lpips") is None else f"{entry['lpips']:.4f}"
         text = (f"{key}: {entry['images']} images  {main}: PSNR {entry['psnr']:.2f}  SSIM {entry['ssim']:.4f}  "
                 f"LPIPS {lp}  {entry.get('latency_ms', float('nan')):.1f} ms/image")

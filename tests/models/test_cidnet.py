@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models import build_network
-from models.cidnet import CIDNet, HV_LCA, I_LCA, RGB_HVI
+from models.cidnet import HV_LCA, I_LCA, RGB_HVI, CIDNet
 
 SMALL = dict(channels=[8, 8, 16, 16], heads=[1, 2, 2, 2])
 
@@ -53,7 +53,7 @@ def test_hvi_of_known_colours():
     x = colours.T.reshape(1, 3, 1, 5)
     with torch.no_grad():
         hvi = trans.HVIT(x)[0, :, 0].T  # (5, 3)
-    collapse = lambda i: (math.sin(math.pi * i / 2) + 1e-8) ** 0.2  # noqa: E731
+    collapse = lambda i: (math.sin(math.pi * i / 2) + 1e-8) ** 0.2
     expected = torch.tensor([
         [collapse(1.0), 0.0, 1.0],  # red: hue 0
         [collapse(1.0) * math.cos(2 * math.pi / 3), collapse(1.0) * math.sin(2 * math.pi / 3), 1.0],

@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from foundation.errors import UserError
 from models import build_network
 from models.llformer import LLFormer, RowAttention
-from foundation.errors import UserError
 
 SMALL = dict(dim=4, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 2, 2])
 

@@ -21,7 +21,8 @@ def test_parameter_checkpoints_from_fact_sheet(paper_net):
     mrb = paper_net.body[0].body[0]
     assert _count(mrb) == 1_181_780
     assert [_count(getattr(mrb, n)) for n in ("dau_top", "dau_mid", "dau_bot")] == [128_080, 288_120, 648_180]
-    assert [_count(mrb.down2), _count(mrb.down4), _count(mrb.up21_1), _count(mrb.up32_1)] == [9_600, 31_200, 9_600, 21_600]
+    counts = [_count(mrb.down2), _count(mrb.down4), _count(mrb.up21_1), _count(mrb.up32_1)]
+    assert counts == [9_600, 31_200, 9_600, 21_600]
     assert [_count(mrb.skff_top), _count(mrb.skff_mid), _count(mrb.conv_out)] == [2_400, 5_400, 6_400]
     assert [_count(rrg) for rrg in paper_net.body] == [2_421_160, 1_463_560, 984_760, 984_760]
     assert _count(paper_net.conv_in) == _count(paper_net.conv_out) == 2_160
