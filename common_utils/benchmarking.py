@@ -113,16 +113,32 @@ class Timing:
                 "max_s": self.max, "stdev_s": self.stdev, "samples_s": list(self.samples)}
 
 
+def _on(device: torch.device | str | None) -> contextlib.AbstractContextManager:
+    """``torch.utils.benchmark.timer`` synchronises the *current* accelerator: make it ``device``."""
+    dev = torch.device(device if device is not None else "cpu")
+    return torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+
+
 def time_fn(fn: Callable[[], Any], device: torch.device | str | None, warmup: int, repeats: int) -> Timing:
     """Call ``fn`` ``warmup`` times untimed, then time ``repeats`` calls one by one (each synchronised)."""
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
-    dev = torch.device(device if device is not None else "cpu")
-    # torch.utils.benchmark.timer synchronises the *current* accelerator: make it this one
-    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+    with _on(device):
         for _ in range(max(0, warmup)):
             fn()
         return Timing(timeit.Timer(fn, timer=torch.utils.benchmark.timer).repeat(repeats, number=1))
+
+
+def autorange(fn: Callable[[], Any], device: torch.device | str | None, warmup: int,
+              min_run_time: float = 0.2) -> Timing:
+    """``warmup`` untimed calls, then ``torch.utils.benchmark.Timer.blocked_autorange``: blocks of calls long
+    enough to make the timer's overhead negligible, for at least ``min_run_time`` seconds (its block-size
+    search adds untimed calls). Samples = the per-call time of each block."""
+    with _on(device):
+        for _ in range(max(0, warmup)):
+            fn()
+        timer = torch.utils.benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        return Timing(list(timer.blocked_autorange(min_run_time=min_run_time).times))
 
 
 @dataclass
@@ -248,10 +264,10 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """:func:`write_text` of ``obj`` as indented JSON."""
-    return write_text(path, json.dumps(obj, indent=2) + "\n")
+    """:func:`write_text` of ``obj`` as indented JSON (other objects as ``str``)."""
+    return write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-__all__ = ["BenchRow", "Timing", "backend_flags", "backend_state", "command_string", "cpu_model", "error_text",
-           "fmt", "free_memory", "is_oom", "machine_info", "markdown_table", "measure", "sync", "time_fn",
+__all__ = ["BenchRow", "Timing", "autorange", "backend_flags", "backend_state", "command_string", "cpu_model",
+           "error_text", "fmt", "free_memory", "is_oom", "machine_info", "markdown_table", "measure", "sync", "time_fn",
            "write_json", "write_text"]

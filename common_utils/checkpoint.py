@@ -29,7 +29,7 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,8 +64,12 @@ class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit the network."""
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """Save ``obj`` with torch.save so that ``path`` is either the old file or the complete new one."""
+def atomic_save(obj: Any, path: str | os.PathLike, before_replace: Callable[[], None] | None = None) -> None:
+    """Save ``obj`` with torch.save so that ``path`` is either the old file or the complete new one.
+
+    ``before_replace`` is called after the new data is flushed to disk and before it replaces
+    ``path`` (a crash at that moment leaves the old file and a stray temporary file, nothing else).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
@@ -74,6 +78,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException as exc:
         try:

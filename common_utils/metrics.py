@@ -14,7 +14,6 @@ Protocols:
 """
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import torch

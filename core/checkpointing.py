@@ -8,6 +8,7 @@ framework when a run is resumed.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,14 @@ class CheckpointStore:
     def path(self, tag: str) -> Path:
         return self.folder / f"{tag}.pth"
 
-    def save(self, tag: str, state: dict[str, Any], iteration: int) -> Path:
-        """Write ``<tag>.pth``; for ``last`` also keep the last K as ``iter_<k>.pth`` (hard links)."""
+    def save(self, tag: str, state: dict[str, Any], iteration: int,
+             before_replace: Callable[[], None] | None = None) -> Path:
+        """Write ``<tag>.pth``; for ``last`` also keep the last K as ``iter_<k>.pth`` (hard links).
+
+        ``before_replace`` runs once the new file is complete on disk, before it replaces the old
+        one (the crash tests kill the process there)."""
         path = self.path(tag)
-        atomic_save(state, path)
+        atomic_save(state, path, before_replace=before_replace)
         if tag == "last" and self.keep_last > 1:
             link = self.folder / f"iter_{iteration:08d}.pth"
             try:  # same bytes as last.pth: a hard link costs no second write

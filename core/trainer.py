@@ -65,20 +65,29 @@ class TrainingInterrupted(Exception):
         return 128 + self.signum
 
 
-#: Test hook (used by tests/test_kill_resume.py): when this environment variable holds an
-#: iteration number, the process SIGKILLs itself right after that iteration's logging,
-#: validation and checkpoint, simulating a crash at a known point. Not for normal use.
+#: Test hook (used by tests/test_kill_resume.py): ``<iteration>[:<phase>]`` makes the process
+#: SIGKILL itself at that point of that iteration, simulating a crash (no cleanup of any kind runs):
+#: ``after`` (default) once the iteration's logging, validation and checkpoint are done; ``step``
+#: after its backward pass, before the optimizer step; ``validation`` after its networks were
+#: scored, before any checkpoint is written; ``checkpoint`` while ``last.pth`` is being written
+#: (the new file is complete on disk but has not replaced the old one). Not for normal use.
 KILL_AT_ITER_ENV = "SSIR_KILL_AT_ITER"
+KILL_PHASES = ("after", "step", "validation", "checkpoint")
 
 
-def _kill_at_iter() -> int | None:
+def _kill_point() -> tuple[int, str] | None:
     raw = os.environ.get(KILL_AT_ITER_ENV)
     if not raw:
         return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise UserError(f"{KILL_AT_ITER_ENV} must be an iteration number, got '{raw}'") from None
+    it, _, phase = raw.partition(":")
+    phase = phase or "after"
+    if not it.isdigit() or phase not in KILL_PHASES:
+        raise UserError(f"{KILL_AT_ITER_ENV} must be <iteration>[:{'|'.join(KILL_PHASES)}], got '{raw}'")
+    return int(it), phase
+
+
+def _kill_now() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def init_normal_(net: nn.Module, std: float = 0.02) -> None:
@@ -153,6 +162,7 @@ class BaseTrainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16" and self.device.type == "cuda")
         self.validator = self.build_validator()
         self.checkpoints = CheckpointStore(self.ckpt_dir, cfg.train.keep_last)
+        self._kill_point = _kill_point()
         if resume:
             self.load_state_dict(CheckpointStore.read_training(resume))
             self.log.info(f"resumed from {resume} at iteration {self.iter}")
@@ -470,7 +480,6 @@ class BaseTrainer:
         tic = time.time()
         bar = tqdm(total=self.total_iters, initial=self.iter, disable=None if self.is_main else True,
                    desc=self.cfg.name, dynamic_ncols=True, leave=False)
-        kill_at = _kill_at_iter()
         with _StopSignals() as stop:
             while self.iter < self.total_iters:
                 terms = self._one_iteration(t.grad_clip)
@@ -488,8 +497,8 @@ class BaseTrainer:
                 stopping = self._stop_requested(stop)
                 if self.iter % save_every == 0 or self.iter == self.total_iters or stopping:
                     self.save_checkpoint("last")
-                if kill_at == self.iter:  # test hook, see _kill_at_iter
-                    os.kill(os.getpid(), signal.SIGKILL)
+                if self._kill_point == (self.iter, "after"):  # test hook, see KILL_AT_ITER_ENV
+                    _kill_now()
                 if stopping and self.iter < self.total_iters:
                     bar.close()
                     signum = stop.received or signal.SIGTERM
@@ -514,6 +523,8 @@ class BaseTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             terms = self._run_step(batch)
+        if self._kill_point == (self.iter + 1, "step"):  # test hook, see KILL_AT_ITER_ENV
+            _kill_now()
         total = sum(v.detach().float() for v in terms.values())
         if not self._all_finite(total):
             # the step is skipped (weights, optimizer and teacher untouched) but the iteration
@@ -601,6 +612,8 @@ class BaseTrainer:
     def validate(self) -> dict[str, dict[str, float]]:
         """Score every eval network on the validation set; save ``best_<net>`` / ``best`` on improvement."""
         results, improved = self.validator.run(self.eval_networks(), self.iter)
+        if self._kill_point == (self.iter, "validation"):  # test hook, see KILL_AT_ITER_ENV
+            _kill_now()
         for name in improved:
             self.save_checkpoint(f"best_{name}")
         overall = self.validator.overall_best()
@@ -688,7 +701,8 @@ class BaseTrainer:
                 if rng_ranks is not None:
                     state["rng_ranks"] = rng_ranks
             state.update(extra or {})
-            self.checkpoints.save(tag, state, self.iter)
+            crash = _kill_now if tag == "last" and self._kill_point == (self.iter, "checkpoint") else None
+            self.checkpoints.save(tag, state, self.iter, before_replace=crash)
         self._barrier()
 
     def _barrier(self) -> None:

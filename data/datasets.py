@@ -8,8 +8,9 @@ Training folders hold whatever users download: any mix of formats (PNG, JPEG, BM
 and sizes. ``max_side`` scales images whose longer side exceeds it down (area filter) before
 cropping, so a 4K photograph is not reduced to a patch of sky; an image smaller than the crop is
 scaled up until it covers the crop (``small: upscale``, aspect kept) or reflect-padded
-(``small: pad``). An unreadable or truncated file is skipped with a warning naming it
-(``on_bad_image: skip``) or stops the run with its name (``on_bad_image: stop``).
+(``small: pad``). In training an unreadable or truncated file is skipped with a warning naming
+it (``on_bad_image: skip``: the next readable image takes its place) or stops the run with its
+name (``on_bad_image: stop``); in evaluation (whole images) the evaluator reports it instead.
 """
 from __future__ import annotations
 
@@ -186,6 +187,8 @@ class TrainingImages:
         index, seed = _split_key(key)
         n = self._count()
         index %= n
+        if seed is None:  # evaluation: an unreadable image is the evaluator's to report, never replaced
+            return self._load(index, None)
         for attempt in range(n):
             try:
                 return self._load((index + attempt) % n, seed)

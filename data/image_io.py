@@ -73,11 +73,11 @@ def read_image_raw(path: str | os.PathLike) -> np.ndarray:
             raise ImageReadError(f"{p}: cannot read the array ({exc.__class__.__name__})") from None
         return _rgb_view(arr, p, bgr=False)
     data = np.fromfile(p, dtype=np.uint8)
+    if data.size and not _looks_complete(p, data):  # checked first: the decoder would print its own line
+        raise ImageReadError(f"{p}: the image file is truncated")
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if arr is None:
         raise ImageReadError(f"{p}: not a readable image (empty, truncated or not an image file)")
-    if not _looks_complete(p, data):
-        raise ImageReadError(f"{p}: the image file is truncated")
     return _rgb_view(arr, p, bgr=True)
 
 

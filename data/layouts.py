@@ -220,7 +220,7 @@ def expand_dataset_names(spec: str | list[str]) -> list[str]:
         elif item.lower() == "all_haze":
             out.extend(PAPER_DEHAZING)
         elif item not in LAYOUTS and Path(item).is_dir():
-            out.append(item)
+            out.append(str(Path(item).resolve()))  # a folder given on the command line: from the cwd
         else:
             try:
                 out.append(LAYOUTS.canonical_name(item))

@@ -225,7 +225,7 @@ class OursSide:
         from core.config import load_config
 
         stem = f"{'sup' if mode == 'sup' else 'ssll'}_{bb.config_stem}"
-        ov = [f"name=cmp_{stem}_{zlib.crc32(' '.join(extra).encode()):08x}",
+        ov = [f"name=cmp_{stem}_{os.getpid()}_{zlib.crc32(' '.join(extra).encode()):08x}",
               f"output_root={self.work / 'ours_runs'}",
               f"data.paired.args.lq_dir={self.work / 'paired' / 'low'}",
               f"data.paired.args.gt_dir={self.work / 'paired' / 'normal'}",
@@ -294,7 +294,11 @@ class OursSide:
     def info(self) -> dict[str, Any]:
         import torch
 
-        return {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
+        git = ["git", "-C", str(REPO_ROOT)]
+        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout.splitlines()
+        return {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+                "repo": str(REPO_ROOT), "commit": head or None, "uncommitted_files": len(dirty)}
 
     def block(self, mode: str, variant: str, feed: str, iters: int, warmup: int) -> list[float]:
         """Seconds per iteration of ``iters`` timed iterations after ``warmup`` untimed ones."""
@@ -829,7 +833,12 @@ def run_training(sides: list[Side], args: argparse.Namespace, log: Callable[[str
     for name in args.backbones:
         batch = args.batch or BACKBONES[name].batch
         for mode in MODES:
-            setup = {sd.label: sd.setup(name, mode, batch, args.warmup) for sd in sides}
+            try:
+                setup = {sd.label: sd.setup(name, mode, batch, args.warmup) for sd in sides}
+            except WorkerError as exc:
+                log(f"{name} {mode}: set-up failed: {exc}")
+                rows.append({"backbone": name, "mode": mode, "error": str(exc)})
+                continue
             warm = ", ".join(f"{k} warm-up {v['warmup_s']:.1f}s" for k, v in setup.items())
             log(f"{name} {mode}: set up ({warm})")
             for feed in FEEDS:
@@ -867,10 +876,15 @@ def run_equality(ours: Worker, off: Worker, args: argparse.Namespace, work: Path
         finish, semi_start = official_epochs(args.official, bb)
         for mode in MODES:
             init = work / f"init_{name}_{mode}.pth"
-            o = ours.call("equality", backbone=name, mode=mode, batch=batch, iters=args.equality_iters,
-                          epoch=finish, semi_start=semi_start, init_out=str(init))
-            f = off.call("equality", backbone=name, mode=mode, batch=batch, iters=args.equality_iters,
-                         epoch=finish, init=str(init))
+            try:
+                o = ours.call("equality", backbone=name, mode=mode, batch=batch, iters=args.equality_iters,
+                              epoch=finish, semi_start=semi_start, init_out=str(init))
+                f = off.call("equality", backbone=name, mode=mode, batch=batch, iters=args.equality_iters,
+                             epoch=finish, init=str(init))
+            except WorkerError as exc:
+                log(f"{name} {mode} equality failed: {exc}")
+                rows.append({"backbone": name, "mode": mode, "error": str(exc)})
+                continue
             terms = sorted(set().union(*[r.keys() for r in o]))
             diff: dict[str, float] = {}
             rel: dict[str, float] = {}
@@ -988,6 +1002,8 @@ def markdown(result: dict[str, Any]) -> str:
               f"- date: {m['date']}; CPU: {m['cpu']} ({m['logical_cpus']} logical); torch {result.get('torch')}; "
               f"1 thread per process; load average at start {m.get('load_avg_at_start')}",
               f"- command: `{result['command']}`",
+              f"- ours: {result.get('ours_repo')} at commit {result.get('ours_commit')} with "
+              f"{result.get('ours_uncommitted_files')} uncommitted file(s)",
               f"- official: commit {result.get('official_commit')} at {result['official']}; stand-in AlexNet "
               f"sha256 {result.get('alexnet_sha256')}",
               f"- sides: `official` = Retinol.supervise_train_step / semi_supervise_train_step; `ours` = config "
@@ -995,7 +1011,8 @@ def markdown(result: dict[str, Any]) -> str:
               f"process started with {' '.join(s['ours_env']) or 'not run'}"]
     tr = result.get("training")
     if tr:
-        labels = [k for k in tr[0]["median_s"] if k != "official"]
+        ok = [r for r in tr if "error" not in r]
+        labels = [k for k in ok[0]["median_s"] if k != "official"] if ok else []
         lines += ["", "## Training: seconds per iteration (median), ratio to official", "",
                   f"crop {s['crop']}, {s['rounds']} interleaved rounds x {s['iters']} timed iterations after "
                   f"{s['warmup']} warm-up per block; `premade` = identical pre-made tensors (forward, backward, "
@@ -1003,6 +1020,9 @@ def markdown(result: dict[str, Any]) -> str:
                   "| backbone | step | batch | feed | official s | " + " | ".join(f"{k} s | {k}/official" for k in labels)
                   + " |", "|---|---|---|---|---|" + "---|---|" * len(labels)]
         for r in tr:
+            if "error" in r:
+                lines.append(f"| {r['backbone']} | {r['mode']} | – | failed: {r['error'].splitlines()[0]} |")
+                continue
             md, ra = r["median_s"], r["ratio"]
             lines.append(f"| {r['backbone']} | {r['mode']} | {r['batch']} | {r['feed']} | {_f(md['official'])} | "
                          + " | ".join(f"{_f(md.get(k))} | {_f(ra.get(k), '{:.2f}')}" for k in labels) + " |")
@@ -1016,6 +1036,9 @@ def markdown(result: dict[str, Any]) -> str:
                   "| backbone | step | epoch | iters | " + " | ".join(terms) + " |",
                   "|---|---|---|---|" + "---|" * len(terms)]
         for r in eq:
+            if "error" in r:
+                lines.append(f"| {r['backbone']} | {r['mode']} | failed: {r['error'].splitlines()[0]} |")
+                continue
             lines.append(f"| {r['backbone']} | {r['mode']} | {r['epoch']} | {r['iters']} | "
                          + " | ".join(_f(r["max_abs_diff"].get(t), "{:.1e}") for t in terms) + " |")
     ev = result.get("eval")
@@ -1154,7 +1177,9 @@ def main(argv: list[str] | None = None) -> int:
         envs["ours_env"] = {**env, **extra_env}
     try:
         info_o, info_f = ours.call("info"), off.call("info")
-        result.update(torch=info_o["torch"], official_torch=info_f["torch"], official_commit=info_f["commit"])
+        result.update(torch=info_o["torch"], official_torch=info_f["torch"], official_commit=info_f["commit"],
+                      ours_repo=info_o["repo"], ours_commit=info_o["commit"],
+                      ours_uncommitted_files=info_o["uncommitted_files"])
         sections: list[tuple[str, Callable[[], Any]]] = [
             ("train", lambda: run_training(sides, args, log)),
             ("equality", lambda: run_equality(ours, off, args, work, log)),

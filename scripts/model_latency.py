@@ -5,18 +5,16 @@
         [--device auto] [--output output] [--json FILE]
         [--half] [--channels-last] [--compile] [--cuda-graph] [--cudnn-benchmark]
 
-What is measured (as the original, paper Table 7): untrained networks at the paper configuration,
-batch 1, input ``torch.randn(1, 3, H, W)``, eval mode, no autograd, fp32 unless ``--half``.
-**ASMICE-Net** is the full ``forward_maps`` (both backbones and the ASM inversion); **RtxICE-Net**
-is the backbone alone (``inverse_illumination``; the final ``I * lr_inv`` multiply is excluded, as
-in the original).
+As the original (paper Table 7): untrained networks at the paper configuration, batch 1, input
+``torch.randn(1, 3, H, W)``, eval mode, no autograd, fp32 unless ``--half``. **ASMICE-Net** is the
+full ``forward_maps`` (both backbones and the ASM inversion); **RtxICE-Net** the backbone alone
+(``inverse_illumination``; the final ``I * lr_inv`` multiply is excluded, as in the original).
 
-How it is timed (the original timed 200 forwards with ``time.time()`` and no synchronisation):
-``--warmup`` untimed forwards, then ``--repeats`` forwards each timed on its own, synchronised
-(``common_utils.benchmarking.time_fn``). Latency = the **median**, FPS = 1 / median. The output
-file keeps the original wording ("Average Latency") so that it reads like the original, but the
-number is the median. ``<output>/latency_results.txt``, per size (``' .3f'`` / ``' .1f'`` put a
-space before a positive number, hence two spaces after the colon)::
+Timed correctly (the original timed 200 forwards with ``time.time()`` and no synchronisation):
+``--warmup`` untimed forwards, then ``--repeats`` forwards each timed on its own and synchronised
+(``common_utils.benchmarking.time_fn``); latency = the **median**, FPS = 1 / median. The file keeps
+the original wording ("Average Latency"), but the number is the median. ``<output>/latency_results.txt``
+(also printed; ``' .3f'`` / ``' .1f'`` put a space before a positive number), per size::
 
     Image size: (512, 512)
     ASMICE-Net Average Latency:  0.017 seconds
@@ -25,13 +23,11 @@ space before a positive number, hence two spaces after the colon)::
     RtxICE-Net FPS:  122.1
     <blank line>
 
-The same text is printed; ``--json FILE`` also writes every measurement, the machine and the
-options in effect. Speed options (an option that cannot apply is dropped with a note on stderr):
-``--half`` fp16 on CUDA, bf16 on CPU (timing only); ``--channels-last`` NHWC weights and input;
-``--compile`` ``torch.compile`` (default mode, static shapes; compiled in an untimed call, eager if
-compiling fails); ``--cuda-graph`` capture one forward after the warm-up and time graph replays
-(removes the launch overhead; CUDA only); ``--cudnn-benchmark`` cuDNN autotuning (CUDA only).
-A size that runs out of memory reads ``n/a (out of memory)`` and the run goes on.
+``--json FILE`` also writes every measurement, the machine and the options in effect. Speed options
+(one that cannot apply is dropped with a note on stderr): ``--half`` fp16 on CUDA, bf16 on CPU;
+``--channels-last``; ``--compile`` (compiled in an untimed call; eager if compiling fails);
+``--cuda-graph`` time replays of a graph captured after the warm-up (no launch overhead; CUDA only);
+``--cudnn-benchmark`` (CUDA only). A size that runs out of memory reads ``n/a (out of memory)``.
 """
 from __future__ import annotations
 
@@ -84,17 +80,14 @@ def parse_sizes(items: list[str]) -> list[tuple[int, int]]:
 
 
 def options(args: argparse.Namespace, device: torch.device, notes: list[str]) -> dict[str, Any]:
-    """The speed options in effect; those that cannot apply here are dropped with a note."""
+    """The speed options in effect; the CUDA-only ones are dropped with a note elsewhere."""
     cuda = device.type == "cuda"
-    opts = {"dtype": (torch.float16 if cuda else torch.bfloat16) if args.half else torch.float32,
-            "half": args.half, "channels_last": args.channels_last, "compile": args.compile,
-            "cuda_graph": args.cuda_graph, "cudnn_benchmark": args.cudnn_benchmark}
-    for key, flag, ok, why in (("cuda_graph", "--cuda-graph", cuda, "CUDA graphs need a CUDA device"),
-                               ("cudnn_benchmark", "--cudnn-benchmark", cuda, "cuDNN is not used")):
-        if opts[key] and not ok:
-            drop(notes, flag, f"{why}, timing on {device.type}")
-            opts[key] = False
-    return opts
+    for flag in ("cuda_graph", "cudnn_benchmark"):
+        if getattr(args, flag) and not cuda:
+            drop(notes, "--" + flag.replace("_", "-"), f"it needs a CUDA device, timing on {device.type}")
+    return {"dtype": (torch.float16 if cuda else torch.bfloat16) if args.half else torch.float32, "half": args.half,
+            "channels_last": args.channels_last, "compile": args.compile, "cuda_graph": args.cuda_graph and cuda,
+            "cudnn_benchmark": args.cudnn_benchmark and cuda}
 
 
 def drop(notes: list[str], flag: str, why: str) -> None:
@@ -128,7 +121,9 @@ def measure_network(name: str, sizes: list[tuple[int, int]], device: torch.devic
     eager = net.forward_maps if name == "ASMICE-Net" else net.inverse_illumination
     fn = torch.compile(eager, dynamic=False) if opts["compile"] else eager
     if opts["compile"]:  # one specialisation per size (dynamo's limit is 8 by default)
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(sizes) + 2)
+        from torch._dynamo import config as dynamo
+
+        dynamo.cache_size_limit = max(dynamo.cache_size_limit, len(sizes) + 2)
     results = []
     for h, w in sizes:
         entry: dict[str, Any] = {"size": [h, w], "network": name, "what": WHAT[name]}

@@ -2,8 +2,10 @@
 exactly the weights of an uninterrupted run, for every trainer and both ICEML stages.
 
 The kill is deterministic: the ``SSIR_KILL_AT_ITER`` test hook of ``core/trainer.py`` makes the
-process SIGKILL itself right after that iteration's checkpoint (no cleanup of any kind runs,
-as after a power cut or an OOM kill). All runs are separate ``run.py`` processes; the ones that
+process SIGKILL itself at a chosen point of a chosen iteration (no cleanup of any kind runs, as
+after a power cut or an OOM kill): after the iteration's checkpoint, mid-step (after backward,
+before the optimizer step), mid-validation (scored, best checkpoints not yet written) and
+mid-checkpoint (the new ``last.pth`` on disk but not yet in place). All runs are separate ``run.py`` processes; the ones that
 do not depend on each other run concurrently (phase 1: the uninterrupted references and the
 runs to kill; phase 2: the resumes).
 
@@ -99,7 +101,7 @@ def _env(**extra: str) -> dict:
     return env
 
 
-def _start(tmp: Path, cfg_path: Path, *args: str, kill_at: int | None = None) -> subprocess.Popen:
+def _start(tmp: Path, cfg_path: Path, *args: str, kill_at: str | None = None) -> subprocess.Popen:
     env = _env(**({"SSIR_KILL_AT_ITER": str(kill_at)} if kill_at else {}), TORCH_HOME=str(tmp / "torch_home"))
     return subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-c", str(cfg_path), "--no-eval", *args],
                             cwd=str(tmp), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -121,7 +123,14 @@ def _wait(procs: dict[str, subprocess.Popen]) -> dict[str, subprocess.CompletedP
     return out
 
 
-KILLS = {"sup": [6], "ssll": [6], "iceml": [2, 6]}  # iceml: one kill in each stage
+#: trainer -> {kill point: iteration of the last checkpoint the crash leaves}; iceml: kills in both stages
+KILLS = {"sup": {"6": 6, "5:step": 4, "4:validation": 2, "6:checkpoint": 4},
+         "ssll": {"6": 6, "7:step": 6, "8:checkpoint": 7},
+         "iceml": {"2": 2, "6": 6, "3:step": 2}}
+
+
+def _run_name(key: str, spec: str) -> str:
+    return f"{key}_k{spec.replace(':', '_')}"
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +142,8 @@ def runs(tmp_path_factory):
     cfgs = {key: write_yaml(tmp / f"{key}.yaml", build(tmp)) for key, build in builders.items()}
     phase1 = {f"{key}_ref": _start(tmp, path, f"name={key}_ref") for key, path in cfgs.items()}
     for key, path in cfgs.items():
-        for k in KILLS[key]:
-            phase1[f"{key}_k{k}"] = _start(tmp, path, f"name={key}_k{k}", kill_at=k)
+        for spec in KILLS[key]:
+            phase1[_run_name(key, spec)] = _start(tmp, path, f"name={_run_name(key, spec)}", kill_at=spec)
     first = _wait(phase1)
     killed_state = {}
     for name, proc in first.items():
@@ -147,8 +156,8 @@ def runs(tmp_path_factory):
         killed_state[name] = (last["iter"], sorted(p.name for p in ck.glob("iter_*.pth")), last["networks"])
     phase2 = {}
     for key, path in cfgs.items():
-        for k in KILLS[key]:
-            name = f"{key}_k{k}"
+        for spec in KILLS[key]:
+            name = _run_name(key, spec)
             last = tmp / "experiments" / name / "checkpoints" / "last.pth"
             phase2[name] = _start(tmp, path, f"name={name}", "--resume", str(last))
     second = _wait(phase2)
@@ -176,11 +185,12 @@ def _assert_same_training_state(a: dict, b: dict) -> None:
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
 
 
-def _check_resume(runs, key: str, kill_at: int, final_iter: int) -> dict:
+def _check_resume(runs, key: str, spec: str, final_iter: int) -> dict:
     tmp, killed_state, second = runs
-    name = f"{key}_k{kill_at}"
-    assert killed_state[name][0] == kill_at
-    assert f"resumed from {tmp / 'experiments' / name / 'checkpoints' / 'last.pth'} at iteration {kill_at}" in \
+    name = _run_name(key, spec)
+    at = KILLS[key][spec]
+    assert killed_state[name][0] == at
+    assert f"resumed from {tmp / 'experiments' / name / 'checkpoints' / 'last.pth'} at iteration {at}" in \
         second[name].stderr
     ref, resumed = _last(tmp, f"{key}_ref"), _last(tmp, name)
     assert ref["iter"] == final_iter
@@ -192,29 +202,37 @@ def _check_resume(runs, key: str, kill_at: int, final_iter: int) -> dict:
     return ref
 
 
-def test_supervised_resumes_exactly_after_sigkill(runs):
-    ref = _check_resume(runs, "sup", 6, 8)
+@pytest.mark.parametrize("spec", list(KILLS["sup"]))
+def test_supervised_resumes_exactly_after_sigkill(runs, spec):
+    ref = _check_resume(runs, "sup", spec, 8)
     assert set(ref["networks"]) == {"student", "teacher"}
 
 
-def test_ssll_resumes_exactly_after_sigkill_in_the_semi_phase(runs):
+@pytest.mark.parametrize("spec", list(KILLS["ssll"]))
+def test_ssll_resumes_exactly_after_sigkill_in_the_semi_phase(runs, spec):
     tmp, _, second = runs
-    ref = _check_resume(runs, "ssll", 6, 10)
+    ref = _check_resume(runs, "ssll", spec, 10)
     assert set(ref["networks"]) == {"student", "teacher"}
-    log = (tmp / "experiments" / "ssll_k6" / "logs" / "train.log").read_text()
+    log = (tmp / "experiments" / _run_name("ssll", spec) / "logs" / "train.log").read_text()
     assert "pico_unpaired" in log.split("resumed from")[1]  # the resumed part is semi-supervised
 
 
-def test_iceml_resumes_exactly_after_sigkill_in_pretraining(runs):
-    ref = _check_resume(runs, "iceml", 2, 8)
+@pytest.mark.parametrize("spec", ["2", "3:step"])
+def test_iceml_resumes_exactly_after_sigkill_in_pretraining(runs, spec):
+    ref = _check_resume(runs, "iceml", spec, 8)
     assert set(ref["networks"]) == {"rtx", "asm"}
 
 
 def test_iceml_resumes_exactly_after_sigkill_in_mutual_learning(runs):
     tmp, _, _ = runs
-    _check_resume(runs, "iceml", 6, 8)
+    _check_resume(runs, "iceml", "6", 8)
     log = (tmp / "experiments" / "iceml_k6" / "logs" / "train.log").read_text()
     assert "inverse=" in log.split("resumed from")[1]
+
+
+def test_a_kill_mid_checkpoint_leaves_the_previous_checkpoint_and_a_stray_temporary(runs):
+    tmp, killed_state, _ = runs
+    assert killed_state["sup_k6_checkpoint"][0] == 4  # iteration 6's last.pth never replaced iteration 4's
 
 
 def test_only_the_last_k_iteration_checkpoints_are_kept(runs):
@@ -254,3 +272,31 @@ def test_truncated_last_checkpoint_is_refused_and_the_previous_one_offered(runs)
         offered = linked
     assert f"the previous checkpoint of this run is {offered}" in lines[0]
     assert torch.load(offered, weights_only=True)["iter"] == int(offered.stem.split("_")[1])
+
+
+def test_sigterm_writes_a_checkpoint_and_the_resumed_run_matches(tmp_path):
+    """What a cluster scheduler sends before it kills a job: the run finishes its iteration, writes
+    last.pth, exits with 143 and one line; --resume then ends with the uninterrupted run's weights."""
+    import time
+
+    cfg = tiny_config(tmp_path, name="term", iters=400)
+    cfg["train"].update({"save_every": 1000, "log_every": 1, "val_every": None, "keep_last": 1})
+    path = write_yaml(tmp_path / "term.yaml", cfg)
+    ref = _start(tmp_path, path, "name=term_ref")
+    proc = _start(tmp_path, path, "name=term")
+    log = tmp_path / "experiments" / "term" / "logs" / "train.log"
+    deadline = time.time() + TIMEOUT
+    while time.time() < deadline and not (log.is_file() and "iter 20/400" in log.read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    done = _wait({"term": proc, "term_ref": ref})
+    stopped = done["term"]
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    assert "Traceback" not in stopped.stderr
+    last = tmp_path / "experiments" / "term" / "checkpoints" / "last.pth"
+    at = torch.load(last, weights_only=True)["iter"]
+    assert 20 <= at < 400
+    assert f"stopped: SIGTERM received: stopped after writing {last}" in stopped.stderr
+    resumed = _wait({"term": _start(tmp_path, path, "name=term", "--resume", str(last))})["term"]
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _assert_same_training_state(_last(tmp_path, "term_ref"), _last(tmp_path, "term"))

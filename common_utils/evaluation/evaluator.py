@@ -21,10 +21,10 @@ import torch.nn.functional as F
 
 from common_utils.inference import forward_padded, forward_tiled
 from common_utils.metrics import SSIM_PROTOCOLS, gt_mean_correct, psnr
+from data.image_io import write_image
 
 #: the Gaussian window of every SSIM variant: smaller images cannot be scored
 SSIM_WINDOW = 11
-from data.image_io import write_image
 
 
 @dataclass

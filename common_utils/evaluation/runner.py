@@ -182,7 +182,7 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
         loader = eval_loader(datasets[key], num_workers=min(workers, len(datasets[key])),
                              pin_memory=device.type == "cuda", on_bad_image=on_bad_image)
 
-        def bar(label: str) -> Callable[[Iterable], Iterable]:
+        def bar(label: str, n: int = n, key: str = key) -> Callable[[Iterable], Iterable]:
             return lambda it: tqdm(it, total=n, desc=f"{key} [{label}]", leave=False, mininterval=2.0,
                                    file=sys.stderr, disable=n < 2)
 
