@@ -2,14 +2,13 @@
 
 - **Warm-up first**: ``warmup`` untimed calls (cuDNN autotuning, lazy initialisation, allocator
   growth, ``torch.compile``) before any timed one.
-- **Each timed call is synchronised**: :func:`time_fn` times every call on its own with the clock of
-  ``torch.utils.benchmark`` (``torch.utils.benchmark.timer``: it synchronises the accelerator before
-  reading ``perf_counter``) driven by ``timeit.Timer`` (what ``torch.utils.benchmark.Timer`` wraps;
-  garbage collection is off while a call is timed). So a sample is the wall-clock latency a batch-1
-  caller sees. ``Timer.timeit`` / ``blocked_autorange`` themselves average blocks of calls and add
-  their own warm-up to every measurement, so they give neither per-call samples nor a fixed count;
-  ``scripts/benchmark.py --sections stats`` uses ``blocked_autorange``, where no count is quoted.
-- **Report the median** (robust to a stray slow call on a shared machine); every sample is kept.
+- **Each call timed on its own, synchronised**: :func:`time_fn` reads ``torch.utils.benchmark.timer``
+  (it synchronises the accelerator, then reads ``perf_counter``) through ``timeit.Timer``, the engine
+  ``torch.utils.benchmark.Timer`` wraps (garbage collection off while timing). A sample is the
+  latency a batch-1 caller sees. ``Timer`` itself does not fit there: ``timeit`` runs two untimed
+  calls before every measurement and averages, ``blocked_autorange`` picks its own count; it is
+  used by :func:`autorange`, where no fixed count is quoted.
+- **The median** is reported (robust to a stray slow call on a shared machine); every sample is kept.
 - **Out of memory is a result**: :func:`measure` returns a row with status ``oom`` (or ``error``).
 """
 from __future__ import annotations
@@ -62,6 +61,12 @@ def error_text(exc: BaseException, limit: int = 200) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def failure(exc: BaseException) -> dict[str, str]:
+    """The ``status`` (``oom`` or ``error``) and ``note`` of a measurement that raised ``exc``."""
+    oom = is_oom(exc)
+    return {"status": "oom" if oom else "error", "note": "out of memory" if oom else error_text(exc)}
 
 
 @contextlib.contextmanager
@@ -168,8 +173,7 @@ class BenchRow:
 
     def fail(self, exc: BaseException) -> BenchRow:
         """Record ``exc`` as this row's outcome (``oom`` or ``error``)."""
-        self.status, self.timing = ("oom" if is_oom(exc) else "error"), None
-        self.note = "out of memory" if self.status == "oom" else error_text(exc)
+        self.status, self.note, self.timing = *failure(exc).values(), None
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -269,5 +273,5 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 __all__ = ["BenchRow", "Timing", "autorange", "backend_flags", "backend_state", "command_string", "cpu_model",
-           "error_text", "fmt", "free_memory", "is_oom", "machine_info", "markdown_table", "measure", "sync", "time_fn",
-           "write_json", "write_text"]
+           "error_text", "failure", "fmt", "free_memory", "is_oom", "machine_info", "markdown_table", "measure",
+           "sync", "time_fn", "write_json", "write_text"]

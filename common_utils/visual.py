@@ -45,3 +45,62 @@ def save_jpeg(path: Path, rgb: np.ndarray, quality: int = 88) -> None:
     if not ok:
         raise RuntimeError(f"cannot encode {path}")
     path.write_bytes(buf.tobytes())
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float]]], out: Path, title: str = "") -> Path | None:
+    """Loss terms (``train/*``) and validation metrics (``val/<network>/<metric>``) over iterations, as one PNG.
+
+    Returns None when matplotlib is not installed (the curves stay in ``logs/scalars.jsonl``).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    train = {k[len("train/"):]: v for k, v in curves.items() if k.startswith("train/") and k != "train/lr"}
+    val: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for k, v in curves.items():
+        parts = k.split("/")
+        if parts[0] == "val" and len(parts) == 3:
+            val.setdefault(parts[2], {})[parts[1]] = v
+    panels = (1 if train else 0) + len(val)
+    if panels == 0:
+        return None
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
+    ax_iter = iter(axes[0])
+    if train:
+        ax = next(ax_iter)
+        for name, points in sorted(train.items()):
+            ax.plot(*zip(*points), lw=1, label=name)
+        total = _sum_curves(train.values())
+        if len(train) > 1 and total:
+            ax.plot(*zip(*total), lw=1.6, color="black", label="total")
+        ax.set_title("training loss terms")
+        ax.set_yscale("log" if all(v > 0 for _, v in total or [(0, 1.0)]) else "linear")
+    for metric, nets in sorted(val.items()):
+        ax = next(ax_iter)
+        for net, points in sorted(nets.items()):
+            ax.plot(*zip(*points), marker="o", ms=3, lw=1, label=net)
+        ax.set_title(f"validation {metric}")
+    for ax in axes[0]:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def _sum_curves(series: Sequence[list[tuple[int, float]]] | object) -> list[tuple[int, float]]:
+    """Point-wise sum over the steps every series has (the total loss of a logging interval)."""
+    maps = [dict(s) for s in series]  # type: ignore[union-attr]
+    if not maps:
+        return []
+    steps = sorted(set.intersection(*(set(m) for m in maps)))
+    return [(s, sum(m[s] for m in maps)) for s in steps]

@@ -507,6 +507,19 @@ class BaseTrainer:
                     raise TrainingInterrupted(signum, self.ckpt_dir / "last.pth")
         bar.close()
         self.log.info(f"training finished at iteration {self.iter}")
+        self.write_curves()
+
+    def write_curves(self) -> None:
+        """``results/curves.png``: loss terms and validation metrics over the whole run (resumes included)."""
+        if not self.is_main:
+            return
+        from common_utils.visual import plot_curves
+        from core.logger import read_scalars
+
+        curves = read_scalars(self.run_folder.logs / "scalars.jsonl")
+        path = plot_curves(curves, self.exp_dir / "results" / "curves.png", title=self.cfg.name)
+        self.log.info(f"curves written to {path}" if path else "matplotlib is not installed: no curves.png (the "
+                      "values are in logs/scalars.jsonl)")
 
     def _stop_requested(self, stop: _StopSignals) -> bool:
         """Whether a stop signal arrived (on any rank: the ranks stop at the same iteration)."""

@@ -61,10 +61,9 @@ from common_utils.benchmarking import (  # noqa: E402
     backend_flags,
     backend_state,
     command_string,
-    error_text,
+    failure,
     fmt,
     free_memory,
-    is_oom,
     machine_info,
     markdown_table,
     measure,
@@ -273,8 +272,8 @@ def bench_inference(s: dict[str, Any], device: torch.device, tmp: Path, report: 
         try:
             net = build_network(name, **kwargs).eval().to(device).requires_grad_(False)
         except Exception as exc:
-            rows.append(BenchRow("inference", name, "build", status="error", note=error_text(exc)))
-            log(f"[inference] {name}: cannot be built: {error_text(exc)}")
+            rows.append(BenchRow("inference", name, "build").fail(exc))
+            log(f"[inference] {name}: cannot be built: {rows[-1].note}")
             continue
         params_m = sum(p.numel() for p in net.parameters()) / 1e6
         fresh = None
@@ -566,7 +565,7 @@ def bench_data(s: dict[str, Any], device: torch.device, tmp: Path, report: dict[
             try:
                 r = loader_rate(lq, gt, crop, batch, w, s["data_batches"], pin=device.type == "cuda") | {"status": "ok"}
             except Exception as exc:
-                r = {"workers": w, "batch": batch, "crop": crop, "status": "error", "note": error_text(exc)}
+                r = {"workers": w, "batch": batch, "crop": crop, **failure(exc)}
             r.update(source=label, ratio_vs_training=(r["pairs_per_s"] / consumed) if consumed and r.get(
                 "pairs_per_s") else None)
             rows.append(r)
@@ -574,7 +573,7 @@ def bench_data(s: dict[str, Any], device: torch.device, tmp: Path, report: dict[
         try:
             c = pair_cost(lq, gt, crop, 8 if s["quick"] else 24)
         except Exception as exc:
-            costs.append({"source": label, "status": "error", "note": error_text(exc)})
+            costs.append({"source": label, **failure(exc)})
             continue
         ceiling = s["workers"] * 1000.0 / c["total_ms"]
         costs.append(c | {"source": label, "status": "ok", "ceiling_pairs_per_s": ceiling,
@@ -643,7 +642,7 @@ def eval_row(net: torch.nn.Module, ds: Any, source: str, device: torch.device, p
                    other_s=max(0.0, total - metric - forward), metric_fraction=metric / total,
                    forward_fraction=forward / total, images_per_s=images / total)
     except Exception as exc:
-        row.update(status="oom" if is_oom(exc) else "error", note=error_text(exc))
+        row.update(failure(exc))
     free_memory(device)
     log(f"[eval] {source}: metric fraction {fmt(row.get('metric_fraction'), 3)} {row['status']}")
     return row
@@ -664,7 +663,7 @@ def bench_eval(s: dict[str, Any], device: torch.device, tmp: Path, report: dict[
     try:
         net = build_network(name, **kwargs).eval().to(device)
     except Exception as exc:
-        return res | {"status": "oom" if is_oom(exc) else "error", "note": error_text(exc)}
+        return res | failure(exc)
     protocol = EvalProtocol(ssim="y", lpips=lpips_metric.to(device) if lpips_metric is not None else None,
                             lpips_reason=lpips_reason)
     res.update(protocol=protocol.describe(device), backend=backend_state())
@@ -712,7 +711,7 @@ def bench_stats(s: dict[str, Any], device: torch.device, tmp: Path, report: dict
         try:
             net = build_network(name, **s["network_args"].get(name, {})).eval().to(device)
         except Exception as exc:
-            rows.append({"network": name, "status": "error", "note": f"cannot be built here: {error_text(exc)}"})
+            rows.append({"network": name, **failure(exc)})
             continue
         params = sum(p.numel() for p in net.parameters()) / 1e6
         for size in s["sizes"]:
@@ -726,7 +725,7 @@ def bench_stats(s: dict[str, Any], device: torch.device, tmp: Path, report: dict
                 row.update(status="ok", gmacs=counter.get_total_flops() / 2e9, latency_ms=1000 * t.median,
                            fps=1 / t.median, blocks=len(t.samples))
             except Exception as exc:  # a report: one failing size must not stop the table
-                row.update(status="oom" if is_oom(exc) else "error", note=error_text(exc))
+                row.update(failure(exc))
             rows.append(row)
             x = None
             free_memory(device)

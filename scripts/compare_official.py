@@ -47,17 +47,18 @@ import json
 import math
 import os
 import platform
-import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
 import traceback
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve()
@@ -252,10 +253,11 @@ class OursSide:
 
     def setup(self, backbone: str, mode: str, variant: str, batch: int, switches: list[str],
               warmup: int) -> dict[str, Any]:
-        """Build (and warm up) the trainer of ``variant`` ('default' or 'fast'); return warm-up seconds."""
+        """Build (and warm up) the trainer of ``variant`` ('default': config defaults; any other name: with
+        ``switches``); return the warm-up seconds."""
         self._switch_backbone(backbone)
         extra = ["ssll.semi_start_epoch=1"] if mode == "ssll" else []
-        if variant == "fast":
+        if variant != "default":
             extra += list(switches)
         tr = self._trainer(self._config(BACKBONES[backbone], mode, batch, extra))
         self.trainers[f"{mode}/{variant}"] = tr
@@ -276,7 +278,11 @@ class OursSide:
 
     @staticmethod
     def _run(tr: Any, feed: Callable[[], dict[str, Any]] | None, n: int, stamps: list[float] | None) -> None:
-        """Run ``n`` iterations of the trainer's own loop; ``feed`` replaces its data stream."""
+        """Run ``n`` iterations of the trainer's own loop; ``feed`` replaces its data stream.
+
+        With ``stamps``, one more iteration runs so that every timed iteration is closed by the next
+        fetch: whatever the trainer does after its loop (final log, curves) is never timed.
+        """
         own = type(tr).next_batches.__get__(tr)
 
         def next_batches() -> dict[str, Any]:
@@ -285,10 +291,10 @@ class OursSide:
             return feed() if feed is not None else own()
 
         tr.next_batches = next_batches
-        tr.total_iters = tr.iter + n
+        if hasattr(tr, "write_curves"):
+            tr.write_curves = lambda *a, **k: None  # a plot per block would only cost wall time
+        tr.total_iters = tr.iter + n + (1 if stamps is not None else 0)
         tr.train()
-        if stamps is not None:
-            stamps.append(time.perf_counter())
 
     # -------------------------------------------------------------- commands
     def info(self) -> dict[str, Any]:
@@ -297,8 +303,11 @@ class OursSide:
         git = ["git", "-C", str(REPO_ROOT)]
         head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout.splitlines()
+        import core
+
         return {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
-                "repo": str(REPO_ROOT), "commit": head or None, "uncommitted_files": len(dirty)}
+                "repo": str(REPO_ROOT), "commit": head or None, "uncommitted_files": len(dirty),
+                "core_imported_from": str(Path(core.__file__).parent)}
 
     def block(self, mode: str, variant: str, feed: str, iters: int, warmup: int) -> list[float]:
         """Seconds per iteration of ``iters`` timed iterations after ``warmup`` untimed ones."""
@@ -306,11 +315,12 @@ class OursSide:
         stamps: list[float] = []
         batch = self._premade(mode) if feed == "premade" else None
         self._run(tr, (lambda: batch) if batch is not None else None, warmup + iters, stamps)
-        return intervals(stamps, warmup)
+        return intervals(stamps, warmup)[:iters]
 
     def save_init(self, backbone: str, path: str, seed: int = 0) -> dict[str, Any]:
         """Save a random-init state dict of ``backbone`` (built by our registry) to ``path``."""
         import torch
+
         from models import build_network
 
         torch.manual_seed(seed)
@@ -354,14 +364,11 @@ class OursSide:
         gc.collect()
         return rows
 
-    def profile(self, mode: str, variant: str, iters: int) -> str:
-        import torch
-
+    def profile(self, mode: str, variant: str, iters: int) -> dict[str, Any]:
+        """Resource use of ``iters`` steps (no profiler), then a torch.profiler table of ``iters`` more."""
         tr = self.trainers[f"{mode}/{variant}"]
         batch = self._premade(mode)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            self._run(tr, lambda: batch, iters, None)
-        return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
+        return profile_steps(lambda n: self._run(tr, lambda: batch, n, None), iters)
 
 
 # ====================================================================== official side
@@ -429,7 +436,8 @@ class OfficialSide:
     def _options(self, bb: Backbone, mode: str, batch: int, run_dir: Path) -> Any:
         from utils.util import convert_dict_to_nonedict
 
-        opt = read_official_json(self.root / "config" / f"{bb.official_prefix}_{'Baseline' if mode == 'sup' else 'Contra'}.json")
+        kind = "Baseline" if mode == "sup" else "Contra"
+        opt = read_official_json(self.root / "config" / f"{bb.official_prefix}_{kind}.json")
         run_dir.mkdir(parents=True, exist_ok=True)
         opt["path"] = {"iqa_csv": str(run_dir / "iqa.csv"), "tensorboard_log_dir": str(run_dir / "tb"),
                        "results": str(run_dir / "results"), "checkpoint": str(run_dir / "checkpoint"),
@@ -447,10 +455,11 @@ class OfficialSide:
 
     def _build(self, bb: Backbone, mode: str, batch: int, tag: str) -> dict[str, Any]:
         """The official Retinol trainer with its networks, losses, optimizer and loaders."""
+        from utils.util import set_seed
+
         import data as odata
         import models as omodels
         from models.model import GradScaler, Retinol
-        from utils.util import set_seed
 
         options = self._options(bb, mode, batch, self.work / "official_runs" / f"{bb.name}_{mode}_{tag}")
         set_seed(options["seed"])  # as run.py: seeds and deterministic algorithms
@@ -534,8 +543,9 @@ class OfficialSide:
     def equality(self, backbone: str, mode: str, batch: int, iters: int, epoch: int,
                  init: str) -> dict[str, Any]:
         """Per-term losses (weighted as in the official total) from ``init`` weights and injected CutMix."""
-        import data as odata
         import torch
+
+        import data as odata
         from models.model import get_current_consistency_weight
 
         self.backbone = backbone
@@ -578,14 +588,32 @@ class OfficialSide:
         gc.collect()
         return {"rows": [rows[s] for s in sorted(rows)], "consistency_weight": cw}
 
-    def profile(self, mode: str, iters: int) -> str:
-        import torch
-
+    def profile(self, mode: str, iters: int) -> dict[str, Any]:
+        """Resource use of ``iters`` steps (no profiler), then a torch.profiler table of ``iters`` more."""
         entry = self.models[mode]
-        self._feed(entry, "premade", iters, None)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+
+        def run(n: int) -> None:
+            self._feed(entry, "premade", n, None)
             self._step_fn(entry, mode, self._epoch(entry, mode))()
-        return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
+
+        return profile_steps(run, iters)
+
+
+def profile_steps(run: Callable[[int], None], iters: int) -> dict[str, Any]:
+    """Wall, user and system seconds and minor page faults per step of ``run(iters)``; then the
+    20 ops with the most self CPU time under torch.profiler (a second ``run(iters)``)."""
+    import resource
+
+    import torch
+
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    run(iters)
+    r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run(iters)
+    return {"wall_s": (t1 - t0) / iters, "user_s": (r1.ru_utime - r0.ru_utime) / iters,
+            "sys_s": (r1.ru_stime - r0.ru_stime) / iters, "minor_faults": (r1.ru_minflt - r0.ru_minflt) / iters,
+            "table": prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)}
 
 
 def _endless(loader: Iterable[Any]) -> Iterator[Any]:
@@ -631,7 +659,8 @@ def run_ours_eval(argv: list[str], report: Path) -> int:
         return res
 
     evaluator.evaluate = capture
-    spec = importlib.util.spec_from_file_location("ssir_eval_cli", REPO_ROOT / "common_utils" / "evaluation" / "eval.py")
+    cli = REPO_ROOT / "common_utils" / "evaluation" / "eval.py"
+    spec = importlib.util.spec_from_file_location("ssir_eval_cli", cli)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -656,12 +685,12 @@ def run_official_eval(official: Path, network: str, weight: str, low: str, high:
     sys.path.insert(0, str(official))
     os.chdir(official)
     import torch.utils.data
+    from utils.network_loader import load_network
+    from utils.util import set_seed
 
     import common_utils.evaluation.eval as oeval
     from common_utils.evaluation import metrics as ometrics
     from data.general_dataset import PairedEvalDataset
-    from utils.network_loader import load_network
-    from utils.util import set_seed
 
     set_seed(oeval.SEED)
     result_dir.mkdir(parents=True, exist_ok=True)
@@ -975,19 +1004,24 @@ def run_eval(ours: Worker, args: argparse.Namespace, work: Path, envs: dict[str,
     return summary
 
 
-def run_profile(ours: Worker, off: Worker, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, str]:
-    out = {}
+def run_profile(sides: list[Side], args: argparse.Namespace, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Per step: wall / user / sys seconds and page faults, and a torch.profiler table, for every side."""
+    rows = []
     for name in args.backbones:
         batch = args.batch or BACKBONES[name].batch
         for mode in MODES:
-            off.call("setup", backbone=name, mode=mode, batch=batch, warmup=1)
-            ours.call("setup", backbone=name, mode=mode, variant="default", batch=batch, switches=[], warmup=1)
-            out[f"{name}/{mode}/official"] = off.call("profile", mode=mode, iters=2)
-            out[f"{name}/{mode}/ours"] = ours.call("profile", mode=mode, variant="default", iters=2)
-            for k in (f"{name}/{mode}/official", f"{name}/{mode}/ours"):
-                (args.out / f"profile_{k.replace('/', '_')}.txt").write_text(out[k])
-            log(f"profile {name} {mode} written")
-    return out
+            for sd in sides:
+                sd.setup(name, mode, batch, 1)
+                if sd.variant is None:
+                    res = sd.worker.call("profile", mode=mode, iters=args.iters)
+                else:
+                    res = sd.worker.call("profile", mode=mode, variant=sd.variant, iters=args.iters)
+                path = args.out / f"profile_{name}_{mode}_{sd.label}.txt"
+                path.write_text(res.pop("table"))
+                rows.append({"backbone": name, "mode": mode, "side": sd.label, **res, "table": str(path)})
+                log(f"profile {name} {mode} {sd.label}: " + ", ".join(
+                    f"{k} {v:.3g}" for k, v in res.items()))
+    return rows
 
 
 # ====================================================================== report
@@ -1017,8 +1051,9 @@ def markdown(result: dict[str, Any]) -> str:
                   f"crop {s['crop']}, {s['rounds']} interleaved rounds x {s['iters']} timed iterations after "
                   f"{s['warmup']} warm-up per block; `premade` = identical pre-made tensors (forward, backward, "
                   f"optimizer, EMA, loop), `loader` = each side's data pipeline (num_workers 0) included.", "",
-                  "| backbone | step | batch | feed | official s | " + " | ".join(f"{k} s | {k}/official" for k in labels)
-                  + " |", "|---|---|---|---|---|" + "---|---|" * len(labels)]
+                  "| backbone | step | batch | feed | official s | "
+                  + " | ".join(f"{k} s | {k}/official" for k in labels) + " |",
+                  "|---|---|---|---|---|" + "---|---|" * len(labels)]
         for r in tr:
             if "error" in r:
                 lines.append(f"| {r['backbone']} | {r['mode']} | – | failed: {r['error'].splitlines()[0]} |")
@@ -1054,6 +1089,14 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{_f(ev['speedup_end_to_end'].get(side), '{:.2f}x')} | {_f(ev['loop_images_per_s'][side])} | "
                          f"{_f(ev['metric_share'][side], '{:.1%}')} | {_f(mm['psnr'], '{:.4f}')} | "
                          f"{_f(mm['ssim'], '{:.5f}')} | {_f(mm['lpips'], '{:.5f}')} | {diff} |")
+    prof = result.get("profile")
+    if prof:
+        lines += ["", "## Resource use per step (premade batch, no profiler) and profiler tables", "",
+                  "| backbone | step | side | wall s | user s | sys s | minor page faults | profiler table |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in prof:
+            lines.append(f"| {r['backbone']} | {r['mode']} | {r['side']} | {_f(r['wall_s'])} | {_f(r['user_s'])} | "
+                         f"{_f(r['sys_s'])} | {r['minor_faults']:.0f} | `{Path(r['table']).name}` |")
     if result.get("errors"):
         lines += ["", "## Errors", ""] + [f"- {e.splitlines()[0] if e else e}" for e in result["errors"]]
     return "\n".join(lines) + "\n"
@@ -1077,7 +1120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", type=Path, default=REPO_ROOT / "datasets" / "LOL" / "eval15")
     p.add_argument("--pairs", type=int, default=60, help="pairs in the paired set (as many low images form the pool)")
     p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--batch", type=int, default=None, help="override the paper batch (RetinexFormer 3, CIDNet 8, UNet 3)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="override the paper batch (RetinexFormer 3, CIDNet 8, UNet 3)")
     p.add_argument("--iters", type=int, default=3, help="timed iterations per block")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations at the start of every block")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (official, ours, ours_fast, ours_env)")
@@ -1115,7 +1159,8 @@ def official_missing(path: Path | None) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    set_single_thread()
+    if args.worker:
+        set_single_thread()
     if args.worker == "ours":
         return serve(lambda: OursSide(str(args.work), args.crop))
     if args.worker == "official":
@@ -1126,10 +1171,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_official_eval(args.official.resolve(), args.eval_network, args.weight, args.low, args.high,
                                  args.result_dir, args.report)
 
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # still closes the workers
     why = official_missing(args.official)
     if why:
         print(why)
         return 2
+    set_single_thread()
     args.official = args.official.resolve()
     args.out = args.out.resolve()
     work = args.out / "work"
@@ -1152,7 +1199,8 @@ def main(argv: list[str] | None = None) -> int:
                      if k not in ("worker", "work", "report", "weight", "low", "high", "result_dir", "rest")},
     }
     env = worker_env(prepare_torch_home(work, alexnet))
-    result["data"] = prepare_data(work, args.train_data.resolve(), args.eval_data.resolve(), args.eval_copies, args.pairs)
+    result["data"] = prepare_data(work, args.train_data.resolve(), args.eval_data.resolve(), args.eval_copies,
+                                  args.pairs)
     for name in args.backbones:
         make_batches(work, name, args.batch or BACKBONES[name].batch, args.crop, max(args.equality_iters, 1),
                      args.seed + 17)
@@ -1169,9 +1217,12 @@ def main(argv: list[str] | None = None) -> int:
     sides = [Side("official", off), Side("ours", ours, "default")]
     if args.fast_switches:
         sides.append(Side("ours_fast", ours, "fast", tuple(args.fast_switches)))
+    profile_sides = [Side(f"ours_{v}", ours, v, tuple(sw)) for v, sw in
+                     (("twopass", ["ssll.fused_student_forward=false"]),)] if "profile" in args.sections else []
     envs = {"official": env, "ours": env}
     if extra_env:
-        ours_env = Worker("ours_env", ours_cmd, {**env, **extra_env}, REPO_ROOT, args.out / "logs" / "worker_ours_env.log")
+        ours_env = Worker("ours_env", ours_cmd, {**env, **extra_env}, REPO_ROOT,
+                          args.out / "logs" / "worker_ours_env.log")
         workers.append(ours_env)
         sides.append(Side("ours_env", ours_env, "default"))
         envs["ours_env"] = {**env, **extra_env}
@@ -1184,7 +1235,7 @@ def main(argv: list[str] | None = None) -> int:
             ("train", lambda: run_training(sides, args, log)),
             ("equality", lambda: run_equality(ours, off, args, work, log)),
             ("eval", lambda: run_eval(ours, args, work, envs, log)),
-            ("profile", lambda: run_profile(ours, off, args, log)),
+            ("profile", lambda: run_profile(sides + profile_sides, args, log)),
         ]
         for key, fn in sections:
             if key not in args.sections:

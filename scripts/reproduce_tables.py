@@ -2,7 +2,7 @@
 """Reproduce the papers' tables from a folder of checkpoints.
 
     python scripts/reproduce_tables.py --checkpoints DIR [--data-root DIR] [--out DIR] [--plot] [--fast-eval]
-        [--network-args '{"UNet": {"width": 4}}']
+        [--network-args '{"UNet": {"width": 4}}'] [--html]
 
 Checkpoint naming in DIR (case-insensitive; backbone names as in the models registry: UNet,
 LLFormer, RetinexFormer, MIRNet (MIRNet-v2; MIRNetv2 also accepted), CIDNet, NAFNet, Restormer):
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-smid-green-quirk", action="store_true", help="do not apply the official SMID green-channel "
                    "input quirk")
     p.add_argument("--max-images", type=int, default=None, help="at most this many images per dataset (smoke tests)")
+    p.add_argument("--html", action="store_true", help="also write a comparison page per run and dataset "
+                   "(<out>/runs/<run>/<dataset>/index.html)")
     return p
 
 
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                               out=Path(resolve_path(args.out)), fast=args.fast_eval,
                               network_args=split_network_args(parse_network_args(args.network_args)),
                               device=args.device, plot=args.plot, workers=args.workers, lpips=not args.no_lpips,
-                              smid_green_quirk=not args.no_smid_green_quirk, max_images=args.max_images)
+                              smid_green_quirk=not args.no_smid_green_quirk, max_images=args.max_images,
+                              html=args.html)
         reproduce(cfg)
 
     return run_cli(job)

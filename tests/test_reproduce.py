@@ -125,3 +125,28 @@ def test_reproduce_tables_end_to_end(tmp_path, capsys):
     assert f"ours: **{imp} of {tot}**" in report
     if plot:
         assert all((out / f"radar_{ds}.png").is_file() for ds in ALL_LOWLIGHT)
+        assert (out / "bars_dehazing.png").is_file()
+
+
+def test_plots_mark_missing_cells_plainly(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from common_utils.evaluation import reproduce as rep
+
+    texts: list[str] = []
+    import matplotlib.figure
+
+    original = matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        texts.extend(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    tables = load_paper_tables()
+    rep.plot_radar({"UNet": {"baseline": {"LOLv2": {"psnr": 20.0, "ssim": 0.8, "lpips": None}}}},
+                   paper_lowlight(tables), tmp_path)
+    assert any("UNet\n(ours ssll: missing)" == t for t in texts)
+    assert any(t.startswith("not measured") and "baseline/ssll PSNR" in t and "UNet ssll PSNR" in t for t in texts)
+    texts.clear()
+    rep.plot_dehazing({"RtxICE-Net": {"RICE-I": {"psnr": 22.0, "ssim": 0.9}}}, rep.paper_dehazing(tables), tmp_path)
+    assert texts.count("missing") == 6  # 3 unmeasured cells x (PSNR, SSIM)

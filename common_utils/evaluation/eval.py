@@ -30,6 +30,8 @@ checkpoint of another network is refused with the network it seems to belong to.
 Outputs under ``--out`` (default ``results/eval_<network>``): ``<dataset>/per_image.csv``,
 ``summary.json`` ({dataset: {psnr, ssim, lpips, images, latency_ms, fps, ...}, "_protocol": ...}),
 ``summary.md``, and with ``--save`` the enhanced images in ``<dataset>/images/<name>.png``.
+``--html`` adds ``<dataset>/index.html``, a comparison page (input | output | ground truth per image,
+sortable by metric, with a slider to compare two pictures) that opens offline from the folder.
 """
 from __future__ import annotations
 
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "config/datasets.yaml, then ./datasets)")
     p.add_argument("-o", "--out", default=None, help="output folder (default: results/eval_<network>)")
     p.add_argument("-s", "--save", action="store_true", help="also write the enhanced images")
+    p.add_argument("--html", action="store_true", help="also write a comparison page <dataset>/index.html "
+                   "(thumbnails and full-size pictures under <dataset>/page/)")
     p.add_argument("-f", "--fast-eval", action="store_true", help="autocast inference (fp16 on CUDA, as the "
                    "official evaluation runs; bf16 on CPU)")
     p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size (bounded memory)")
@@ -133,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = evaluate_datasets({info["network"]: net}, datasets, missing, protocol, device, out_dir,
                                 order=[dataset_key(n) for n in names], save=args.save, workers=args.workers,
                                 extra=extra, title=f"Evaluation of {info['network']}", max_images=args.max_images,
-                                on_bad_image=args.on_bad_image)
+                                on_bad_image=args.on_bad_image, page=args.html)
     print()
     print(markdown_table(summary, None, f"{info['network']} ({Path(info['weight']).name})"), flush=True)
     print(f"results written to {out_dir}", flush=True)

@@ -159,6 +159,7 @@ class ReproduceConfig:
     lpips: bool = True
     smid_green_quirk: bool = True
     max_images: int | None = None
+    html: bool = False  # a comparison page per run and dataset (runs/<run>/<dataset>/index.html)
 
 
 def split_network_args(value: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -220,7 +221,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
                                             out / "runs" / run_name, order=ALL_LOWLIGHT, workers=cfg.workers,
                                             extra={"protocol": "paper", **info},
                                             title=f"{backbone} ({VARIANT_TITLES[variant]})",
-                                            max_images=cfg.max_images)
+                                            max_images=cfg.max_images, page=cfg.html)
                 state["lowlight"].setdefault(backbone, {})[variant] = {
                     ds: _metric_values(summary.get(ds), METRICS) for ds in ALL_LOWLIGHT}
                 del net
@@ -242,7 +243,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
             summary = evaluate_datasets({net_name: net}, datasets, missing, protocol, device, out / "runs" / net_name,
                                         order=PAPER_DEHAZING, workers=cfg.workers,
                                         extra={"protocol": "iceml", **info}, title=net_name,
-                                        max_images=cfg.max_images)
+                                        max_images=cfg.max_images, page=cfg.html)
             state["dehazing"][net_name] = {ds: _metric_values(summary.get(ds), ("psnr", "ssim"))
                                            for ds in PAPER_DEHAZING}
             del net
@@ -254,6 +255,8 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     if cfg.plot:
         for f in plot_radar(state.get("lowlight", {}), paper_lowlight(tables), out):
             print(f"radar chart: {f}", flush=True)
+        f = plot_dehazing(state.get("dehazing", {}), paper_dehazing(tables), out)
+        print(f"bar chart: {f}", flush=True)
     print(f"report written to {out / 'report.md'}", flush=True)
     return out / "report.md"
 
@@ -403,8 +406,7 @@ def _report_json(state: Mapping[str, Any], tables: Mapping[str, Any]) -> dict[st
 
 
 # ----------------------------------------------------------------------------------------------- radar charts
-def plot_radar(ours: Table, paper: Table, out: Path) -> list[Path]:
-    """One PNG per low-light dataset: a radar per metric, axes = backbones, paper vs ours."""
+def _matplotlib():
     try:
         import matplotlib
 
@@ -412,20 +414,36 @@ def plot_radar(ours: Table, paper: Table, out: Path) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("--plot needs matplotlib, which is not installed (pip install matplotlib)") from None
+    return plt
+
+
+def plot_radar(ours: Table, paper: Table, out: Path) -> list[Path]:
+    """One PNG per low-light dataset: a radar per metric, axes = backbones, paper (solid) beside ours (dashed).
+
+    A backbone with no measured value is labelled "ours: missing" on its axis, and the figure's
+    footer lists the missing cells, so an absent line is never mistaken for a bad one.
+    """
+    plt = _matplotlib()
     backbones = list(paper)
     angles = [2 * math.pi * i / len(backbones) for i in range(len(backbones))] + [0.0]
     files = []
     for ds in ALL_LOWLIGHT:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 5.5), subplot_kw={"polar": True})
+        fig, axes = plt.subplots(1, 3, figsize=(15, 5.8), subplot_kw={"polar": True})
         handles: dict[str, Any] = {}
+        missing_cells: list[str] = []
         for ax, m in zip(axes, METRICS):
             series = [("paper baseline", paper, "baseline", "tab:blue", "-"),
                       ("paper w/ SSLL", paper, "ssll", "tab:red", "-"),
                       ("ours baseline", ours, "baseline", "tab:blue", "--"),
                       ("ours w/ SSLL", ours, "ssll", "tab:red", "--")]
             seen: list[float] = []
+            absent = {b: [] for b in backbones}
             for label, table, var, color, style in series:
                 vals = [(((table.get(b) or {}).get(var) or {}).get(ds) or {}).get(m) for b in backbones]
+                if table is ours:
+                    for b, v in zip(backbones, vals):
+                        if v is None:
+                            absent[b].append(var)
                 if all(v is None for v in vals):
                     continue
                 seen += [v for v in vals if v is not None]
@@ -437,13 +455,56 @@ def plot_radar(ours: Table, paper: Table, out: Path) -> list[Path]:
                 pad = 0.1 * (hi - lo) or 0.05 * abs(hi) or 1.0
                 ax.set_rlim(lo - pad, hi + pad)
             ax.set_xticks(angles[:-1])
-            ax.set_xticklabels(backbones, fontsize=8)
+            ax.set_xticklabels([b + ("\n(ours: missing)" if len(absent[b]) == 2 else
+                                     f"\n(ours {absent[b][0]}: missing)" if absent[b] else "") for b in backbones],
+                               fontsize=8)
+            missing_cells += [f"{b} {'/'.join(v)} {m.upper()}" for b, v in absent.items() if v]
             ax.set_title(f"{m.upper()} ({'lower' if m in LOWER_IS_BETTER else 'higher'} is better)", fontsize=10)
-        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=9)
-        fig.suptitle(ds)
-        fig.tight_layout(rect=(0, 0.06, 1, 0.94))
+        fig.legend(list(handles.values()), list(handles), loc="lower center", bbox_to_anchor=(0.5, 0.035),
+                   ncol=len(handles), fontsize=9)
+        note = ("not measured (no checkpoint, dataset or metric weights): " + ", ".join(missing_cells)
+                if missing_cells else "every cell measured")
+        fig.text(0.5, 0.005, note if len(note) < 220 else note[:217] + "...", ha="center", fontsize=7)
+        fig.suptitle(f"{ds}: paper (solid) vs measured here (dashed)")
+        fig.tight_layout(rect=(0, 0.1, 1, 0.94))
         f = out / f"radar_{ds}.png"
         fig.savefig(f, dpi=120)
         plt.close(fig)
         files.append(f)
     return files
+
+
+def plot_dehazing(ours: Mapping[str, Any], paper: Mapping[str, Any], out: Path) -> Path:
+    """The ICEML table as bars: PSNR and SSIM per network and dataset, published beside measured;
+    a measured bar that is missing is drawn as an empty outlined slot labelled "missing"."""
+    plt = _matplotlib()
+    nets = list(paper) or list(DEHAZE_NETWORKS)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for ax, m in zip(axes, ("psnr", "ssim")):
+        labels, xs = [], 0.0
+        for net in nets:
+            for ds in PAPER_DEHAZING:
+                pv = (_lookup_ds(paper.get(net, {}), ds) or {}).get(m)
+                ov = ((ours.get(net) or {}).get(ds) or {}).get(m)
+                ax.bar(xs - 0.2, pv if pv is not None else 0, 0.4, color="tab:gray", label="paper" if xs == 0 else None)
+                if ov is None:
+                    top = pv if pv is not None else 1.0
+                    ax.bar(xs + 0.2, top, 0.4, fill=False, hatch="//", edgecolor="tab:red",
+                           label="measured: missing" if "measured: missing" not in ax.get_legend_handles_labels()[1]
+                           else None)
+                    ax.text(xs + 0.2, top * 0.5, "missing", rotation=90, ha="center", va="center", fontsize=7)
+                else:
+                    ax.bar(xs + 0.2, ov, 0.4, color="tab:green",
+                           label="measured" if "measured" not in ax.get_legend_handles_labels()[1] else None)
+                labels.append((xs, f"{net}\n{ds}"))
+                xs += 1.0
+        ax.set_xticks([x for x, _ in labels])
+        ax.set_xticklabels([t for _, t in labels], fontsize=7)
+        ax.set_title(m.upper())
+        ax.legend(fontsize=7)
+    fig.suptitle("ICEML: published vs measured (ICEML protocol)")
+    fig.tight_layout()
+    f = out / "bars_dehazing.png"
+    fig.savefig(f, dpi=120)
+    plt.close(fig)
+    return f

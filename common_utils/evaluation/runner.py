@@ -156,7 +156,7 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
                       workers: int = 0, with_input: bool = False, extra: Mapping[str, Any] | None = None,
                       title: str = "Evaluation", max_images: int | None = None,
                       log: Callable[[str], None] | None = print, annotate: Mapping[str, Any] | None = None,
-                      on_bad_image: str = "skip") -> dict[str, Any]:
+                      on_bad_image: str = "skip", page: bool = False) -> dict[str, Any]:
     """Score every network of ``nets`` on every dataset; write the result files; return the summary.
 
     Per dataset the summary holds the ``main`` network's means at the top level (its per-image
@@ -167,10 +167,14 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
     not be opened (``{"missing": why}`` or ``{"error": why}``, see :func:`open_datasets`).
     Unreadable images are left out and listed under ``skipped`` (``on_bad_image="stop"``: the
     dataset fails with the image's name); a dataset that fails is recorded as ``error``.
+    ``page`` also writes ``<dataset>/index.html``, a comparison page of every image (input, each
+    network, ground truth) with its pictures under ``<dataset>/page/``
+    (:class:`common_utils.evaluation.html_page.ComparisonPage`).
     """
     main = main or next(iter(nets))
     summary: dict[str, Any] = {}
     say = log or (lambda _: None)
+    described = {**protocol.describe(device), **dict(extra or {})}
     for key in (list(order) if order is not None else [*datasets, *missing]):
         if key in missing:
             summary[key] = dict(missing[key])
@@ -186,14 +190,22 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
             return lambda it: tqdm(it, total=n, desc=f"{key} [{label}]", leave=False, mininterval=2.0,
                                    file=sys.stderr, disable=n < 2)
 
+        book = None
+        if page:
+            from common_utils.evaluation.html_page import ComparisonPage  # only when a page is asked for
+            book = ComparisonPage(ds_dir, key, list(nets), main=main, title=f"{title}: {key}")
+        hook = book.hook if book is not None else lambda label: None
         try:
             scored = {label: evaluate(net, loader, device, protocol, max_images=max_images, progress=bar(label),
-                                      save_dir=ds_dir / "images" if save and label == main else None)
+                                      save_dir=ds_dir / "images" if save and label == main else None,
+                                      on_image=hook(label))
                       for label, net in nets.items()}
             if with_input:
                 scored["input"] = evaluate(identity, loader, device, protocol, max_images=max_images,
-                                           time_forward=False)
+                                           time_forward=False, on_image=hook("input"))
         except UserError as exc:
+            if book is not None:
+                book.close(check=False)
             summary[key] = {"error": str(exc)}
             say(f"{key}: failed - {exc}")
             continue
@@ -212,12 +224,15 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
         if with_input:
             text += f"  | input: PSNR {entry['input']['psnr']:.2f}  SSIM {entry['input']['ssim']:.4f}"
         say(text)
+        if book is not None:
+            where = book.write(entry, described)
+            say(f"{key}: comparison page {where} ({book.seconds:.2f} s)")
     warnings = worse_than_input(summary)
     for w in warnings:
         say(f"WARNING: {w}")
     if warnings:
         summary["warnings"] = warnings
-    write_summary(out_dir, summary, {**protocol.describe(device), **dict(extra or {})}, title=title)
+    write_summary(out_dir, summary, described, title=title)
     return summary
 
 

@@ -1,0 +1,88 @@
+"""scripts/compare_official.py: the parts that need neither the official code nor a network.
+
+The side-by-side run itself needs a checkout of github.com/eezkni/CMT; the one test that reads it
+is skipped when none is found (``SSIR_OFFICIAL_CMT`` or ``/work/official/CMT``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("ssir_compare_official", ROOT / "scripts" / "compare_official.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_missing_official_checkout_is_one_line(tmp_path, capsys):
+    script = _script()
+    code = script.main(["--official", str(tmp_path / "no_such_checkout"), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 2
+    assert len(out) == 1 and "not found" in out[0] and "no_such_checkout" in out[0]
+    assert not (tmp_path / "out").exists()  # nothing was run
+
+
+def test_stamped_iterable_and_intervals():
+    script = _script()
+    stamps: list[float] = []
+    items = list(script.Stamped(lambda: iter(range(10)), 4, stamps))
+    assert items == [0, 1, 2, 3] and len(stamps) == 4
+    assert stamps == sorted(stamps)
+    assert script.intervals([0.0, 1.0, 3.0, 6.0], warmup=1) == [2.0, 3.0]
+
+
+def test_official_json_comments_are_stripped(tmp_path):
+    script = _script()
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{\n  "a": 1, // a comment\n  "b": [2, 3]\n}\n')
+    assert script.read_official_json(cfg) == {"a": 1, "b": [2, 3]}
+
+
+def test_markdown_report_tables():
+    script = _script()
+    result = {
+        "machine": {"date": "2026-01-01T00:00:00", "cpu": "CPU", "logical_cpus": 2, "load_avg_at_start": None},
+        "command": "python scripts/compare_official.py --official X", "official": "X", "torch": "2.x",
+        "settings": {"crop": 128, "rounds": 3, "iters": 3, "warmup": 1, "fast_switches": ["train.compile=true"],
+                     "ours_env": []},
+        "training": [{"backbone": "UNet", "mode": "sup", "feed": "premade", "batch": 3,
+                      "median_s": {"official": 2.0, "ours": 1.5, "ours_fast": 1.0},
+                      "ratio": {"ours": 0.75, "ours_fast": 0.5}},
+                     {"backbone": "UNet", "mode": "ssll", "error": "boom\ntraceback"}],
+        "equality": [{"backbone": "UNet", "mode": "sup", "epoch": 600, "iters": 5,
+                      "max_abs_diff": {"ssim": 1e-5, "lpips": 2e-7}}],
+        "eval": {"network": "UNet", "images": 15, "weights": "random",
+                 "wall_s": {"official": 10.0, "ours": 5.0}, "images_per_s": {"official": 1.5, "ours": 3.0},
+                 "speedup_end_to_end": {"ours": 2.0}, "loop_images_per_s": {"official": 2.0, "ours": 4.0},
+                 "metric_share": {"official": 0.2, "ours": 0.05},
+                 "means": {"official": {"psnr": 7.5, "ssim": 0.18, "lpips": 0.24},
+                           "ours": {"psnr": 7.5, "ssim": 0.18, "lpips": 0.24}},
+                 "max_abs_diff_per_image": {"ours": {"psnr": 1e-6, "ssim": 3e-6, "lpips": 0.0}}},
+        "errors": [],
+    }
+    md = script.markdown(result)
+    assert "| UNet | sup | 3 | premade | 2.000 | 1.500 | 0.75 | 1.000 | 0.50 |" in md
+    assert "failed: boom" in md and "traceback" not in md
+    assert "| UNet | sup | 600 | 5 | 1.0e-05 | 2.0e-07 | – | – | – |" in md
+    assert "| ours | 5.0 | 3.000 | 2.00x |" in md
+
+
+def test_official_checkout_is_recognised():
+    official = Path(os.environ.get("SSIR_OFFICIAL_CMT", "/work/official/CMT"))
+    script = _script()
+    if script.official_missing(official) is not None:
+        pytest.skip(f"no official SSLL checkout at {official} (set SSIR_OFFICIAL_CMT)")
+    for bb in script.BACKBONES.values():
+        for kind in ("Baseline", "Contra"):
+            cfg = script.read_official_json(official / "config" / f"{bb.official_prefix}_{kind}.json")
+            assert cfg["model"]["which_losses"]["supervised_loss"]
+        finish, semi_start = script.official_epochs(official, bb)
+        assert finish > semi_start > 1
