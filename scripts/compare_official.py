@@ -47,6 +47,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -329,8 +330,14 @@ class OursSide:
         return {"params": sum(p.numel() for p in net.parameters())}
 
     def equality(self, backbone: str, mode: str, batch: int, iters: int, epoch: int, semi_start: int,
-                 init_out: str) -> list[dict[str, float]]:
-        """Per-term losses of ``iters`` iterations with the official behaviours switched on."""
+                 init_out: str, teacher_offset: float = 0.0) -> list[dict[str, float]]:
+        """Per-term losses of ``iters`` iterations with the official behaviours switched on.
+
+        The teacher starts as the student plus ``teacher_offset`` x N(0, 1) on every weight (as in a
+        run past its first steps, where the EMA teacher differs from the student); with 0 both start
+        equal, and |student - teacher| = 0 makes the L1 terms' gradient sign(0) decided by rounding.
+        ``init_out`` receives {"student": ..., "teacher": ...} for the official side.
+        """
         import torch
 
         self._switch_backbone(backbone)
@@ -341,7 +348,13 @@ class OursSide:
         bb = BACKBONES[backbone]
         cfg = self._config(bb, "ssll", batch, extra)  # the SSLL trainer; its supervised phase for mode sup
         tr = self._trainer(cfg)
-        torch.save(tr.networks["student"].state_dict(), init_out)
+        student = tr.networks["student"].state_dict()
+        gen = torch.Generator().manual_seed(1234)
+        teacher = {k: (v + teacher_offset * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+                       if teacher_offset and v.is_floating_point() else v.clone()) for k, v in student.items()}
+        for net in tr.teachers.values():
+            net.load_state_dict(teacher)
+        torch.save({"student": student, "teacher": teacher}, init_out)
         tr.iter = (epoch - 1) * ipe  # the official run's epoch (ramp weight); constant lr
         tr.ema_steps_offset = 10 ** 6  # EMA decay at its plateau, as the official global_step later on
         b = torch.load(self.work / f"batches_{backbone}.pt")
@@ -552,8 +565,8 @@ class OfficialSide:
         entry = self._build(BACKBONES[backbone], mode, batch, "equality")
         model, options = entry["model"], entry["options"]
         state = torch.load(init)
-        model.network.load_state_dict(state, strict=True)
-        model.ema_network.load_state_dict(state, strict=True)
+        model.network.load_state_dict(state["student"], strict=True)
+        model.ema_network.load_state_dict(state["teacher"], strict=True)
         model.global_step = 10 ** 6  # EMA decay at its plateau (the run is past its first steps)
         b = torch.load(self.work / f"batches_{backbone}.pt")
         paired = [{"file_name": ["eq"] * batch, "student_input": b["x_p"][k], "teacher_input": b["x_p"][k],
@@ -862,19 +875,25 @@ def run_training(sides: list[Side], args: argparse.Namespace, log: Callable[[str
     for name in args.backbones:
         batch = args.batch or BACKBONES[name].batch
         for mode in MODES:
-            try:
-                setup = {sd.label: sd.setup(name, mode, batch, args.warmup) for sd in sides}
-            except WorkerError as exc:
-                log(f"{name} {mode}: set-up failed: {exc}")
-                rows.append({"backbone": name, "mode": mode, "error": str(exc)})
+            setup: dict[str, Any] = {}
+            failed: dict[str, str] = {}
+            for sd in sides:
+                try:
+                    setup[sd.label] = sd.setup(name, mode, batch, args.warmup)
+                except WorkerError as exc:  # e.g. a speed switch that does not work with this backbone
+                    failed[sd.label] = str(exc)
+                    log(f"{name} {mode}: {sd.label} set-up failed: {_last_line(str(exc))}")
+            live = [sd for sd in sides if sd.label in setup]
+            if "official" in failed or len(live) < 2:
+                rows.append({"backbone": name, "mode": mode, "error": "; ".join(failed.values())})
                 continue
             warm = ", ".join(f"{k} warm-up {v['warmup_s']:.1f}s" for k, v in setup.items())
             log(f"{name} {mode}: set up ({warm})")
             for feed in FEEDS:
-                times: dict[str, list[float]] = {sd.label: [] for sd in sides}
-                per_round: dict[str, list[float]] = {sd.label: [] for sd in sides}
+                times: dict[str, list[float]] = {sd.label: [] for sd in live}
+                per_round: dict[str, list[float]] = {sd.label: [] for sd in live}
                 for _ in range(args.rounds):
-                    for sd in sides:
+                    for sd in live:
                         t = sd.block(mode, feed, args.iters, args.warmup)
                         times[sd.label] += t
                         per_round[sd.label].append(statistics.median(t))
@@ -883,11 +902,19 @@ def run_training(sides: list[Side], args: argparse.Namespace, log: Callable[[str
                 row = {"backbone": name, "mode": mode, "feed": feed, "batch": batch, "crop": args.crop,
                        "median_s": med, "samples_s": times, "round_medians_s": per_round,
                        "warmup_s": {k: v["warmup_s"] for k, v in setup.items()},
+                       "failed": {k: _last_line(v) for k, v in failed.items()},
                        "ratio": {k: (v / ref if v and ref else None) for k, v in med.items() if k != "official"}}
                 rows.append(row)
                 log(f"{name} {mode} {feed}: " + ", ".join(f"{k} {v:.3f}s" for k, v in med.items())
                     + " | " + ", ".join(f"{k}/official {v:.2f}" for k, v in row["ratio"].items()))
     return rows
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of a worker traceback (the exception itself)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.startswith(" ")]
+    errors = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b", ln)]
+    return (errors or lines or [text])[-1]
 
 
 def official_epochs(official: Path, bb: Backbone) -> tuple[int, int]:
@@ -907,7 +934,8 @@ def run_equality(ours: Worker, off: Worker, args: argparse.Namespace, work: Path
             init = work / f"init_{name}_{mode}.pth"
             try:
                 o = ours.call("equality", backbone=name, mode=mode, batch=batch, iters=args.equality_iters,
-                              epoch=finish, semi_start=semi_start, init_out=str(init))
+                              epoch=finish, semi_start=semi_start, init_out=str(init),
+                              teacher_offset=args.teacher_offset)
                 f = off.call("equality", backbone=name, mode=mode, batch=batch, iters=args.equality_iters,
                              epoch=finish, init=str(init))
             except WorkerError as exc:
@@ -924,6 +952,7 @@ def run_equality(ours: Worker, off: Worker, args: argparse.Namespace, work: Path
                 rel[t] = max((abs(a - b) / max(abs(b), 1e-12) for a, b in pairs if a is not None and b is not None),
                              default=float("nan"))
             row = {"backbone": name, "mode": mode, "batch": batch, "epoch": finish, "iters": args.equality_iters,
+                   "teacher_offset": args.teacher_offset,
                    "ours": o, "official": f["rows"], "consistency_weight": f["consistency_weight"],
                    "max_abs_diff": diff, "max_rel_diff": rel}
             rows.append(row)
@@ -1046,7 +1075,7 @@ def markdown(result: dict[str, Any]) -> str:
     tr = result.get("training")
     if tr:
         ok = [r for r in tr if "error" not in r]
-        labels = [k for k in ok[0]["median_s"] if k != "official"] if ok else []
+        labels = list(dict.fromkeys(k for r in ok for k in [*r["median_s"], *r.get("failed", {})] if k != "official"))
         lines += ["", "## Training: seconds per iteration (median), ratio to official", "",
                   f"crop {s['crop']}, {s['rounds']} interleaved rounds x {s['iters']} timed iterations after "
                   f"{s['warmup']} warm-up per block; `premade` = identical pre-made tensors (forward, backward, "
@@ -1058,16 +1087,21 @@ def markdown(result: dict[str, Any]) -> str:
             if "error" in r:
                 lines.append(f"| {r['backbone']} | {r['mode']} | – | failed: {r['error'].splitlines()[0]} |")
                 continue
-            md, ra = r["median_s"], r["ratio"]
+            md, ra, bad = r["median_s"], r["ratio"], r.get("failed", {})
             lines.append(f"| {r['backbone']} | {r['mode']} | {r['batch']} | {r['feed']} | {_f(md['official'])} | "
-                         + " | ".join(f"{_f(md.get(k))} | {_f(ra.get(k), '{:.2f}')}" for k in labels) + " |")
+                         + " | ".join("failed | –" if k in bad else f"{_f(md.get(k))} | {_f(ra.get(k), '{:.2f}')}"
+                                      for k in labels) + " |")
+        fails = {(r["backbone"], r["mode"], k): v for r in ok for k, v in r.get("failed", {}).items()}
+        for (bb_name, mode, k), v in fails.items():
+            lines.append(f"\n`{k}` failed for {bb_name} {mode}: {v}")
     eq = result.get("equality")
     if eq:
         terms = ["ssim", "lpips", "pico_paired", "consistency", "pico_unpaired"]
         lines += ["", "## Loss equality: max |ours - official| per term over the first iterations", "",
                   "Same initial weights, batches and CutMix boxes; ours with `train.output_clamp=hard`, "
                   "`ssll.official_lpips_range=true`, `ssll.fused_student_forward=false`, constant lr; "
-                  "terms weighted as in each side's total (PICo x lambda, unpaired terms x w(e)).", "",
+                  "terms weighted as in each side's total (PICo x lambda, unpaired terms x w(e)); initial teacher "
+                  f"= student + {eq[0].get('teacher_offset', 0)} x N(0,1) per weight.", "",
                   "| backbone | step | epoch | iters | " + " | ".join(terms) + " |",
                   "|---|---|---|---|" + "---|" * len(terms)]
         for r in eq:
@@ -1131,6 +1165,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment of an extra 'ours_env' variant (defaults, own process; e.g. glibc malloc "
                         "tunables MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824); none: skip it")
     p.add_argument("--equality-iters", type=int, default=5)
+    p.add_argument("--teacher-offset", type=float, default=1e-3,
+                   help="equality check: initial teacher = student + this x N(0,1) per weight (0: equal)")
     p.add_argument("--eval-network", default="RetinexFormer", choices=list(BACKBONES))
     p.add_argument("--eval-copies", type=int, default=1, help="copies of the eval images (a larger set)")
     p.add_argument("--eval-rounds", type=int, default=2)

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,7 +19,6 @@ import run
 from common_utils.evaluation import eval as eval_cli
 from common_utils.evaluation import eval_with_any_backbone
 from core import TRAINERS
-from core.config import load_config
 from data.image_io import write_image
 from foundation.errors import UserError
 from tests.helpers import load_tiny_config, make_image, make_paired_folders, tiny_config, write_yaml

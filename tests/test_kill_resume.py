@@ -5,9 +5,9 @@ The kill is deterministic: the ``SSIR_KILL_AT_ITER`` test hook of ``core/trainer
 process SIGKILL itself at a chosen point of a chosen iteration (no cleanup of any kind runs, as
 after a power cut or an OOM kill): after the iteration's checkpoint, mid-step (after backward,
 before the optimizer step), mid-validation (scored, best checkpoints not yet written) and
-mid-checkpoint (the new ``last.pth`` on disk but not yet in place). All runs are separate ``run.py`` processes; the ones that
-do not depend on each other run concurrently (phase 1: the uninterrupted references and the
-runs to kill; phase 2: the resumes).
+mid-checkpoint (the new ``last.pth`` on disk but not yet in place). All runs are separate
+``run.py`` processes; the ones that do not depend on each other run concurrently (phase 1: the
+uninterrupted references and the runs to kill; phase 2: the resumes).
 
 Also: only the last ``keep_last`` ``iter_*.pth`` files are kept, and a truncated ``last.pth``
 is refused with one line that offers the previous, intact checkpoint.
