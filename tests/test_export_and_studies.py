@@ -64,8 +64,8 @@ def test_mean_and_spread_for_study_tables():
 
 def test_ssll_study_runs_and_reports_end_to_end(tmp_path, monkeypatch):
     """The one-command study on a generated LOL tree: both methods, a label budget, the report."""
-    from tests.helpers import make_image, make_paired_folders
     from data.image_io import write_image
+    from tests.helpers import make_image, make_paired_folders
 
     data = tmp_path / "datasets"
     make_paired_folders(data / "LOL" / "our485", n=6, size=40, seed=1)
