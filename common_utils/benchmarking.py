@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.utils.benchmark
 
 
 # ---------------------------------------------------------------------------- device helpers
@@ -131,7 +130,7 @@ def time_fn(fn: Callable[[], Any], device: torch.device | str | None, warmup: in
     with _on(device):
         for _ in range(max(0, warmup)):
             fn()
-        return Timing(timeit.Timer(fn, timer=torch.utils.benchmark.timer).repeat(repeats, number=1))
+        return Timing(timeit.Timer(fn, timer=_benchmark().timer).repeat(repeats, number=1))
 
 
 def autorange(fn: Callable[[], Any], device: torch.device | str | None, warmup: int,
@@ -142,7 +141,7 @@ def autorange(fn: Callable[[], Any], device: torch.device | str | None, warmup: 
     with _on(device):
         for _ in range(max(0, warmup)):
             fn()
-        timer = torch.utils.benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        timer = _benchmark().Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
         return Timing(list(timer.blocked_autorange(min_run_time=min_run_time).times))
 
 
@@ -275,3 +274,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 __all__ = ["BenchRow", "Timing", "autorange", "backend_flags", "backend_state", "command_string", "cpu_model",
            "error_text", "failure", "fmt", "free_memory", "is_oom", "machine_info", "markdown_table", "measure",
            "sync", "time_fn", "write_json", "write_text"]
+
+
+def _benchmark():
+    """``torch.utils.benchmark``, imported when a timing is taken (its import pulls in the C++
+    extension machinery, which prints a CUDA warning on CPU-only machines)."""
+    import torch.utils.benchmark as tub
+
+    return tub

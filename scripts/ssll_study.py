@@ -11,6 +11,11 @@ stopped; ``--report-only`` rebuilds the report from the run folders.
     python scripts/link_datasets.py           # lay ../shared/data out as datasets/LOL, datasets/SICE_dark
     python scripts/ssll_study.py              # 2 budgets x 3 seeds x 2 methods (~3 h on 2 CPU cores)
     python scripts/ssll_study.py --tag gpu --set data.batch_size=8 data.paired.args.crop_size=192 ...
+    python scripts/ssll_study.py --tag why --budgets 20 --seeds 0 \
+        --variant ramp400 ssll.ramp_epochs=400 --variant ema999 train.ema_decay=0.999   # ablations of SSLL
+
+``--variant NAME KEY=VALUE ...`` adds an SSLL run with those overrides (``ssll_NAME``) beside the
+plain SSLL run; the report compares every SSLL variant with the baseline of the same seed.
 """
 from __future__ import annotations
 
@@ -37,16 +42,22 @@ METHODS = {"baseline": "config/study/lol_cidnet_sup.yaml", "ssll": "config/study
 EVAL_SET = "LOL-v1"
 
 
+def methods(args: argparse.Namespace) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """method -> (config, its own overrides): the baseline, SSLL, and SSLL variants (ablations)."""
+    out = {"baseline": (args.baseline, ()), "ssll": (args.ssll, tuple(args.set_ssll))}
+    for name, *overrides in args.variant or []:
+        out[f"ssll_{name}"] = (args.ssll, (*args.set_ssll, *overrides))
+    return {m: v for m, v in out.items() if not args.methods or m in args.methods}
+
+
 def plan(args: argparse.Namespace) -> list[tuple[str, int, int, StudyRun]]:
     """(method, budget, seed, run) for every run, seed-major so early results come in pairs."""
-    configs = {"baseline": args.baseline, "ssll": args.ssll}
     out = []
     for seed in args.seeds:
         for budget in args.budgets:
-            for method, cfg in configs.items():
+            for method, (cfg, own) in methods(args).items():
                 name = f"{args.tag}_{method}_n{budget}_s{seed}"
-                over = (f"seed={seed}", f"data.labelled_pairs={budget}", *args.set,
-                        *(args.set_ssll if method == "ssll" else ()))
+                over = (f"seed={seed}", f"data.labelled_pairs={budget}", *args.set, *own)
                 out.append((method, budget, seed, StudyRun(cfg, name, over)))
     return out
 
@@ -70,9 +81,11 @@ def collect(runs: list[tuple[str, int, int, StudyRun]], root: Path) -> list[dict
     return rows
 
 
-def report_table(rows: list[dict[str, Any]], budgets: list[int], seeds: list[int], key: str = "main") -> list[str]:
-    """Per-seed PSNR/SSIM of both methods and SSLL minus baseline, then mean ± std per budget."""
-    by = {(r["method"], r["budget"], r["seed"]): r for r in rows}
+def report_table(rows: list[dict[str, Any]], budgets: list[int], seeds: list[int], key: str = "main",
+                 method: str = "ssll") -> list[str]:
+    """Per-seed PSNR/SSIM of the baseline and ``method``, ``method`` minus baseline, then mean ± std per budget."""
+    by = {(r["method"] if r["method"] != method else "ssll", r["budget"], r["seed"]): r for r in rows
+          if r["method"] in ("baseline", method)}
     table = []
     for n in budgets:
         deltas_p, deltas_s, cols = [], [], {"baseline": ([], []), "ssll": ([], [])}
@@ -116,8 +129,11 @@ def plot_curves(runs: list[tuple[str, int, int, StudyRun]], root: Path, budgets:
         return None
     fig, axes = plt.subplots(len(budgets), 2, figsize=(11, 3.6 * len(budgets)), squeeze=False)
     colors = {"baseline": "tab:blue", "ssll": "tab:orange"}
+    palette = iter(["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"])
     styles = ["-", "--", ":", "-."]
     for method, budget, seed, run in runs:
+        if method not in colors:
+            colors[method] = next(palette, "tab:gray")
         curves = read_scalars(run.folder(root) / "logs" / "scalars.jsonl")
         if not curves:
             continue
@@ -161,7 +177,8 @@ def make_grids(runs: list[tuple[str, int, int, StudyRun]], root: Path, budgets: 
         nets = {}
         for method, budget, s, run in runs:
             ckpt = run.folder(root) / "checkpoints" / "last.pth"
-            if budget == n and s == seed and ckpt.is_file() and run.summary(root) is not None:
+            if method in ("baseline", "ssll") and budget == n and s == seed and ckpt.is_file() \
+                    and run.summary(root) is not None:
                 trained_for = safe_load(ckpt)["network"]
                 nets[method], _ = load_network(trained_for, str(ckpt), which="teacher")
         if set(nets) != {"baseline", "ssll"}:
@@ -216,6 +233,10 @@ def write_report(args: argparse.Namespace, runs: list[tuple[str, int, int, Study
              f"{min(walls) / 60:.1f}-{max(walls) / 60:.1f} min." if walls else "- Wall time: no finished run yet.",
              "", "## Teacher (the reported network)", "", *report_table(rows, args.budgets, args.seeds, "main"),
              "", "## Student", "", *report_table(rows, args.budgets, args.seeds, "student"), ""]
+    for method, (_, own) in methods(args).items():
+        if method.startswith("ssll_"):
+            lines += [f"## Variant {method} ({' '.join(own)}), teacher", "",
+                      *report_table(rows, args.budgets, args.seeds, "main", method), ""]
     if curves:
         lines += ["## Training curves", "", f"![curves]({curves.name})", ""]
     for g in grids:
@@ -237,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], help="config overrides for every run (e.g. a GPU recipe)")
     p.add_argument("--set-ssll", nargs="*", default=[], help="config overrides for the SSLL runs only (ssll.*, "
                    "data.unpaired.*)")
+    p.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
+                   help="an SSLL variant: a name and its overrides (repeatable)")
+    p.add_argument("--methods", nargs="*", default=None, help="run only these methods (baseline, ssll, ssll_NAME)")
     p.add_argument("--tag", default="cpu", help="names the runs and the report (cpu, gpu, ...)")
     p.add_argument("--runs", default=str(REPO / "experiments" / "ssll_study"), help="folder of the run folders")
     p.add_argument("--out", default=None, help="report folder (default docs/studies/ssll_lol_<tag>)")
