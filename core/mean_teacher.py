@@ -100,6 +100,17 @@ class MeanTeacherTrainer(SupervisedTrainer):
         return batch
 
     # ------------------------------------------------------------------ the step
+    @property
+    def fused_student_forward(self) -> bool:
+        """One student pass over [x_p; x_c] (``ssll.fused_student_forward``; ``auto`` = on CUDA only).
+
+        Same maths as two passes. On an H100 the fused pass was faster for every backbone; on the
+        CPU the doubled batch costs more in memory traffic than it saves (BENCHMARKS.md, 5b;
+        docs/official_comparison.md), so ``auto`` runs two passes there.
+        """
+        value = self.cfg.ssll.fused_student_forward
+        return self.device.type == "cuda" if value == "auto" else bool(value)
+
     def mix(self, x_p: torch.Tensor, x_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CutMix the paired batch into the unpaired one; return (x_c, M_p)."""
         s = self.cfg.ssll
@@ -125,19 +136,20 @@ class MeanTeacherTrainer(SupervisedTrainer):
             t_out = teacher(torch.cat([x_p, x_c])).clamp(0, 1).float()
         t_p, t_c = t_out[:n_p], t_out[n_p:]
         w = sigmoid_ramp(self.epoch, s.ramp_epochs, s.semi_weight)
-        if s.fused_student_forward:
+        fused = self.fused_student_forward
+        if fused:
             y = self.clamp_output(student(torch.cat([x_p, x_c]))).float()
             y_p, y_c = y[:n_p], y[n_p:]
         else:
             y_p = self.clamp_output(student(x_p)).float()
         terms = weighted_image_losses(self.losses, self.loss_weights, y_p, g)
         terms["pico_paired"] = s.lambda_p * self.pico_p(y_p, g, t_p)
-        if not s.fused_student_forward:  # two backward passes, as the official code does
+        if not fused:  # two backward passes, as the official code does
             self.backward(sum(terms.values()))
             y_c = self.clamp_output(student(x_c)).float()
         x_in = x_c.float()
         mixed = {name: w * weight * loss(y_c, t_c, x_in, m_u) for name, (weight, loss) in self.unpaired_terms.items()}
-        if s.fused_student_forward:
+        if fused:
             self.backward(sum(terms.values()) + sum(mixed.values()))
         else:
             self.backward(sum(mixed.values()))

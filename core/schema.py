@@ -168,7 +168,7 @@ BASE_SCHEMA: dict[str, Any] = {
         "cutmix_max": F(NUM, 0.9),
         "official_unseeded_cutmix": F(bool, False),
         "official_lpips_range": F(bool, False),
-        "fused_student_forward": F(bool, True),
+        "fused_student_forward": F((str, bool), "auto", choices=("auto", True, False)),
     },
     "iceml": {
         "pretrain_epochs": F(int, None),

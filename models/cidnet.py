@@ -290,9 +290,21 @@ class I_LCA(nn.Module):
         return x + self.gdfn(self.norm(x))
 
 
+class EdgePad1(nn.Module):
+    """Replication padding by one pixel, written as concatenated edge slices.
+
+    Same values (and no parameters) as the official ``nn.ReplicationPad2d(1)``; the slice form
+    also compiles (``torch.compile`` fails on ``replication_pad2d_backward``).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
+        return torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
+
+
 def _stem(in_ch: int, out_ch: int) -> nn.Sequential:
     """Replication-pad by 1, then a bias-free 3x3 conv without padding."""
-    return nn.Sequential(nn.ReplicationPad2d(1), nn.Conv2d(in_ch, out_ch, 3, stride=1, padding=0, bias=False))
+    return nn.Sequential(EdgePad1(), nn.Conv2d(in_ch, out_ch, 3, stride=1, padding=0, bias=False))
 
 
 @NETWORKS.register("CIDNet")

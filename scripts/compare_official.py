@@ -3,26 +3,34 @@
 
     python scripts/compare_official.py --official /work/official/CMT [--backbones RetinexFormer CIDNet UNet] [--out DIR]
 
-Sections (``--sections``, default all):
+The official side needs piq, loguru, timm and pyiqa (``--official-python`` may name another
+interpreter that has them and the same torch). Results and the method: docs/official_comparison.md.
+
+Sections (``--sections``, default train, equality, eval; ``profile`` on request):
 
 - ``train``: seconds per training iteration, ours vs official, for the supervised step and the
   SSLL step (Mean Teacher + CutMix + PICo) of each backbone, with the same backbone, batch, crop,
   losses (1-SSIM + LPIPS AlexNet, PICo, masked consistency) and images. Two feeds: ``premade``
   (identical pre-made tensors: forward + backward + optimizer + EMA and the loop around them) and
   ``loader`` (each side's own data pipeline over the same PNG files, ``num_workers=0``). Ours runs
-  twice: with the config defaults and with the documented speed switches (``--fast-switches``).
-  Blocks are interleaved (official, ours, ours-fast, official, ...); each block starts with
-  ``--warmup`` untimed iterations; the table gives the median over every timed iteration.
+  with the config defaults (``ours``), with the documented speed switches (``ours_fast``,
+  ``--fast-switches``) and, with ``--ours-env``, with defaults in a process started with extra
+  environment variables (``ours_env``, e.g. glibc malloc settings). Blocks are interleaved
+  (official, ours, ours_fast, ours_env, official, ...); each block starts with ``--warmup`` untimed
+  iterations; an iteration is timed from one batch fetch to the next; the table gives the median
+  over every timed iteration.
 - ``equality``: the per-term losses of the first ``--equality-iters`` iterations, ours vs official,
   from the same initial weights (ours copied into the official networks, strictly), the same
   batches and the same CutMix boxes (injected on both sides). Ours runs with the switches that
   restore the official behaviour (``train.output_clamp=hard``, ``ssll.official_lpips_range``,
-  ``ssll.fused_student_forward=false``) and a constant learning rate.
+  ``ssll.fused_student_forward=false``) and a constant learning rate; the initial teacher is the
+  student plus ``--teacher-offset`` x N(0, 1) per weight, loaded on both sides.
 - ``eval``: images per second end to end (process start to exit) of ours
   ``common_utils/evaluation/eval.py`` and of the official ``common_utils/evaluation/eval.py`` on
   the same network, random-init weights and images, with the share of the loop spent in metrics,
   and the per-image PSNR / SSIM / LPIPS of both.
-- ``profile``: torch.profiler tables (self CPU time) of one SSLL step on each side.
+- ``profile``: per step (premade batch) wall / user / sys seconds and minor page faults, then a
+  torch.profiler table (self CPU time), for every side and for ours with two student passes.
 
 Each side runs in its own worker process (the official packages ``data``, ``models``,
 ``common_utils`` share names with ours); only one of them computes at a time. The official code is
@@ -258,8 +266,8 @@ class OursSide:
         ``switches``); return the warm-up seconds."""
         self._switch_backbone(backbone)
         extra = ["ssll.semi_start_epoch=1"] if mode == "ssll" else []
-        if variant != "default":
-            extra += list(switches)
+        if variant != "default":  # ssll.* switches only where the config has an ssll section
+            extra += [sw for sw in switches if mode == "ssll" or not sw.startswith("ssll.")]
         tr = self._trainer(self._config(BACKBONES[backbone], mode, batch, extra))
         self.trainers[f"{mode}/{variant}"] = tr
         batch = self._premade(mode)
@@ -1040,11 +1048,17 @@ def run_profile(sides: list[Side], args: argparse.Namespace, log: Callable[[str]
         batch = args.batch or BACKBONES[name].batch
         for mode in MODES:
             for sd in sides:
-                sd.setup(name, mode, batch, 1)
-                if sd.variant is None:
-                    res = sd.worker.call("profile", mode=mode, iters=args.iters)
-                else:
-                    res = sd.worker.call("profile", mode=mode, variant=sd.variant, iters=args.iters)
+                if mode == "sup" and any(sw.startswith("ssll.") for sw in sd.switches):
+                    continue  # an SSLL switch: the supervised config has no ssll section
+                try:
+                    sd.setup(name, mode, batch, 1)
+                    if sd.variant is None:
+                        res = sd.worker.call("profile", mode=mode, iters=args.iters)
+                    else:
+                        res = sd.worker.call("profile", mode=mode, variant=sd.variant, iters=args.iters)
+                except WorkerError as exc:
+                    log(f"profile {name} {mode} {sd.label} failed: {_last_line(str(exc))}")
+                    continue
                 path = args.out / f"profile_{name}_{mode}_{sd.label}.txt"
                 path.write_text(res.pop("table"))
                 rows.append({"backbone": name, "mode": mode, "side": sd.label, **res, "table": str(path)})

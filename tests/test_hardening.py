@@ -248,3 +248,15 @@ def test_command_line_paths_resolve_from_the_current_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (work / "results_here" / "summary.json").is_file()
     assert not (ROOT / "results_here").exists()
+
+
+def test_allocator_setting_applies_and_can_be_turned_off(monkeypatch):
+    from common_utils.cli import ALLOCATOR_OPT_OUT, keep_freed_memory
+
+    monkeypatch.setenv(ALLOCATOR_OPT_OUT, "1")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv(ALLOCATOR_OPT_OUT)
+    if sys.platform.startswith("linux"):
+        import platform
+
+        assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

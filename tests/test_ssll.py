@@ -244,3 +244,11 @@ def test_paper_config_loads_builds_and_trains_two_iterations(tmp_path, name):
     assert tr.iter == 2
     assert (tr.ckpt_dir / "last.pth").exists()
     tr.close()
+
+
+def test_fused_student_forward_auto_is_two_passes_on_the_cpu(tmp_path):
+    tr = _trainer(tmp_path, _ssll_cfg(tmp_path, "auto", fused="auto"))
+    try:
+        assert tr.device.type == "cpu" and tr.fused_student_forward is False
+    finally:
+        tr.close()

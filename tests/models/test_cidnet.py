@@ -134,3 +134,18 @@ def test_norm_option_adds_layernorms_to_resampling_blocks():
     assert "HVE_block1.norm.weight" in keys and "ID_block1.norm.bias" in keys
     with pytest.raises(ValueError):
         CIDNet(channels=[8, 8, 16])
+
+
+def test_edge_padding_equals_replication_padding_forward_and_backward():
+    import torch.nn as nn
+
+    from models.cidnet import EdgePad1
+
+    x = torch.rand(2, 3, 5, 7, requires_grad=True)
+    y = x.detach().clone().requires_grad_(True)
+    a, b = EdgePad1()(x), nn.ReplicationPad2d(1)(y)
+    assert torch.equal(a, b)
+    g = torch.rand_like(a)
+    a.backward(g)
+    b.backward(g)
+    assert torch.allclose(x.grad, y.grad, rtol=1e-6, atol=1e-6)  # corner sums in another order
