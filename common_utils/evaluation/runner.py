@@ -187,8 +187,9 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
                              pin_memory=device.type == "cuda", on_bad_image=on_bad_image)
 
         def bar(label: str, n: int = n, key: str = key) -> Callable[[Iterable], Iterable]:
-            return lambda it: tqdm(it, total=n, desc=f"{key} [{label}]", leave=False, mininterval=2.0,
-                                   file=sys.stderr, disable=n < 2)
+            # on a terminal a live bar; in a log file a line every 10 s, so a long evaluation shows progress
+            return lambda it: tqdm(it, total=n, desc=f"{key} [{label}]", leave=False, file=sys.stderr,
+                                   mininterval=2.0 if sys.stderr.isatty() else 10.0, disable=n < 2)
 
         book = None
         if page:
