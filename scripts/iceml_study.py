@@ -8,6 +8,11 @@ Scores: PSNR and SSIM (RGB) of RtxICE-Net and ASMICE-Net on the 24 held-out hazy
 grid: real hazy photographs (RTTS, Fattal's set; never trained on) before and after each stage.
 
     python scripts/link_datasets.py && python scripts/iceml_study.py      (~1 h on 2 CPU cores)
+    python scripts/iceml_study.py --variant supervised iceml.w_supervised=0.5 --variant lowlr iceml.mutual_lr=2e-5
+
+``--variant NAME KEY=VALUE ...`` adds a stage-2 run with those overrides, resumed from the same
+stage-1 checkpoint (so a variant costs only the stage-2 iterations); the report compares it with
+stage 1.
 """
 from __future__ import annotations
 
@@ -29,7 +34,6 @@ from common_utils.benchmarking import machine_info, markdown_table  # noqa: E402
 from common_utils.cli import run_cli  # noqa: E402
 from common_utils.study import StudyRun, mean_std, pm, run_training  # noqa: E402
 from common_utils.visual import image_grid, save_jpeg  # noqa: E402
-from core.config import load_config  # noqa: E402
 
 CONFIG = "config/study/sots_iceml.yaml"
 EVAL_SET = "SOTS-indoor-heldout"
@@ -46,16 +50,19 @@ def plan(args: argparse.Namespace, seed: int) -> dict[str, StudyRun]:
         runs["control"] = StudyRun(args.config, f"{args.tag}_stage1only_s{seed}",
                                    (f"seed={seed}", f"iceml.pretrain_iters={p + m}", f"train.iters={p + m}",
                                     *args.set))
+    for name, *overrides in args.variant or []:
+        runs[f"stage2_{name}"] = StudyRun(args.config, f"{args.tag}_stage2_{name}_s{seed}",
+                                          (*common, f"train.iters={p + m}", *overrides))
     return runs
 
 
 def execute(runs: dict[str, StudyRun], root: Path) -> None:
-    """Stage 1, then stage 2 as a resume of stage 1's last checkpoint, then the control."""
-    for key in ("stage1", "stage2", "control"):
+    """Stage 1, then stage 2 (and its variants) as resumes of stage 1's last checkpoint, then the control."""
+    for key in ["stage1", "stage2", *(k for k in runs if k.startswith("stage2_")), "control"]:
         run = runs.get(key)
         if run is None or run.summary(root) is not None:
             continue
-        if key == "stage2":
+        if key.startswith("stage2"):
             src = runs["stage1"].folder(root) / "checkpoints" / "last.pth"
             dst = run.folder(root) / "checkpoints" / "last.pth"
             if not dst.is_file():
@@ -73,17 +80,11 @@ def network_scores(summary: dict[str, Any] | None) -> dict[str, dict[str, float 
     return out
 
 
-def load_pair(ckpt: Path, t_min: float) -> dict[str, torch.nn.Module]:
-    """RtxICE-Net and ASMICE-Net of a framework ICEML checkpoint."""
-    from common_utils.checkpoint import load_network_weights, safe_load
-    from models import build_network
+def load_pair(ckpt: Path) -> dict[str, torch.nn.Module]:
+    """RtxICE-Net and ASMICE-Net of an ICEML checkpoint (the checkpoint reader cuts out either)."""
+    from common_utils.checkpoint import load_network
 
-    state = safe_load(ckpt)["networks"]
-    nets = {"rtx": build_network("RtxICE-Net"), "asm": build_network("ASMICE-Net", t_min=t_min)}
-    for key, net in nets.items():
-        load_network_weights(net, state[key], NETS[key], source=str(ckpt))
-        net.eval()
-    return nets
+    return {key: load_network(name, ckpt)[0] for key, name in NETS.items()}
 
 
 def make_grid(args: argparse.Namespace, runs: dict[str, StudyRun], root: Path, out: Path) -> Path | None:
@@ -94,8 +95,7 @@ def make_grid(args: argparse.Namespace, runs: dict[str, StudyRun], root: Path, o
     ckpts = {k: runs[k].folder(root) / "checkpoints" / "last.pth" for k in ("stage1", "stage2")}
     if not all(p.is_file() for p in ckpts.values()):
         return None
-    t_min = float(load_config(args.config).iceml.t_min)
-    nets = {k: load_pair(p, t_min) for k, p in ckpts.items()}
+    nets = {k: load_pair(p) for k, p in ckpts.items()}
     files = []
     for folder in args.grid_folders:
         path = Path(resolve_path(folder))
@@ -120,6 +120,29 @@ def make_grid(args: argparse.Namespace, runs: dict[str, StudyRun], root: Path, o
     path = out / f"grid_real_haze_seed{args.seeds[0]}.jpg"
     save_jpeg(path, grid)
     return path
+
+
+def _variant_rows(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[list[str]]:
+    """Mean ± std over seeds of every stage-2 run (plain and variants), and its change from stage 1."""
+    variants = {"stage2": "(config)", **{f"stage2_{name}": " ".join(o) for name, *o in args.variant or []}}
+    if len(variants) == 1:
+        return []
+    rows = []
+    for key, overrides in variants.items():
+        for net, name in NETS.items():
+            cols = {m: [] for m in ("p", "s", "dp", "ds")}
+            for rec in records:
+                s1, s2 = (rec.get("stage1") or {}).get(net), (rec.get(key) or {}).get(net)
+                if not s1 or not s2 or s2.get("psnr") is None:
+                    continue
+                cols["p"].append(s2["psnr"])
+                cols["s"].append(s2["ssim"])
+                cols["dp"].append(s2["psnr"] - s1["psnr"])
+                cols["ds"].append(s2["ssim"] - s1["ssim"])
+            signed = [f"{m:+.{n}f}" + (f" ± {sd:.{n}f}" if sd is not None else "") if m is not None else "–"
+                      for (m, sd), n in ((mean_std(cols["dp"]), 2), (mean_std(cols["ds"]), 4))]
+            rows.append([key, overrides, name, pm(cols["p"]), pm(cols["s"], 4), *signed])
+    return rows
 
 
 def write_report(args: argparse.Namespace, root: Path, out: Path) -> Path:
@@ -159,6 +182,7 @@ def write_report(args: argparse.Namespace, root: Path, out: Path) -> Path:
         rows.append([name, "mean ± std", pm(v["s1p"]), pm(v["s1s"], 4), pm(v["s2p"]), pm(v["s2s"], 4), sg(v["dp"]),
                      sg(v["ds"], 4), pm(v["cp"]), pm(v["cs"], 4), sg(v["dcp"])])
     (out / "results.json").write_text(json.dumps(records, indent=2))
+    variant_rows = _variant_rows(args, records)
     grid = None
     try:
         grid = make_grid(args, plan(args, args.seeds[0]), root, out)
@@ -184,6 +208,10 @@ def write_report(args: argparse.Namespace, root: Path, out: Path) -> Path:
              "", markdown_table(["network", "seed", "stage 1 PSNR", "stage 1 SSIM", "stage 2 PSNR", "stage 2 SSIM",
                                  "Δ PSNR (2 − 1)", "Δ SSIM", f"stage 1 only ({p + m} it) PSNR", "… SSIM",
                                  "Δ PSNR (2 − stage-1-only)"], rows), ""]
+    if variant_rows:
+        lines += ["## Stage-2 variants (each resumed from the same stage-1 checkpoints)", "",
+                  markdown_table(["stage 2", "overrides", "network", "PSNR", "SSIM", "Δ PSNR vs stage 1",
+                                  "Δ SSIM vs stage 1"], variant_rows), ""]
     if grid:
         lines += ["## Real hazy photographs (never trained on)", "", f"![grid]({grid.name})", ""]
     path = out / "README.md"
@@ -198,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage1-iters", type=int, default=600)
     ap.add_argument("--stage2-iters", type=int, default=200)
     ap.add_argument("--no-control", dest="control", action="store_false", help="skip the stage-1-only control")
+    ap.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
+                    help="a stage-2 variant: a name and its overrides (repeatable)")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every run")
     ap.add_argument("--tag", default="cpu")
     ap.add_argument("--runs", default=str(REPO / "experiments" / "iceml_study"))
