@@ -74,6 +74,7 @@ def atomic_save(obj: Any, path: str | os.PathLike, before_replace: Callable[[], 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
+        os.chmod(tmp, 0o666 & ~file_mode_mask())  # mkstemp makes 0600 files; a checkpoint gets the usual mode
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
@@ -90,6 +91,20 @@ def atomic_save(obj: Any, path: str | os.PathLike, before_replace: Callable[[], 
             raise CheckpointError(f"could not write checkpoint {path}: {exc.strerror or exc}; "
                                   f"the previous checkpoint (if any) is unchanged") from None
         raise
+
+
+def file_mode_mask() -> int:
+    """The process umask, read from /proc where possible (setting it to read it back would briefly
+    change it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:

@@ -31,6 +31,7 @@ from typing import IO, Any
 import torch
 import yaml
 
+from common_utils.checkpoint import file_mode_mask
 from data.paths import REPO_ROOT, resolve_path
 from foundation.errors import UserError
 
@@ -165,6 +166,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path`` and rename it over (never a half-written file)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
+        os.chmod(tmp, 0o666 & ~file_mode_mask())  # mkstemp makes 0600 files
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

@@ -200,3 +200,12 @@ def test_same_network_other_arguments_reports_shapes():
     msg = str(info.value)
     assert "w4.pth does not fit UNet as configured" in msg and "other shapes" in msg
     assert "looks like" not in msg
+
+
+def test_checkpoints_get_the_usual_file_mode(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        atomic_save(_sd(0), tmp_path / "w.pth")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "w.pth").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
