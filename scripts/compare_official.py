@@ -226,6 +226,9 @@ class OursSide:
     def __init__(self, work: str, crop: int) -> None:
         set_single_thread()
         sys.path.insert(0, str(REPO_ROOT))
+        from common_utils.cli import keep_freed_memory
+
+        keep_freed_memory()  # as run.py does through run_cli (opt out: SSIR_DEFAULT_MALLOC=1)
         self.work, self.crop = Path(work), crop
         self.trainers: dict[str, Any] = {}
         self.backbone: str | None = None
