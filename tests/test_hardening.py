@@ -230,6 +230,19 @@ def test_a_run_worse_than_its_input_ends_with_a_warning(tmp_path, capsys):
     assert "WARNING: on tiny_test" in log
 
 
+def test_the_warning_tells_unlearned_from_a_side_effect():
+    from common_utils.evaluation.runner import worse_than_input
+
+    inp = {"psnr": 12.8, "ssim": 0.75}
+    both = worse_than_input({"set": {"network": "rtx", "psnr": 10.0, "ssim": 0.5, "input": inp}})
+    one = worse_than_input({"set": {"network": "rtx", "psnr": 16.2, "ssim": 0.6, "input": inp}})
+    none = worse_than_input({"set": {"network": "rtx", "psnr": 16.2, "ssim": 0.8, "input": inp},
+                             "_protocol": {"psnr": "RGB"}})
+    assert len(both) == 1 and "did not learn" in both[0] and "PSNR 10 < input 12.8" in both[0]
+    assert len(one) == 1 and "did not learn" not in one[0] and "its PSNR is above the input's" in one[0]
+    assert "SSIM 0.6 < input 0.75" in one[0] and none == []
+
+
 # ------------------------------------------------------------------ paths
 def test_command_line_paths_resolve_from_the_current_directory(tmp_path):
     work = tmp_path / "elsewhere"

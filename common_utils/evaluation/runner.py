@@ -245,8 +245,14 @@ def worse_than_input(summary: Mapping[str, Any]) -> list[str]:
             continue
         low = [m for m in ("psnr", "ssim") if entry.get(m) is not None and entry["input"].get(m) is not None
                and entry[m] < entry["input"][m]]
-        if low:
-            shown = ", ".join(f"{m.upper()} {entry[m]:.4g} < input {entry['input'][m]:.4g}" for m in low)
-            out.append(f"on {name} the {entry.get('network')} network scores below its own input ({shown}): it did "
-                       f"not learn the task (check optim.lr, the losses and the data)")
+        if not low:
+            continue
+        shown = ", ".join(f"{m.upper()} {entry[m]:.4g} < input {entry['input'][m]:.4g}" for m in low)
+        if len(low) == 2:  # worse on both counts: nothing was learned
+            why = "it did not learn the task (check optim.lr, the losses and the data)"
+        else:  # better on one metric: it learned something, with a side effect worth seeing
+            better = "SSIM" if low == ["psnr"] else "PSNR"
+            why = (f"its {better} is above the input's, so it changes the images in a way {low[0].upper()} "
+                   f"penalises (look at its outputs, e.g. with --html)")
+        out.append(f"on {name} the {entry.get('network')} network scores below its own input ({shown}): {why}")
     return out
