@@ -96,3 +96,23 @@ def test_ssll_study_runs_and_reports_end_to_end(tmp_path, monkeypatch):
     pool = (runs / "t_ssll_n3_s0" / "logs" / "train.log").read_text()
     assert "unpaired pool: 7 images (3 of them inputs of withheld pairs)" in pool
     assert study.main([*argv, "--report-only"]) == 0  # rebuilt from the run folders alone
+
+
+def test_committed_weights_load_as_the_readme_says_and_brighten_a_dark_image():
+    """pretrained/*.pth: under 10 MB, read by the one checkpoint reader, and doing their job on a tiny image."""
+    root = Path(__file__).resolve().parents[1] / "pretrained"
+    cases = {"cidnet_lol_real.pth": ["CIDNet"], "iceml_sots_stage1.pth": ["RtxICE-Net", "ASMICE-Net"]}
+    dark = torch.linspace(0.02, 0.12, 32 * 32 * 3).reshape(1, 3, 32, 32)
+    for file, names in cases.items():
+        path = root / file
+        assert path.stat().st_size < 10 * 2**20, file
+        saved = torch.load(path, weights_only=True)
+        assert saved["format"] == "ssir-weights-v1" and saved["note"] and saved["scores"]
+        for name in names:
+            net, _ = load_network(name, path)
+            with torch.no_grad():
+                out = net.eval()(dark)
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            assert out.shape == dark.shape and torch.isfinite(out).all(), (file, name)
+            if name == "CIDNet":  # trained on real LOL pairs: a dark image comes out brighter
+                assert out.mean() > 2 * dark.mean()
