@@ -150,8 +150,8 @@ def plot_curves(runs: list[tuple[str, int, int, StudyRun]], root: Path, budgets:
             axes[row][1].plot(*zip(*val), styles[seed % 4], marker="o", ms=3, color=colors[method], lw=1,
                               label=f"{method} seed {seed}")
     for row, n in enumerate(budgets):
-        axes[row][0].set_title(f"{n} labelled pairs: supervised loss (1-SSIM + L1) on the paired batch")
-        axes[row][1].set_title(f"{n} labelled pairs: teacher PSNR on 5 eval15 images (monitoring)")
+        axes[row][0].set_title(f"{n} pairs: supervised loss (1-SSIM + L1), paired batch", fontsize=10)
+        axes[row][1].set_title(f"{n} pairs: teacher PSNR, 5 eval15 images (monitoring)", fontsize=10)
         for ax in axes[row]:
             ax.set_xlabel("iteration")
             ax.grid(alpha=0.3)
