@@ -282,7 +282,7 @@ class OursSide:
     def _premade(self, mode: str, index: int = 0) -> dict[str, Any]:
         import torch
 
-        b = torch.load(self.work / f"batches_{self.backbone}.pt")
+        b = torch.load(self.work / f"batches_{self.backbone}.pt", weights_only=True)
         batch = {"lq": b["x_p"][index], "gt": b["gt"][index]}
         if mode == "ssll":
             batch["unpaired"] = {"lq": b["x_u"][index]}
@@ -368,7 +368,7 @@ class OursSide:
         torch.save({"student": student, "teacher": teacher}, init_out)
         tr.iter = (epoch - 1) * ipe  # the official run's epoch (ramp weight); constant lr
         tr.ema_steps_offset = 10 ** 6  # EMA decay at its plateau, as the official global_step later on
-        b = torch.load(self.work / f"batches_{backbone}.pt")
+        b = torch.load(self.work / f"batches_{backbone}.pt", weights_only=True)
         batches = iter([{"lq": b["x_p"][k], "gt": b["gt"][k], **({"unpaired": {"lq": b["x_u"][k]}}
                                                                    if mode == "ssll" else {})}
                         for k in range(iters)])
@@ -526,7 +526,7 @@ class OfficialSide:
     def _premade(self, index: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
         import torch
 
-        b = torch.load(self.work / f"batches_{self.backbone}.pt")
+        b = torch.load(self.work / f"batches_{self.backbone}.pt", weights_only=True)
         x_p, gt, x_u = b["x_p"][index], b["gt"][index], b["x_u"][index]
         return ({"file_name": ["premade"] * x_p.shape[0], "student_input": x_p, "teacher_input": x_p,
                  "ground_truth": gt},
@@ -575,11 +575,11 @@ class OfficialSide:
         self.backbone = backbone
         entry = self._build(BACKBONES[backbone], mode, batch, "equality")
         model, options = entry["model"], entry["options"]
-        state = torch.load(init)
+        state = torch.load(init, weights_only=True)
         model.network.load_state_dict(state["student"], strict=True)
         model.ema_network.load_state_dict(state["teacher"], strict=True)
         model.global_step = 10 ** 6  # EMA decay at its plateau (the run is past its first steps)
-        b = torch.load(self.work / f"batches_{backbone}.pt")
+        b = torch.load(self.work / f"batches_{backbone}.pt", weights_only=True)
         paired = [{"file_name": ["eq"] * batch, "student_input": b["x_p"][k], "teacher_input": b["x_p"][k],
                    "ground_truth": b["gt"][k]} for k in range(iters)]
         unpaired = [{"file_name": ["eq"] * batch, "student_input": b["x_u"][k], "teacher_input": b["x_u"][k]}

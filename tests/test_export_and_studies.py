@@ -21,13 +21,19 @@ def _script(name: str):
     return mod
 
 
+def _run_checkpoint(tmp_path: Path, network: str, args: dict, nets: dict, **extra: object) -> Path:
+    """A framework training checkpoint (last.pth) holding ``nets`` under their entry names."""
+    path = tmp_path / "last.pth"
+    torch.save({"format": "ssir-train-v1", "network": network, "network_args": args,
+                "networks": {k: n.state_dict() for k, n in nets.items()}, **extra}, path)
+    return path
+
+
 def test_exported_weights_load_like_the_run_and_are_small(tmp_path):
     torch.manual_seed(0)
     s, t = build_network("UNet", width=4), build_network("UNet", width=4)
-    run_ckpt = tmp_path / "last.pth"
-    torch.save({"format": "ssir-train-v1", "network": "UNet", "network_args": {"width": 4},
-                "networks": {"student": s.state_dict(), "teacher": t.state_dict()}, "iter": 7,
-                "optimizer": {"state": {0: {"exp_avg": torch.zeros(1000)}}}}, run_ckpt)
+    run_ckpt = _run_checkpoint(tmp_path, "UNet", {"width": 4}, {"student": s, "teacher": t}, iter=7,
+                               optimizer={"state": {0: {"exp_avg": torch.zeros(1000)}}})
     out = tmp_path / "shared.pth"
     export = _script("export_weights")
     assert export.main(["--checkpoint", str(run_ckpt), "--network", "UNet", "--which", "teacher", "--out", str(out),
@@ -42,10 +48,8 @@ def test_exported_weights_load_like_the_run_and_are_small(tmp_path):
 def test_exported_iceml_weights_keep_both_networks(tmp_path):
     torch.manual_seed(1)
     rtx, asm = build_network("RtxICE-Net", dim=16), build_network("ASMICE-Net", dim=16)
-    run_ckpt = tmp_path / "last.pth"
-    torch.save({"format": "ssir-train-v1", "network": "RtxICE-Net", "network_args": {"dim": 16},
-                "networks": {"rtx": rtx.state_dict(), "asm": asm.state_dict()}, "iter": 3,
-                "config": {"iceml": {"t_min": 0.1}}}, run_ckpt)
+    run_ckpt = _run_checkpoint(tmp_path, "RtxICE-Net", {"dim": 16}, {"rtx": rtx, "asm": asm}, iter=3,
+                               config={"iceml": {"t_min": 0.1}})
     out = tmp_path / "iceml.pth"
     assert _script("export_weights").main(["--checkpoint", str(run_ckpt), "--network", "RtxICE-Net",
                                            "--out", str(out)]) == 0
