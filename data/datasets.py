@@ -252,13 +252,19 @@ class PairedFolderDataset(TrainingImages, Dataset):
         repeat: virtual length multiplier (an epoch visits every pair ``repeat`` times).
         include, exclude: pairing keys (names, or ids with ``prefix``) to keep or leave out, e.g.
             held-out scenes.
+        split_file, split_subset, split_take: keep the ids of a subset of a committed split file
+            instead of ``include`` (see :mod:`data.splits`).
         max_side, small, on_bad_image: see the module docstring.
     """
 
     def __init__(self, lq_dir: str, gt_dir: str, pairing: str = "name", crop_size: int | None = None,
                  flip: bool = False, recursive: bool = False, repeat: int = 1, include: list | None = None,
                  exclude: list | None = None, max_side: int | None = None, small: str = "upscale",
-                 on_bad_image: str = "skip") -> None:
+                 on_bad_image: str = "skip", split_file: str | None = None, split_subset: str | list | None = None,
+                 split_take: int | None = None) -> None:
+        from data.splits import split_include
+
+        include = split_include(split_file, split_subset, split_take, include)
         self.lq_dir, self.gt_dir = Path(lq_dir), Path(gt_dir)
         lq = list_images(self.lq_dir, recursive)
         gt = list_images(self.gt_dir, recursive)
@@ -298,14 +304,28 @@ class UnpairedFolderDataset(TrainingImages, Dataset):
             :class:`PairedFolderDataset`.
         extra_files: further image files (e.g. the inputs of labelled pairs whose ground truth is
             withheld; see ``data.labelled_pairs``).
+        split_file, split_subset, split_take: keep only the files of ``root`` whose stem is in a
+            subset of a committed split file (see :mod:`data.splits`).
     """
 
     def __init__(self, root: str | list[str] | None = None, crop_size: int | None = None, flip: bool = False,
                  recursive: bool = False, repeat: int = 1, max_side: int | None = None, small: str = "upscale",
-                 on_bad_image: str = "skip", extra_files: list[str] | None = None) -> None:
+                 on_bad_image: str = "skip", extra_files: list[str] | None = None, split_file: str | None = None,
+                 split_subset: str | list | None = None, split_take: int | None = None) -> None:
+        from data.splits import split_include
+
+        keep = split_include(split_file, split_subset, split_take, None)
         roots = [] if root is None else [root] if isinstance(root, (str, os.PathLike)) else list(root)
         self.roots = [Path(r) for r in roots]
-        self.files = [f for r in roots for f in list_images(r, recursive)] + [Path(f) for f in extra_files or []]
+        self.files = [f for r in roots for f in list_images(r, recursive)]
+        if keep is not None:
+            wanted = set(keep)
+            self.files = [f for f in self.files if f.stem in wanted]
+            absent = wanted - {f.stem for f in self.files}
+            if absent:
+                raise UserError(f"{split_file} subset '{split_subset}' names ids that are not in "
+                                f"{', '.join(map(str, roots))}: {_shown(sorted(absent))}")
+        self.files += [Path(f) for f in extra_files or []]
         if not self.files:
             raise UserError("the unpaired dataset has no images: give 'root' (a folder or a list of folders)")
         self._set_policies(crop_size, flip, max_side, small, on_bad_image, repeat)

@@ -1,0 +1,104 @@
+"""Make the committed scene split of the LOL-v1 training pairs for the SSLL study (run once).
+
+    python scripts/make_lol_scene_split.py [--high DIR] [--out data/splits/lol_v1_train_scenes.yaml]
+
+Scenes: the 120 pairs of ``LOL-v1_train`` are several shots of 61 scenes. Two pairs belong to one
+scene when their *high* images, as 150x100 grey thumbnails, correlate at least 0.30 in gradient
+magnitude (Sobel) or at least 0.90 in grey level; scenes are the connected components (the rule
+``../shared/data/README.md`` states; it gives 61 scenes here). Whole scenes are then assigned, by a
+seeded permutation fixed before any run, to:
+
+- ``test``: 30 scenes (every shot), scored with eval15 at the end, never seen in training or monitoring;
+- ``val``: 5 scenes, the only images that monitoring and any choice of knob may see;
+- ``labelled``: 8 scenes, one pair each (the scene's lowest id), in a fixed order: a label budget of
+  N pairs is ``split_take: N``;
+- ``pool``: the remaining 18 scenes (every shot): their inputs form the unlabelled pool; with their
+  ground truth they are the oracle's extra pairs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"test": 30, "val": 5, "labelled": 8}  # the rest is the pool
+SEED = 2026
+
+
+def scenes_of(high_dir: Path) -> list[list[str]]:
+    files = sorted(high_dir.glob("*.png"), key=lambda p: int(p.stem))
+    grey, grad = [], []
+    for f in files:
+        im = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE).astype(np.float64)
+        t = cv2.resize(im, (150, 100), interpolation=cv2.INTER_AREA)
+        grey.append(t)
+        grad.append(np.hypot(cv2.Sobel(t, cv2.CV_64F, 1, 0), cv2.Sobel(t, cv2.CV_64F, 0, 1)))
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a - a.mean(), b - b.mean()
+        return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum() + 1e-12))
+
+    parent = list(range(len(files)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(files)):
+        for j in range(i + 1, len(files)):
+            if corr(grad[i], grad[j]) >= 0.30 or corr(grey[i], grey[j]) >= 0.90:
+                parent[find(i)] = find(j)
+    groups: dict[int, list[str]] = {}
+    for i, f in enumerate(files):
+        groups.setdefault(find(i), []).append(f.stem)
+    return sorted((sorted(g, key=int) for g in groups.values()), key=lambda g: int(g[0]))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--high", type=Path, default=ROOT.parent / "shared/data/lowlight_paired/LOL-v1_train/high")
+    p.add_argument("--out", type=Path, default=ROOT / "data/splits/lol_v1_train_scenes.yaml")
+    args = p.parse_args()
+    scenes = scenes_of(args.high)
+    order = np.random.default_rng(SEED).permutation(len(scenes))
+    roles: dict[str, list[int]] = {}
+    start = 0
+    for role, n in SIZES.items():
+        roles[role] = [int(i) for i in order[start:start + n]]
+        start += n
+    roles["pool"] = [int(i) for i in order[start:]]
+    subsets = {
+        "test": [i for s in roles["test"] for i in scenes[s]],
+        "val": [i for s in roles["val"] for i in scenes[s]],
+        "labelled": [scenes[s][0] for s in roles["labelled"]],
+        "pool": [i for s in roles["pool"] for i in scenes[s]],
+    }
+    doc = {
+        "description": "LOL-v1 our485 training pairs (../shared/data LOL-v1_train, 120 pairs) split by scene for the "
+                       "SSLL study; made by scripts/make_lol_scene_split.py before any run",
+        "scene_rule": "high images as 150x100 grey thumbnails; linked when Sobel-gradient-magnitude correlation >= 0.30 "
+                      "or grey correlation >= 0.90; scenes = connected components",
+        "seed": SEED,
+        "scene_count": len(scenes),
+        "scenes_per_role": {k: len(v) for k, v in roles.items()},
+        "images_per_subset": {k: len(v) for k, v in subsets.items()},
+        "scenes": {f"s{n:02d}": s for n, s in enumerate(scenes)},
+        "roles": {k: [f"s{i:02d}" for i in v] for k, v in roles.items()},
+        "subsets": subsets,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=110))
+    print(f"{len(scenes)} scenes -> {args.out}: " + ", ".join(f"{k} {len(v)}" for k, v in subsets.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
