@@ -1,9 +1,12 @@
 """Train (and evaluate) from a config.
 
-    python run.py -c config/demo_supervised.yaml [--resume CKPT] [key.sub=value ...]
+    python run.py -c config/demo_supervised.yaml [--resume CKPT] [--no-eval] [key.sub=value ...]
+    python run.py -c config/local/sup_nafnet.yaml train.iters=20          # a paper config on linked data
 
-Paths given on the command line (``-c``, ``--resume``) are read from the current directory;
-paths inside a config are relative to the repository root (see README, "Paths").
+Overrides are dotted keys (``train.iters=100``, ``data.batch_size=2``, ``validation.max_images=2``);
+every key, its type and default: docs/config_reference.md. ``--no-eval`` skips the final
+evaluation. Paths given on the command line (``-c``, ``--resume``) are read from the current
+directory; paths inside a config are relative to the repository root (README, "Paths").
 """
 from __future__ import annotations
 
@@ -18,15 +21,16 @@ if __package__ in (None, ""):  # run as a script: the repository root must be im
 # line that names the damaged file; set OPENCV_LOG_LEVEL to see them again
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from common_utils.cli import run_cli
+from common_utils.cli import help_text, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=help_text(__doc__, "run.py"),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True, help="YAML config file")
     parser.add_argument("--resume", default=None, help="training checkpoint to continue from (e.g. "
                         "experiments/<name>/checkpoints/last.pth)")
-    parser.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    parser.add_argument("--no-eval", action="store_true", help="skip the final evaluation on eval.datasets")
     parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.iters=100")
     args = parser.parse_args(argv)
 

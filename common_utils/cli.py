@@ -37,6 +37,71 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; cgroup-limited containers included)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def configure_threads(threads: int | str | None, loader_workers: int) -> int:
+    """Set torch's intra-op threads so compute threads and loader workers do not fight over the cores.
+
+    ``auto`` (the default of ``train.threads``): the usable cores minus the loader workers, at least
+    one; an explicit ``OMP_NUM_THREADS`` in the environment wins. On a busy 2-core machine a second
+    compute thread made every step ~3x slower instead of ~1.5x faster (BENCHMARKS.md, threads).
+    Every entry point applies it: ``run.py`` with ``train.threads``, the evaluation and enhance
+    CLIs with ``--threads`` (default ``auto``). Returns the number set.
+    """
+    import torch  # here, so that importing this module stays cheap
+    if threads in (None, "auto"):
+        env = os.environ.get("OMP_NUM_THREADS")
+        n = int(env) if env and env.isdigit() and int(env) > 0 else max(1, usable_cores() - max(0, loader_workers))
+    else:
+        n = max(1, int(threads))
+    torch.set_num_threads(n)
+    return n
+
+
+def default_workers(cap: int = 4) -> int:
+    """Default data-loading workers of the evaluation CLIs: one per spare core (usable cores minus one
+    compute thread), at most ``cap``; 1 on a 2-core machine, where 4 would only make torch warn."""
+    return max(0, min(cap, usable_cores() - 1))
+
+
+def add_threads_argument(parser: Any) -> None:
+    """``--threads auto|N`` with the rule of :func:`configure_threads` (the same as ``train.threads``)."""
+    parser.add_argument("--threads", default="auto", type=_threads_value,
+                        help="torch compute threads: auto = usable cores minus the loader workers, at least 1; an "
+                             "explicit OMP_NUM_THREADS wins (default: %(default)s; the rule of train.threads)")
+
+
+def _threads_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got '{text}'")
+    return int(text)
+
+
+def help_text(doc: str | None, script: str | None = None) -> str:
+    """A module docstring as ``--help`` text: reStructuredText markup (````x````, ``:func:`x```) removed,
+    and the ``python <script>`` of its usage lines replaced by the program's name (``ssir-eval`` when
+    installed, the script's file name otherwise). Use with ``RawDescriptionHelpFormatter``."""
+    import re
+
+    text = (doc or "").replace("%", "%%")
+    text = re.sub(r":(?:func|class|data|meth|mod|attr):`~?([^`]+)`", r"\1", text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    text = text.replace("::\n", ":\n")
+    if script:
+        text = text.replace(f"python {script}", "%(prog)s")
+    return text.strip() + "\n"
+
+
 def run_cli(job: Callable[[], Any]) -> int:
     """Run ``job`` and return its exit code (an int it returns, else 0); print a UserError as one
     ``error: ...`` line and return 2 (set SSIR_DEBUG=1 for tracebacks). Every entry point goes

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from common_utils.cli import configure_threads, usable_cores  # noqa: F401  (the one threads rule, shared by every CLI)
+
 
 @dataclass
 class DistInfo:
@@ -45,31 +47,6 @@ def init_distributed(device_pref: str = "auto") -> tuple[DistInfo, torch.device]
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return info, device
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask; cgroup-limited containers included)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def configure_threads(threads: int | str | None, loader_workers: int) -> int:
-    """Set torch's intra-op threads so compute threads and loader workers do not fight over the cores.
-
-    ``auto`` (the default of ``train.threads``): the usable cores minus the loader workers, at least
-    one; an explicit ``OMP_NUM_THREADS`` in the environment wins. On a busy 2-core machine a second
-    compute thread made every step ~3x slower instead of ~1.5x faster (BENCHMARKS.md, threads).
-    Returns the number set.
-    """
-    if threads in (None, "auto"):
-        env = os.environ.get("OMP_NUM_THREADS")
-        n = int(env) if env and env.isdigit() and int(env) > 0 else max(1, usable_cores() - max(0, loader_workers))
-    else:
-        n = max(1, int(threads))
-    torch.set_num_threads(n)
-    return n
 
 
 def seed_everything(seed: int) -> None:

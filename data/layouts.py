@@ -209,14 +209,15 @@ def open_named_dataset(name: str, data_root: str | None = None, **dataset_args: 
 
 
 def expand_dataset_names(spec: str | list[str]) -> list[str]:
-    """``all`` -> the five low-light sets; ``A,B`` -> [A, B] with canonical names (folder paths kept)."""
+    """``all`` -> LOL-v1 and the five low-light sets of the SSLL paper (:data:`EVAL_ALL`); ``all_haze``
+    -> :data:`PAPER_DEHAZING`; ``A,B`` -> [A, B] with canonical names (folder paths kept)."""
     items = spec if isinstance(spec, list) else [s.strip() for s in str(spec).split(",")]
     out: list[str] = []
     for item in items:
         if not item:
             continue
         if item.lower() == "all":
-            out.extend(ALL_LOWLIGHT)
+            out.extend(EVAL_ALL)
         elif item.lower() == "all_haze":
             out.extend(PAPER_DEHAZING)
         elif item not in LAYOUTS and Path(item).is_dir():
@@ -225,7 +226,7 @@ def expand_dataset_names(spec: str | list[str]) -> list[str]:
             try:
                 out.append(LAYOUTS.canonical_name(item))
             except UserError as exc:
-                raise UserError(f"{exc}; or 'all' ({', '.join(ALL_LOWLIGHT)}), 'all_haze' "
+                raise UserError(f"{exc}; or 'all' ({', '.join(EVAL_ALL)}), 'all_haze' "
                                 f"({', '.join(PAPER_DEHAZING)}), or a folder holding e.g. Hazy/ + GT/") from None
     if not out:
         raise UserError("no dataset given")
@@ -269,6 +270,8 @@ def _sots(folder: str, extra: tuple[str, ...]) -> tuple[Layout, ...]:
 
 
 ALL_LOWLIGHT = ("LOLv2", "SID", "SDSD", "SMID", "LSRW-Huawei")
+#: ``--dataset all``: LOL-v1 (the set the committed weights are scored on) and the paper's five
+EVAL_ALL = ("LOL-v1", *ALL_LOWLIGHT)
 PAPER_DEHAZING = ("RICE-I", "SOTS-outdoor")
 
 register_layout(NamedDataset("LOLv2", "LOLv2", (Layout("Real_captured/Test/Low", "Real_captured/Test/Normal"),)

@@ -26,7 +26,7 @@ from common_utils.inference import forward_tiled
 from common_utils.metrics import psnr
 from data.datasets import DatasetMissing
 from data.image_io import read_image, write_image
-from data.layouts import ALL_LOWLIGHT, open_layout
+from data.layouts import ALL_LOWLIGHT, EVAL_ALL, open_layout
 from foundation.errors import UserError
 from models import build_network
 from models.manifest import load_manifest
@@ -251,9 +251,10 @@ def _rows(path: Path) -> dict[str, dict[str, str]]:
 
 def test_eval_all_in_process(lowlight_root, identity_ckpt, tmp_path, capsys):
     out = tmp_path / "out"
-    assert eval_cli.main(_eval_args(lowlight_root, identity_ckpt, out, "-s")) == 0
+    assert eval_cli.main(_eval_args(lowlight_root, identity_ckpt, out, "--save")) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert [k for k in summary if not k.startswith("_")] == list(ALL_LOWLIGHT)
+    assert [k for k in summary if not k.startswith("_")] == list(EVAL_ALL)  # LOL-v1 first, missing here
+    assert "LOL/eval15/low" in summary["LOL-v1"]["missing"]
     assert summary["_protocol"]["smid_green_quirk"] is True
     for name in ALL_LOWLIGHT:
         assert summary[name]["images"] == 2
@@ -341,3 +342,46 @@ def test_tiled_equals_untiled_within_receptive_field():
         tiled = forward_tiled(net, x, tile=32, overlap=8)
     assert tiled.shape == full.shape
     assert (tiled - full).abs().max().item() < 1e-5
+
+
+def test_eval_missing_sets_are_named_once_and_nothing_is_written(tmp_path, identity_ckpt, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    assert eval_cli.main(_eval_args(empty, identity_ckpt, out)) == 2
+    text = capsys.readouterr()
+    both = text.out + text.err
+    for name in EVAL_ALL:  # every missing set named, its looked-for paths printed once
+        assert both.count(f"{name}: missing - ") == 1, name
+    assert both.count(str(empty / "LOL" / "eval15" / "low")) == 1
+    assert "results written" not in both and "no dataset could be evaluated" in text.err
+    assert not out.exists()
+
+
+def test_eval_named_set_missing_fails_but_all_tolerates_it(lowlight_root, identity_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = _eval_args(lowlight_root, identity_ckpt, out)
+    args[args.index("all")] = "LOLv2,LOL-v1"  # LOL-v1 is not on disk, and was asked for by name
+    assert eval_cli.main(args) == 2
+    assert "missing: LOL-v1: LOL-v1 not found" in capsys.readouterr().err and not out.exists()
+    args[args.index("LOLv2,LOL-v1")] = "LOLv2"
+    assert eval_cli.main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    # the input's own scores beside the network's (an identity network scores exactly as its input)
+    assert summary["LOLv2"]["input"]["psnr"] == pytest.approx(summary["LOLv2"]["psnr"], abs=1e-6)
+
+
+def test_eval_compares_two_networks_on_one_page(lowlight_root, identity_ckpt, tmp_path):
+    torch.manual_seed(1)
+    other = tmp_path / "unet_random.pth"
+    torch.save(build_network("UNet", width=4).state_dict(), other)
+    out = tmp_path / "out"
+    args = _eval_args(lowlight_root, identity_ckpt, out, "--compare", f"UNet={other}", "--html")
+    args[args.index("all")] = "LOLv2"
+    assert eval_cli.main(args) == 0
+    entry = json.loads((out / "summary.json").read_text())["LOLv2"]
+    a, b = "UNet [unet_identity]", "UNet [unet_random]"
+    assert entry["network"] == a and entry[a]["psnr"] == entry["psnr"]
+    assert entry[b]["psnr"] != pytest.approx(entry[a]["psnr"], abs=1e-3)
+    page = (out / "LOLv2" / "index.html").read_text()
+    assert a in page and b in page

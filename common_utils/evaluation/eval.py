@@ -1,14 +1,17 @@
 #!/usr/bin/env python
 """Evaluate a network on the public test sets with the papers' protocols.
 
-Run from anywhere (no PYTHONPATH needed)::
+Run from anywhere (no PYTHONPATH needed); -n and -w are required:
 
-    python common_utils/evaluation/eval.py -n Restormer -w weights.pth -d all [--data-root DIR] [-s]
+    python common_utils/evaluation/eval.py -n CIDNet -w pretrained/cidnet_lol_real.pth -d LOL-v1
+    python common_utils/evaluation/eval.py -n Restormer -w weights.pth -d all [--data-root DIR] [--save] [--html]
 
-``--dataset`` takes ``all`` (LOLv2, SID, SDSD, SMID, LSRW-Huawei, in that order), ``all_haze``
-(RICE-I, SOTS-outdoor), names separated by commas (see ``data/layouts.py`` for every set and the
-folder layouts looked for), ``demo_lowlight``, or a folder holding e.g. ``Hazy/`` + ``GT/``. A set
-that is not on disk is reported as missing and the others are still evaluated.
+``--dataset`` takes ``all`` (LOL-v1, then the SSLL paper's LOLv2, SID, SDSD, SMID, LSRW-Huawei),
+``all_haze`` (RICE-I, SOTS-outdoor), names separated by commas (every set and the folder layouts
+looked for: docs/datasets.md, data/layouts.py), ``demo_lowlight``, or a folder holding e.g.
+``Hazy/`` + ``GT/``. With ``all``/``all_haze`` a set that is not on disk is listed once, with the
+paths looked for, and the others are still evaluated; a set named on its own that is missing, or
+no set at all, stops with exit code 2 before anything is written.
 
 Protocols:
 - ``paper`` (default, the SSLL evaluation): full resolution (padded to the network's size
@@ -26,12 +29,15 @@ else the teacher; ``--student`` / ``--ema`` choose), the official ICEML Combined
 ``-n RtxICE-Net`` or ``-n ASMICE-Net``), or the official SSLL training prefix: ``--weight
 ckpt/LOLv2_psnr`` loads ``ckpt/LOLv2_psnr_<Net>.pth`` (``_<Net>_ema.pth`` with ``--ema``). A
 checkpoint of another network is refused with the network it seems to belong to.
+``--compare NETWORK=WEIGHT`` (repeatable) scores more networks on the same images: one row each
+in the summary, one column each on the ``--html`` page, which sorts by the difference of two.
 
 Outputs under ``--out`` (default ``results/eval_<network>``): ``<dataset>/per_image.csv``,
-``summary.json`` ({dataset: {psnr, ssim, lpips, images, latency_ms, fps, ...}, "_protocol": ...}),
-``summary.md``, and with ``--save`` the enhanced images in ``<dataset>/images/<name>.png``.
-``--html`` adds ``<dataset>/index.html``, a comparison page (input | output | ground truth per image,
-sortable by metric, with a slider to compare two pictures) that opens offline from the folder.
+``summary.json`` ({dataset: {psnr, ssim, lpips, images, latency_ms, fps, input: {...}, ...},
+"_protocol": ...}; ``input`` is the input's own scores), ``summary.md``, and with ``--save`` the
+enhanced images in ``<dataset>/images/<name>.png``. ``--html`` adds ``<dataset>/index.html``, a
+comparison page (input | output(s) | ground truth per image, sortable by metric, with a slider to
+compare two pictures) that opens offline from the folder.
 """
 from __future__ import annotations
 
@@ -48,7 +54,7 @@ if __package__ in (None, ""):  # run as a script: the repository root replaces t
 import torch
 
 from common_utils.checkpoint import load_network
-from common_utils.cli import run_cli
+from common_utils.cli import add_threads_argument, configure_threads, default_workers, help_text, run_cli
 from common_utils.evaluation.report import markdown_table
 from common_utils.evaluation.runner import (
     PROTOCOLS,
@@ -82,13 +88,14 @@ def add_weights_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=help_text(__doc__, "common_utils/evaluation/eval.py"),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_weights_arguments(p)
     p.add_argument("-d", "--dataset", default="all", help="all | all_haze | NAME[,NAME] | folder (default: all)")
     p.add_argument("--data-root", default=None, help="folder holding the datasets (default: $SSIR_DATA_ROOT, "
                    "config/datasets.yaml, then ./datasets)")
     p.add_argument("-o", "--out", default=None, help="output folder (default: results/eval_<network>)")
-    p.add_argument("-s", "--save", action="store_true", help="also write the enhanced images")
+    p.add_argument("--save", action="store_true", help="also write the enhanced images (<out>/<dataset>/images/)")
     p.add_argument("--html", action="store_true", help="also write a comparison page <dataset>/index.html "
                    "(thumbnails and full-size pictures under <dataset>/page/)")
     p.add_argument("-f", "--fast-eval", action="store_true", help="autocast inference (fp16 on CUDA, as the "
@@ -101,7 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", type=int, default=None, help="resize inputs and GT to NxN before inference")
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="paper", help="paper (SSLL, default) or iceml")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--workers", type=int, default=4, help="data-loading worker processes (default 4)")
+    p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default: the usable "
+                   f"cores minus one, at most 4; {default_workers()} here)")
+    add_threads_argument(p)
+    p.add_argument("--compare", action="append", metavar="NETWORK=WEIGHT", default=None,
+                   help="also score this network on the same images (repeatable): the summary gets a row per "
+                        "network and --html a column per network, sortable by the difference of two")
+    p.add_argument("--no-input", action="store_true", help="do not score the input itself (by default each set's "
+                   "summary also holds the input's own PSNR/SSIM, as a run's summary does)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
     p.add_argument("--smid-green-quirk", action=argparse.BooleanOptionalAction, default=True,
                    help="divide SMID low inputs' green channel by 1.5 as the official evaluation does (default on)")
@@ -115,15 +129,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _labels(entries: list[tuple[str, str]]) -> list[str]:
+    """Column labels of the networks: the network's name, with the weight file's stem when two share it."""
+    names = [n for n, _ in entries]
+    return [n if names.count(n) == 1 else f"{n} [{Path(w).stem}]" for n, w in entries]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Evaluate as the parsed command line says; return the summary."""
+    """Evaluate as the parsed command line says; return the summary.
+
+    Exit status (through :func:`common_utils.cli.run_cli`): 0 when every set was scored, or when
+    ``all``/``all_haze`` found only some of its sets (the others are listed as missing); 2, with
+    nothing written, when no set could be scored or a set named on its own is missing; 2 after
+    the scored sets were written when a set that is on disk failed.
+    """
     torch.manual_seed(SEED)
     device = select_device(args.device)
     names = expand_dataset_names(args.dataset)
-    if args.workers < 0:
+    groups = {s.strip().lower() for s in str(args.dataset).split(",")} & {"all", "all_haze"}
+    in_group = set(expand_dataset_names(",".join(sorted(groups)))) if groups else set()
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 0:
         raise UserError("--workers must be >= 0")
+    configure_threads(args.threads, workers)
     out_dir = check_output_dir(args.out or f"results/eval_{network_name(args.network)}")
-    net, info = load_network(args.network, args.weight, parse_network_args(args.network_args), args.which, device)
+    entries = [(args.network, args.weight)] + [_compare_entry(c) for c in args.compare or []]
+    labels = _labels([(network_name(n), w) for n, w in entries])
+    nets: dict[str, Any] = {}
+    infos: list[dict[str, Any]] = []
+    for label, (name, weight) in zip(labels, entries):
+        net, info = load_network(name, weight, parse_network_args(args.network_args), args.which, device)
+        nets[label] = net
+        infos.append(info)
+    info = infos[0]
     protocol = build_protocol(args.protocol, args.ssim, args.resize, args.fast_eval, args.tile, args.tile_overlap,
                               args.gt_mean, not args.no_lpips, device)
     if protocol.lpips is None and protocol.lpips_reason and not args.no_lpips:
@@ -132,22 +170,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "pairing": args.pairing}
     data_root = str(Path(args.data_root).expanduser().resolve()) if args.data_root else None  # CLI paths: from the cwd
     datasets, missing = open_datasets(names, data_root, options)
+    order = [dataset_key(n) for n in names]
+    alone = [k for n, k in zip(names, order) if k in missing and n not in in_group]
+    if not datasets or alone:
+        for key in order:  # each missing set once, with the paths looked for
+            if key in missing:
+                kind, why = next(iter(missing[key].items()))
+                print(f"{key}: {'missing' if kind == 'missing' else 'failed'} - {why}", file=sys.stderr, flush=True)
+        keys = alone or list(missing)
+        # a set that is on disk but unusable, or a single set, is named with its reason on the error line
+        what = "; ".join(f"{k}: {next(iter(missing[k].values()))}" if "error" in missing[k] or len(keys) == 1 else k
+                         for k in keys)
+        raise DatasetMissing(f"{'no dataset could be evaluated' if not datasets else 'missing'}: {what} (the "
+                             f"paths looked for are listed above; give --data-root, or link the sets with "
+                             f"scripts/link_datasets.py); nothing was written")
     extra = {"protocol": f"{args.protocol} ({PROTOCOLS[args.protocol]['description']})", **info,
              "data_root": data_root, "seed": SEED, **options}
-    summary = evaluate_datasets({info["network"]: net}, datasets, missing, protocol, device, out_dir,
-                                order=[dataset_key(n) for n in names], save=args.save, workers=args.workers,
+    if len(infos) > 1:
+        extra["compared"] = {label: i["weight"] for label, i in zip(labels, infos)}
+    summary = evaluate_datasets(nets, datasets, missing, protocol, device, out_dir, main=labels[0],
+                                order=order, save=args.save, workers=workers, with_input=not args.no_input,
                                 extra=extra, title=f"Evaluation of {info['network']}", max_images=args.max_images,
                                 on_bad_image=args.on_bad_image, page=args.html)
     print()
-    print(markdown_table(summary, None, f"{info['network']} ({Path(info['weight']).name})"), flush=True)
-    print(f"results written to {out_dir}", flush=True)
+    print(markdown_table(summary, None, f"{info['network']} ({Path(info['weight']).name})", notes=False), flush=True)
+    scored = [k for k, v in summary.items() if isinstance(v, dict) and "psnr" in v]
     failed = {k: v["error"] for k, v in summary.items() if isinstance(v, dict) and "error" in v}
+    not_found = [k for k, v in summary.items() if isinstance(v, dict) and "missing" in v]
+    if not_found:
+        print(f"not evaluated (not on disk, paths above): {', '.join(not_found)}", flush=True)
     if failed:
+        print(f"results of {', '.join(scored)} written to {out_dir}", flush=True)
         raise UserError("evaluation failed on " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-    if not any(isinstance(v, dict) and "psnr" in v for v in summary.values()):
-        raise DatasetMissing("no dataset could be evaluated: " + "; ".join(m.get("missing", "") for m in
-                                                                           missing.values()))
+    print(f"results written to {out_dir}", flush=True)
     return summary
+
+
+def _compare_entry(text: str) -> tuple[str, str]:
+    """``--compare NETWORK=WEIGHT`` -> (network, weight)."""
+    name, sep, weight = text.partition("=")
+    if not sep or not name or not weight:
+        raise UserError(f"--compare expects NETWORK=WEIGHT (e.g. CIDNet=runs/ssll/last.pth), got '{text}'")
+    return name, weight
 
 
 def main(argv: list[str] | None = None) -> int:

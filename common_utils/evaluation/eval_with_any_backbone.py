@@ -3,10 +3,12 @@
 
 Run from anywhere (no PYTHONPATH needed)::
 
-    python common_utils/evaluation/eval_with_any_backbone.py -n Restormer -w weights.pth \\
-        (--image photo.jpg | --set DIR) --output DIR [--fast-eval] [--tile 512] [--workers 2]
+    python common_utils/evaluation/eval_with_any_backbone.py -n CIDNet -w pretrained/cidnet_lol_real.pth \\
+        --set my_photos/ --output enhanced/
+    python common_utils/evaluation/eval_with_any_backbone.py -n NAFNet -w W.pth --image photo.jpg --output out/
 
-``--set`` (alias ``--image-set``, as in the official script) enhances every image in a folder.
+``--set`` (alias ``--image-set``, as in the official script) enhances every image in a folder;
+there is no short option for it (``-s`` would mean ``--save`` in ``eval.py``).
 Any size works: inputs are padded to the network's size multiple and cropped back (or run in
 overlapping tiles with ``--tile``). ``.npy`` arrays (HWC, uint8 or float) are read as RGB like
 the official SMID loader reads them. Each output is a PNG named after its input
@@ -29,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: the repository root replaces t
 from torch.utils.data import Dataset
 
 from common_utils.checkpoint import load_network
-from common_utils.cli import run_cli
+from common_utils.cli import add_threads_argument, configure_threads, default_workers, help_text, run_cli
 from common_utils.evaluation.eval import add_weights_arguments
 from common_utils.evaluation.evaluator import evaluate
 from common_utils.evaluation.runner import build_protocol, check_output_dir, parse_network_args, select_device
@@ -70,18 +72,21 @@ def input_files(image: str | None, folder: str | None) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=help_text(__doc__, "common_utils/evaluation/eval_with_any_backbone.py"),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_weights_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("-i", "--image", default=None, help="one input image (or .npy array)")
-    src.add_argument("-s", "--set", "--image-set", dest="set", default=None, help="folder of input images")
+    src.add_argument("--set", "--image-set", dest="set", default=None, help="folder of input images")
     p.add_argument("-o", "--output", "--output-dir", dest="output", required=True, help="output folder")
     p.add_argument("-f", "--fast-eval", action="store_true", help="autocast inference (fp16 on CUDA)")
     p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size")
     p.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--workers", type=int, default=2,
-                   help="data-loading worker processes, decoding overlaps the forward (default 2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loading worker processes, decoding overlaps the forward (default: the usable cores "
+                        f"minus one, at most 4; {default_workers()} here)")
+    add_threads_argument(p)
     return p
 
 
@@ -94,9 +99,11 @@ def run(args: argparse.Namespace) -> list[Path]:
     net, info = load_network(args.network, args.weight, parse_network_args(args.network_args), args.which, device)
     protocol = build_protocol("paper", fast=args.fast_eval, tile=args.tile, tile_overlap=args.tile_overlap,
                               lpips=False, device=device)
-    if args.workers < 0:
-        raise UserError(f"--workers must be >= 0, got {args.workers}")
-    loader = eval_loader(dataset, num_workers=min(args.workers, len(dataset)), pin_memory=device.type == "cuda")
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 0:
+        raise UserError(f"--workers must be >= 0, got {workers}")
+    configure_threads(args.threads, workers)
+    loader = eval_loader(dataset, num_workers=min(workers, len(dataset)), pin_memory=device.type == "cuda")
     res = evaluate(net, loader, device, protocol, save_dir=out_dir)
     written = [out_dir / f"{r['name']}.png" for r in res.rows]
     summary = res.summary()

@@ -49,8 +49,10 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def markdown_table(summary: Mapping[str, Any], protocol: Mapping[str, Any] | None, title: str) -> str:
-    """A Markdown table of the summary (one row per dataset and network)."""
+def markdown_table(summary: Mapping[str, Any], protocol: Mapping[str, Any] | None, title: str,
+                   notes: bool = True) -> str:
+    """A Markdown table of the summary (one row per dataset and network); ``notes`` adds the list of
+    sets not evaluated with the reason (the console leaves it out: each was printed once already)."""
     lines = [f"# {title}", "", "| dataset | network | images | PSNR | SSIM | LPIPS | latency (ms) | FPS |",
              "|---|---|---|---|---|---|---|---|"]
     for ds, entry in summary.items():
@@ -64,16 +66,16 @@ def markdown_table(summary: Mapping[str, Any], protocol: Mapping[str, Any] | Non
             continue
         subs = [(k, v) for k, v in entry.items() if isinstance(v, Mapping)]
         label = entry.get("network")
-        label = label if isinstance(label, str) and label not in dict(subs) else "main"
-        rows = [(label, entry)] + subs
+        # the main network's means are both at the top level and under its label: show them once
+        rows = subs if isinstance(label, str) and label in dict(subs) else [(label or "main", entry)] + subs
         for net, r in rows:
             lines.append(f"| {ds} | {net} | {r.get('images', '')} | {_cell(r.get('psnr'), 2)} | "
                          f"{_cell(r.get('ssim'), 4)} | {_cell(r.get('lpips'), 4)} | {_cell(r.get('latency_ms'), 1)} | "
                          f"{_cell(r.get('fps'), 2)} |")
-    notes = [(ds, e.get("missing") or e.get("error")) for ds, e in summary.items()
+    unevaluated = [(ds, e.get("missing") or e.get("error")) for ds, e in summary.items()
              if not ds.startswith("_") and isinstance(e, Mapping) and (e.get("missing") or e.get("error"))]
-    if notes:
-        lines += ["", "Not evaluated:", ""] + [f"- {ds}: {msg}" for ds, msg in notes]
+    if notes and unevaluated:
+        lines += ["", "Not evaluated:", ""] + [f"- {ds}: {msg}" for ds, msg in unevaluated]
     if protocol:
         lines += ["", "Protocol:", ""] + [f"- {k}: {v}" for k, v in protocol.items()]
     return "\n".join(lines) + "\n"

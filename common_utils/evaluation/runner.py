@@ -203,7 +203,7 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
                       for label, net in nets.items()}
             if with_input:
                 scored["input"] = evaluate(identity, loader, device, protocol, max_images=max_images,
-                                           time_forward=False, on_image=hook("input"))
+                                           time_forward=False, on_image=hook("input"), progress=bar("input"))
         except UserError as exc:
             if book is not None:
                 book.close(check=False)
