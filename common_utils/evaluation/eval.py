@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-input", action="store_true", help="do not score the input itself (by default each set's "
                    "summary also holds the input's own PSNR/SSIM, as a run's summary does)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    p.add_argument("--no-ms-ssim", action="store_true", help="skip MS-SSIM (on Y, images of 161 px or more)")
+    p.add_argument("--niqe", action="store_true", help="also score NIQE (no reference; about 1-5 s per image on a "
+                   "CPU; needs scripts/setup_metric_weights.py once). Sets without ground truth get NIQE only")
     p.add_argument("--smid-green-quirk", action=argparse.BooleanOptionalAction, default=True,
                    help="divide SMID low inputs' green channel by 1.5 as the official evaluation does (default on)")
     p.add_argument("--sdsd-official-list", action="store_true", help="evaluate SDSD on the official 52 images only")
@@ -163,9 +166,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         infos.append(info)
     info = infos[0]
     protocol = build_protocol(args.protocol, args.ssim, args.resize, args.fast_eval, args.tile, args.tile_overlap,
-                              args.gt_mean, not args.no_lpips, device)
+                              args.gt_mean, not args.no_lpips, device, ms_ssim=not args.no_ms_ssim, niqe=args.niqe)
     if protocol.lpips is None and protocol.lpips_reason and not args.no_lpips:
         print(f"note: {protocol.lpips_reason}", flush=True)
+    if args.niqe and protocol.niqe is None:
+        print(f"note: {protocol.niqe_reason}", flush=True)
     options = {"smid_green_quirk": args.smid_green_quirk, "sdsd_official_list": args.sdsd_official_list,
                "pairing": args.pairing}
     data_root = str(Path(args.data_root).expanduser().resolve()) if args.data_root else None  # CLI paths: from the cwd

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common_utils.inference import forward_padded, forward_tiled
-from common_utils.metrics import SSIM_PROTOCOLS, gt_mean_correct, psnr
+from common_utils.metrics import SSIM_PROTOCOLS, gt_mean_correct, ms_ssim_y, psnr
 from data.image_io import write_image
 
 #: the Gaussian window of every SSIM variant: smaller images cannot be scored
@@ -40,6 +40,9 @@ class EvalProtocol:
     resize: int | None = None
     gt_mean: bool = False
     channels_last: bool = False
+    ms_ssim: bool = False                 # MS-SSIM on Y (images with a short side of 161 px or more)
+    niqe: Callable[[torch.Tensor], torch.Tensor] | None = None   # no-reference NIQE (CPU, seconds per image)
+    niqe_reason: str | None = None
 
     def describe(self, device: torch.device) -> dict[str, Any]:
         """Protocol fields for summaries."""
@@ -53,6 +56,9 @@ class EvalProtocol:
             "ssim": ssim_desc,
             "lpips": getattr(self.lpips, "description", None) if self.lpips is not None else
             f"unavailable: {self.lpips_reason}" if self.lpips_reason else "not computed",
+            **({"ms_ssim": "MS-SSIM on Y (YIQ luma x255, rounded), pytorch-msssim, 5 scales"} if self.ms_ssim else {}),
+            **({"niqe": getattr(self.niqe, "description", "NIQE") if self.niqe is not None else
+                f"unavailable: {self.niqe_reason}"} if self.niqe is not None or self.niqe_reason else {}),
             "precision": prec,
             "resize": self.resize,
             "tile": self.tile,
@@ -162,6 +168,9 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
             if protocol.lpips is not None:
                 values["lpips"] = protocol.lpips(out, gt)[0]
             columns = ["psnr", "ssim", "lpips"]
+            if protocol.ms_ssim:
+                values["ms_ssim"] = ms_ssim_y(out, gt)[0]
+                columns.append("ms_ssim")
             if protocol.gt_mean:
                 corr = gt_mean_correct(out, gt)
                 values["psnr_gt_mean"] = psnr(corr, gt)[0]
@@ -169,6 +178,10 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
                 columns += ["psnr_gt_mean", "ssim_gt_mean"]
             host = dict(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
             row.update({k: host.get(k) for k in columns})  # lpips None when not computed
+            if row.get("ms_ssim") is not None and row["ms_ssim"] != row["ms_ssim"]:
+                row["ms_ssim"] = None  # NaN: image too small for five scales
+        if protocol.niqe is not None:
+            row["niqe"] = float(protocol.niqe(out)[0])
         result.metric_seconds += time.perf_counter() - t1
         if save_dir is not None:
             write_image(Path(save_dir) / f"{row['name']}.png", out[0].permute(1, 2, 0).cpu().numpy())

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from common_utils.evaluation.evaluator import EvalProtocol, evaluate
 from common_utils.evaluation.report import write_rows_csv, write_summary
+from common_utils.no_reference import try_build_niqe
 from data import build_dataset
 from data.datasets import DatasetMissing
 from data.layouts import LAYOUTS, open_layout
@@ -67,11 +68,24 @@ def parse_network_args(text: str | None) -> dict[str, Any]:
     return value
 
 
+def score_line(entry: dict[str, Any]) -> str:
+    """The scores of one summary entry that were computed, in the papers' order (one line)."""
+    parts = []
+    for key, label, digits in (("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips", "LPIPS", 4),
+                               ("ms_ssim", "MS-SSIM", 4), ("niqe", "NIQE", 3)):
+        value = entry.get(key)
+        if value is not None:
+            parts.append(f"{label} {value:.{digits}f}")
+        elif key == "lpips" and entry.get("psnr") is not None:
+            parts.append("LPIPS n/a")
+    return "  ".join(parts) or "no scores (no ground truth; add --niqe for a no-reference score)"
+
+
 def build_protocol(protocol: str = "paper", ssim: str | None = None, resize: int | None = None, fast: bool = False,
                    tile: int | None = None, tile_overlap: int = 32, gt_mean: bool = False, lpips: bool = True,
-                   device: torch.device | str = "cpu", lpips_off_reason: str = "disabled (--no-lpips)"
-                   ) -> EvalProtocol:
-    """An :class:`EvalProtocol` from a protocol name and overrides; LPIPS only when its weights exist."""
+                   device: torch.device | str = "cpu", lpips_off_reason: str = "disabled (--no-lpips)",
+                   ms_ssim: bool = False, niqe: bool = False) -> EvalProtocol:
+    """An :class:`EvalProtocol` from a protocol name and overrides; LPIPS and NIQE only when their files exist."""
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown protocol '{protocol}' (use {' or '.join(PROTOCOLS)})")
     base = PROTOCOLS[protocol]
@@ -84,9 +98,11 @@ def build_protocol(protocol: str = "paper", ssim: str | None = None, resize: int
     if resize is not None and resize <= 0:
         raise UserError(f"--resize must be a positive size, got {resize}")
     metric, reason = try_build_lpips() if lpips else (None, lpips_off_reason)
+    niqe_metric, niqe_reason = try_build_niqe() if niqe else (None, None)
     return EvalProtocol(ssim=ssim or base["ssim"], lpips=metric.to(device) if metric is not None else None,
                         lpips_reason=reason, fast=fast, tile=tile, tile_overlap=tile_overlap,
-                        resize=resize if resize is not None else base["resize"], gt_mean=gt_mean)
+                        resize=resize if resize is not None else base["resize"], gt_mean=gt_mean,
+                        ms_ssim=ms_ssim, niqe=niqe_metric, niqe_reason=niqe_reason)
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
@@ -219,12 +235,9 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
         summary[key] = entry
         for why in entry.get("skipped", []):
             say(f"{key}: WARNING: skipped {why}")
-        lp = "n/a" if entry.get("lpips") is None else f"{entry['lpips']:.4f}"
-        text = (f"{key}: {entry['images']} images  {main}: PSNR {entry['psnr']:.2f}  SSIM {entry['ssim']:.4f}  "
-                f"LPIPS {lp}  {entry.get('latency_ms', float('nan')):.1f} ms/image")
-        if with_input:
-            text += f"  | input: PSNR {entry['input']['psnr']:.2f}  SSIM {entry['input']['ssim']:.4f}"
-        say(text)
+        say(f"{key}: {entry['images']} images  {main}: {score_line(entry)}  "
+            f"{entry.get('latency_ms', float('nan')):.1f} ms/image"
+            + (f"  | input: {score_line(entry['input'])}" if with_input and "input" in entry else ""))
         if book is not None:
             where = book.write(entry, described)
             say(f"{key}: comparison page {where} ({book.seconds:.2f} s)")
