@@ -28,6 +28,8 @@ class StudyRun:
     config: str
     name: str
     overrides: tuple[str, ...] = ()
+    start_from: Path | None = None  # a checkpoint to resume from when the run has none of its own (SSLL
+                                    # arms resume their baseline's checkpoint at the semi-phase start)
 
     def folder(self, root: Path) -> Path:
         return root / self.name
@@ -52,6 +54,10 @@ def run_training(run: StudyRun, root: Path, log_to: Path | None = None) -> float
            f"output_root={root}", *run.overrides]
     if last.is_file():
         cmd += ["--resume", str(last)]
+    elif run.start_from is not None:
+        if not Path(run.start_from).is_file():
+            raise RuntimeError(f"run {run.name} starts from {run.start_from}, which does not exist yet")
+        cmd += ["--resume", str(run.start_from)]
     t0 = time.time()
     with open(log_to or folder.with_suffix(".out"), "a") as out:
         code = subprocess.call(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)

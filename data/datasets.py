@@ -306,12 +306,15 @@ class UnpairedFolderDataset(TrainingImages, Dataset):
             withheld; see ``data.labelled_pairs``).
         split_file, split_subset, split_take: keep only the files of ``root`` whose stem is in a
             subset of a committed split file (see :mod:`data.splits`).
+        extra_roots: further folders taken whole, not filtered by the split (e.g. SICE frames
+            beside a split's LOL inputs).
     """
 
     def __init__(self, root: str | list[str] | None = None, crop_size: int | None = None, flip: bool = False,
                  recursive: bool = False, repeat: int = 1, max_side: int | None = None, small: str = "upscale",
                  on_bad_image: str = "skip", extra_files: list[str] | None = None, split_file: str | None = None,
-                 split_subset: str | list | None = None, split_take: int | None = None) -> None:
+                 split_subset: str | list | None = None, split_take: int | None = None,
+                 extra_roots: list[str] | None = None) -> None:
         from data.splits import split_include
 
         keep = split_include(split_file, split_subset, split_take, None)
@@ -325,6 +328,8 @@ class UnpairedFolderDataset(TrainingImages, Dataset):
             if absent:
                 raise UserError(f"{split_file} subset '{split_subset}' names ids that are not in "
                                 f"{', '.join(map(str, roots))}: {_shown(sorted(absent))}")
+        self.roots += [Path(r) for r in extra_roots or []]
+        self.files += [f for r in extra_roots or [] for f in list_images(r, recursive)]
         self.files += [Path(f) for f in extra_files or []]
         if not self.files:
             raise UserError("the unpaired dataset has no images: give 'root' (a folder or a list of folders)")

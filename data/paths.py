@@ -20,6 +20,6 @@ def resolve_dataset_args(args: dict[str, Any]) -> dict[str, Any]:
     """Resolve the path-like dataset arguments (``lq_dir``, ``gt_dir``, ``root``, ``*_dir``)."""
     out = dict(args)
     for k, v in args.items():
-        if k in ("root", "split_file") or k.endswith("_dir"):
+        if k in ("root", "split_file", "extra_roots") or k.endswith("_dir"):
             out[k] = [resolve_path(x) for x in v] if isinstance(v, (list, tuple)) else resolve_path(v)
     return out

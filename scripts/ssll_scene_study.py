@@ -1,0 +1,274 @@
+"""The SSLL study with a scene split, a gate and paired seeds (CIDNet on real LOL-v1 photographs).
+
+    python scripts/link_datasets.py
+    python scripts/ssll_scene_study.py gate               # baseline at N labels vs the oracle, seed 0
+    python scripts/ssll_scene_study.py study              # baseline and SSLL, seeds 0-4, then the ablations
+    python scripts/ssll_scene_study.py study --arms ssll --seeds 1   # one slice (e.g. one job per core)
+    python scripts/ssll_scene_study.py report             # rebuild the report from the run folders
+
+Design (fixed before any run; see docs/studies/ssll_scenes_cpu/README.md):
+
+- split: ``data/splits/lol_v1_train_scenes.yaml`` (61 scenes: 30 test, 5 validation, 8 labelled
+  candidates, 18 pool); N labelled pairs are the first N candidates, one per scene;
+- gate: the N-label baseline and the oracle (the same runs with the pool's ground truth) trained
+  until they level off on the validation scenes; the study goes on only when the oracle's best
+  validation PSNR beats the baseline's by at least 1 dB and the baseline gained less than 0.1 dB
+  over its last quarter;
+- arms (each seed resumes its baseline's checkpoint at iteration 500, the paper's semi_start - 1,
+  so the supervised stage is shared exactly): ``ssll``; ``ssll_no_paired_pico`` (lambda_p = 0);
+  ``paired_pico_only`` (unpaired terms weighted 0); ``ssll_sice`` (pool + 687 SICE dark frames);
+  ``ssll_transductive`` (pool + the test inputs, as the paper does with SID);
+- scoring: the last checkpoint, teacher and student, on the 30 test scenes (57 images) and eval15
+  (15 images) at full resolution, PSNR-RGB / SSIM-Y / LPIPS-alex; differences paired by seed with a
+  95 % t interval.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common_utils.cli import run_cli
+from common_utils.study import StudyRun, run_training
+from data.paths import REPO_ROOT
+from data.splits import split_ids
+
+SPLIT = "data/splits/lol_v1_train_scenes.yaml"
+SUP, ORACLE, SSLL = "config/study/lol_scenes_sup.yaml", "config/study/lol_scenes_oracle.yaml", \
+    "config/study/lol_scenes_ssll.yaml"
+SEMI_START_ITER = 500
+TEST_SETS = ("LOL-v1-test-scenes", "LOL-v1")  # 57 + 15 images
+POOL = "datasets/LOL/our485/low"
+ARMS: dict[str, tuple[str, ...]] = {
+    "ssll": (),
+    "ssll_no_paired_pico": ("ssll.lambda_p=0",),
+    "paired_pico_only": ("ssll.semi_weight=0",),
+    "ssll_sice": ("data.unpaired.args.extra_roots=[datasets/SICE_dark]",),
+    "ssll_transductive": ("data.unpaired.args.split_subset=[pool,test]",
+                          "data.unpaired.args.extra_roots=[datasets/LOL/eval15/low]"),
+}
+ABLATIONS = ("ssll_no_paired_pico", "paired_pico_only", "ssll_sice", "ssll_transductive")
+
+
+def run_of(arm: str, n: int, seed: int, root: Path) -> StudyRun:
+    """The run of one arm, label budget and seed."""
+    name = f"n{n}_{arm}_s{seed}"
+    take = f"data.paired.args.split_take={n}"
+    if arm == "baseline":
+        return StudyRun(SUP, name, (f"seed={seed}", take, "train.keep_last=8"))
+    if arm == "oracle":
+        pool = len(split_ids(REPO_ROOT / SPLIT, "pool"))
+        return StudyRun(ORACLE, name, (f"seed={seed}", f"data.paired.args.split_take={pool + n}"))
+    base = root / f"n{n}_baseline_s{seed}" / "checkpoints"
+    start = next((p for p in (base / f"at_iter_{SEMI_START_ITER}.pth", base / f"iter_{SEMI_START_ITER:08d}.pth")
+                  if p.is_file()), base / f"iter_{SEMI_START_ITER:08d}.pth")
+    return StudyRun(SSLL, name, (f"seed={seed}", take, *ARMS[arm]), start_from=start)
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def val_curve(folder: Path, who: str = "teacher") -> list[tuple[int, float]]:
+    """(iteration, validation PSNR) of a run's network ``who``."""
+    path = folder / "logs" / "scalars.jsonl"
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        row = json.loads(line)
+        if f"val/{who}/psnr" in row:
+            out.append((int(row["step"]), float(row[f"val/{who}/psnr"])))
+    return out
+
+
+def test_scores(summary: dict[str, Any] | None, who: str) -> dict[str, float] | None:
+    """Image-weighted PSNR/SSIM/LPIPS of ``who`` (teacher, student, input) over the test sets."""
+    if not summary:
+        return None
+    tot: dict[str, float] = {}
+    n = 0
+    for key in TEST_SETS:
+        entry = summary.get(key) or {}
+        sub = entry.get(who) if who in entry else (entry if entry.get("network") == who else None)
+        if not sub or "images" not in entry:
+            return None
+        k = entry["images"]
+        for m in ("psnr", "ssim", "lpips"):
+            if sub.get(m) is not None:
+                tot[m] = tot.get(m, 0.0) + k * sub[m]
+        n += k
+    return {m: v / n for m, v in tot.items()} | {"images": n}
+
+
+def t95(values: list[float]) -> tuple[float, float, float] | None:
+    """Mean and the 95 % t interval of ``values``."""
+    if len(values) < 2:
+        return None
+    from scipy.stats import t
+
+    m, s = statistics.fmean(values), statistics.stdev(values)
+    h = t.ppf(0.975, len(values) - 1) * s / math.sqrt(len(values))
+    return m, m - h, m + h
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def gate_verdict(root: Path, n: int) -> dict[str, Any]:
+    """The gate's numbers from the seed-0 baseline and oracle validation curves (teacher)."""
+    out: dict[str, Any] = {}
+    for arm in ("baseline", "oracle"):
+        curve = val_curve(root / f"n{n}_{arm}_s0")
+        if not curve:
+            continue
+        last_q = [p for i, p in curve if i >= 0.75 * curve[-1][0]]
+        before = [p for i, p in curve if i < 0.75 * curve[-1][0]]
+        out[arm] = {"best": max(p for _, p in curve), "final": curve[-1][1], "iters": curve[-1][0],
+                    "gain_last_quarter": (max(last_q) - max(before)) if before and last_q else None,
+                    "curve": curve}
+    if "baseline" in out and "oracle" in out:
+        gap = out["oracle"]["best"] - out["baseline"]["best"]
+        flat = out["baseline"]["gain_last_quarter"] is not None and out["baseline"]["gain_last_quarter"] < 0.1
+        out["gap_db"] = gap
+        out["passes"] = bool(gap >= 1.0 and flat)
+    return out
+
+
+def plot_gate(gate: dict[str, Any], out: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for arm, style in (("baseline", "-o"), ("oracle", "-s")):
+        if arm in gate:
+            xs, ys = zip(*gate[arm]["curve"])
+            ax.plot(xs, ys, style, ms=3, label=f"{arm} (best {gate[arm]['best']:.2f} dB)")
+    ax.axvline(SEMI_START_ITER, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation PSNR, teacher (dB)")
+    ax.set_title("Gate: validation scenes (13 images)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "gate_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fmt(v: float | None, d: int = 2) -> str:
+    return "–" if v is None else f"{v:.{d}f}"
+
+
+def write_report(root: Path, out: Path, n: int, seeds: list[int]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    gate = gate_verdict(root, n)
+    plot = plot_gate(gate, out)
+    rows = []
+    for arm in ("baseline", "oracle", *ARMS):
+        for seed in seeds:
+            run = run_of(arm, n, seed, root)
+            s = run.summary(root)
+            if s is None:
+                continue
+            rows.append({"arm": arm, "seed": seed, "teacher": test_scores(s, "teacher"),
+                         "student": test_scores(s, "student"), "input": test_scores(s, "input"),
+                         "wall_min": (run.wall_seconds(root) or 0) / 60})
+    (out / "results.json").write_text(json.dumps({"gate": {k: v for k, v in gate.items()}, "rows": rows}, indent=1))
+    lines = ["# SSLL study with a scene split and a gate (CIDNet, real LOL-v1 photographs, CPU)", "",
+             "Rebuilt by `python scripts/ssll_scene_study.py report` from the run folders; the design, the",
+             "pre-registered reading and the status are in the hand-written part below the tables.", "",
+             f"## Gate (N = {n} labelled pairs, seed 0, validation scenes only)", ""]
+    if gate:
+        lines += ["| run | best val PSNR (teacher) | final | gain over the last quarter | iterations |",
+                  "|---|---|---|---|---|"]
+        for arm in ("baseline", "oracle"):
+            if arm in gate:
+                g = gate[arm]
+                lines.append(f"| {arm} | {g['best']:.2f} | {g['final']:.2f} | "
+                             f"{fmt(g['gain_last_quarter'])} dB | {g['iters']} |")
+        if "gap_db" in gate:
+            lines += ["", f"Oracle − baseline (best validation PSNR): **{gate['gap_db']:+.2f} dB**; gate "
+                      f"{'passes' if gate['passes'] else 'does not pass'} (needs ≥ 1 dB and a baseline gain "
+                      f"< 0.1 dB over its last quarter)."]
+        if plot:
+            lines += ["", f"![gate curves]({plot.name})"]
+    lines += ["", "## Test scenes + eval15 (72 images), last checkpoint", ""]
+    lines += ["| arm | seed | teacher PSNR / SSIM / LPIPS | student PSNR / SSIM / LPIPS | wall (min) |",
+              "|---|---|---|---|---|"]
+    for r in rows:
+        t, s = r["teacher"] or {}, r["student"] or {}
+        lines.append(f"| {r['arm']} | {r['seed']} | {fmt(t.get('psnr'))} / {fmt(t.get('ssim'), 4)} / "
+                     f"{fmt(t.get('lpips'), 4)} | {fmt(s.get('psnr'))} / {fmt(s.get('ssim'), 4)} / "
+                     f"{fmt(s.get('lpips'), 4)} | {r['wall_min']:.0f} |")
+    base = {r["seed"]: r for r in rows if r["arm"] == "baseline"}
+    lines += ["", "## Differences from the baseline, paired by seed (teacher, test scenes + eval15)", "",
+              "| arm | seeds | Δ PSNR per seed | mean Δ PSNR [95 % CI] | mean Δ LPIPS [95 % CI] |",
+              "|---|---|---|---|---|"]
+    for arm in ARMS:
+        pairs = [(r, base[r["seed"]]) for r in rows if r["arm"] == arm and r["seed"] in base
+                 and r["teacher"] and base[r["seed"]]["teacher"]]
+        if not pairs:
+            continue
+        dp = [a["teacher"]["psnr"] - b["teacher"]["psnr"] for a, b in pairs]
+        dl = [a["teacher"]["lpips"] - b["teacher"]["lpips"] for a, b in pairs
+              if a["teacher"].get("lpips") is not None and b["teacher"].get("lpips") is not None]
+        ci_p, ci_l = t95(dp), t95(dl)
+        cell = lambda ci, d: "n < 2" if ci is None else f"{ci[0]:+.{d}f} [{ci[1]:+.{d}f}, {ci[2]:+.{d}f}]"
+        lines.append(f"| {arm} | {len(pairs)} | {', '.join(f'{v:+.2f}' for v in dp)} | {cell(ci_p, 2)} | "
+                     f"{cell(ci_l, 4)} |")
+    notes = out / "NOTES.md"
+    if notes.is_file():
+        lines += ["", notes.read_text().rstrip()]
+    path = out / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("what", choices=("gate", "study", "report"))
+    p.add_argument("--n", type=int, default=4, help="labelled pairs (one per scene)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--arms", nargs="+", default=None,
+                   help=f"arms to run (default: baseline, ssll on every seed, then the ablations {ABLATIONS} "
+                        "on the first 3 seeds)")
+    p.add_argument("--runs", type=Path, default=REPO_ROOT / "experiments" / "ssll_scenes", help="run folders")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "experiments" / "ssll_scenes_report",
+                   help="report folder (the committed one is docs/studies/ssll_scenes_cpu)")
+    args = p.parse_args(argv)
+
+    def job() -> None:
+        root = args.runs.resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        if args.what == "gate":
+            todo = [run_of(a, args.n, 0, root) for a in ("baseline", "oracle")]
+        elif args.what == "study":
+            if args.arms:
+                todo = [run_of(a, args.n, s, root) for s in args.seeds for a in args.arms]
+            else:
+                todo = [run_of(a, args.n, s, root) for s in args.seeds for a in ("baseline", "ssll")]
+                todo += [run_of(a, args.n, s, root) for s in args.seeds[:3] for a in ABLATIONS]
+        else:
+            todo = []
+        for run in todo:
+            if run.summary(root) is None:
+                print(f"{run.name}: training", flush=True)
+                print(f"{run.name}: {run_training(run, root) / 60:.1f} min", flush=True)
+            write_report(root, args.out, args.n, args.seeds)
+        print(f"report: {write_report(root, args.out, args.n, args.seeds)}")
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
