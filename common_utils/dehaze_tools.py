@@ -188,7 +188,7 @@ def build_parser(job: DehazeJob, description: str | None = None) -> argparse.Arg
 def dehaze_folder(job: DehazeJob, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                   weights: str | os.PathLike, size: int = DEFAULT_SIZE, device: str = "auto") -> list[Path]:
     """Dehaze every image of ``input_dir`` with ``job.network``; return the files written."""
-    from common_utils.evaluation.runner import select_device
+    from common_utils.device import select_device
     from data.image_io import read_image
 
     check_size(size)

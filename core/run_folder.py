@@ -3,19 +3,23 @@
 Start-up order (every trainer): build and check everything (config, data, networks, optimizer,
 resume checkpoint) without touching the disk, then :meth:`RunFolder.open`:
 
-1. lock ``<run>/.lock`` (``flock``, held until the process ends): a second process with the same
-   run name refuses to start and names the running one (pid, host, start time, command);
-2. a new run (no ``--resume``) whose folder holds an earlier run's checkpoints moves that folder
-   aside to ``<name>_archived_<YYYYmmdd_HHMMSS>`` first, so nothing is ever overwritten;
+1. lock ``<run>/.lock`` (:class:`common_utils.folders.FolderLock`, held until the process ends,
+   however it ends: loader workers orphaned by a ``kill -9`` do not keep it): a second process
+   with the same run name refuses to start and names the running one (pid, host, start time,
+   command);
+2. a new run (no ``--resume``) whose folder holds any file of an earlier run (checkpoints, or
+   only the logs of a run that crashed before its first checkpoint) moves that folder aside to
+   ``<name>_archived_<YYYYmmdd_HHMMSS>`` first, so nothing is ever overwritten or appended to;
+   the unfinished ``.*.tmp`` files of a checkpoint write that was killed are deleted;
 3. write ``config.yaml`` (resolved; atomically), ``command.txt`` and ``environment.txt`` (git
    revision, Python/torch/CUDA versions, machine), after checking the disk takes a write.
 
-A start that fails before step 1 leaves the disk exactly as it was.
+A start that fails before step 1 leaves the disk exactly as it was; one that fails while writing
+step 3 in a folder it created (a full disk) removes that folder again.
 """
 from __future__ import annotations
 
 import datetime
-import fcntl
 import os
 import platform
 import re
@@ -24,18 +28,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 import yaml
 
 from common_utils.checkpoint import file_mode_mask
+from common_utils.folders import LOCK_NAME, FolderLock, archive_folder, holds_files, remove_stale_temporaries
 from data.paths import REPO_ROOT, resolve_path
 from foundation.errors import UserError
 
-LOCK_NAME = ".lock"
+__all__ = ["LOCK_NAME", "RunFolder", "config_yaml", "environment_banner", "git_revision", "write_text_atomic"]
 
 
 def git_revision(repo: Path = REPO_ROOT) -> str:
@@ -79,7 +83,7 @@ class RunFolder:
         self.path = Path(resolve_path(output_root)) / name
         self.name = name
         self.resume = resume
-        self._lock: IO[str] | None = None
+        self._lock = FolderLock(self.path, "run folder", holder_kind="run")
         self.archived: Path | None = None
 
     @property
@@ -98,36 +102,24 @@ class RunFolder:
             raise UserError(f"cannot write to the output folder {self.path}: {probe} is not a writable folder; "
                             f"set output_root to a writable folder")
 
-    def _take_lock(self) -> None:
-        lock_path = self.path / LOCK_NAME
-        fh = open(lock_path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise UserError(f"the run folder {self.path} is in use by a running run ({holder}); wait for it, "
-                            f"stop it, or choose another name (name=...)") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                 f"{' '.join(sys.argv)}\n")
-        fh.flush()
-        self._lock = fh
-
     def open(self, config_text: str, banner: dict[str, Any]) -> None:
         """Lock, archive an earlier run (new runs only), write config/command/environment (rank 0)."""
         self._check_writable()
+        created = not self.path.exists()
         try:
-            if self.path.exists():
-                self._take_lock()  # refuses while another process runs in this folder
-                has_checkpoints = self.checkpoints.is_dir() and any(self.checkpoints.iterdir())
-                if not self.resume and has_checkpoints:
+            if not created:
+                self._lock.take()  # refuses while another process runs in this folder
+                # a new run never writes beside an earlier one's files, checkpoints or not (a run that
+                # crashed before its first checkpoint left train.log and scalars.jsonl to be appended to)
+                if not self.resume and holds_files(self.path):
                     self._archive()
             self.path.mkdir(parents=True, exist_ok=True)
-            if self._lock is None:
-                self._take_lock()
+            if not self._lock.held:
+                self._lock.take()
+            removed, freed = remove_stale_temporaries(self.path)
+            if removed:
+                print(f"note: removed {removed} unfinished temporary file(s) ({freed / 2 ** 20:.1f} MiB) that a "
+                      f"killed run left in {self.path}", file=sys.stderr)
             self.checkpoints.mkdir(exist_ok=True)
             self.logs.mkdir(exist_ok=True)
             write_text_atomic(self.path / "config.yaml", config_text)
@@ -135,31 +127,20 @@ class RunFolder:
             write_text_atomic(self.path / "environment.txt",
                               "".join(f"{k}: {v}\n" for k, v in banner.items()))
         except OSError as exc:
+            if created:  # leave the disk as it was: no half-made folder, no .lock
+                self.close()
+                shutil.rmtree(self.path, ignore_errors=True)
             raise UserError(f"cannot write to the run folder {self.path}: {exc.strerror or exc} "
                             f"(is the disk full?)") from None
 
     def _archive(self) -> None:
-        stamp = time.strftime("%Y%m%d_%H%M%S")
-        target = self.path.with_name(f"{self.name}_archived_{stamp}")
-        n = 1
-        while target.exists():
-            target = self.path.with_name(f"{self.name}_archived_{stamp}_{n}")
-            n += 1
-        shutil.move(str(self.path), str(target))  # the lock file moves with it; we still hold it
-        self.archived = target
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-        print(f"note: an earlier run was in {self.path}; moved it to {target}", file=sys.stderr)
+        self.archived = archive_folder(self.path)  # the lock file moves with it; we still hold it
+        self._lock.release()
+        print(f"note: an earlier run was in {self.path}; moved it to {self.archived}", file=sys.stderr)
 
     def close(self) -> None:
         """Release the lock (the process ending releases it too)."""
-        if self._lock is not None:
-            try:
-                fcntl.flock(self._lock, fcntl.LOCK_UN)
-            finally:
-                self._lock.close()
-                self._lock = None
+        self._lock.release()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -1,6 +1,7 @@
 """Process set-up: device, distributed process group, seeds and RNG state capture."""
 from __future__ import annotations
 
+import datetime
 import os
 import random
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ import torch
 import torch.distributed as dist
 
 from common_utils.cli import configure_threads, usable_cores  # noqa: F401  (the one threads rule, shared by every CLI)
+from common_utils.device import select_device
+from foundation.errors import UserError
 
 
 @dataclass
@@ -29,24 +32,37 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device_pref: str = "auto") -> tuple[DistInfo, torch.device]:
-    """Initialise torch.distributed from torchrun's environment (NCCL on GPUs, gloo on CPU)."""
+def init_distributed(device_pref: str = "auto", timeout_s: float | None = None) -> tuple[DistInfo, torch.device]:
+    """Initialise torch.distributed from torchrun's environment (NCCL on GPUs, gloo on CPU).
+
+    The device follows :func:`common_utils.device.select_device` (the rule evaluation uses too).
+    ``timeout_s`` bounds every collective operation: a rank that waits longer than that for the
+    others (one of them stopped, hung or died) fails with :class:`DistributedTimeout` instead of
+    waiting forever.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    want_cuda = device_pref in ("auto", "cuda") and torch.cuda.is_available()
-    if device_pref.startswith("cuda:"):
-        device = torch.device(device_pref)
-    elif want_cuda:
-        device = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
-    else:
-        device = torch.device("cpu")
+    device = select_device(device_pref, local, where="config key 'device'")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     info = DistInfo(rank, world, local)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        kwargs = {"timeout": datetime.timedelta(seconds=float(timeout_s))} if timeout_s else {}
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", **kwargs)
     return info, device
+
+
+class DistributedTimeout(UserError):
+    """A collective operation waited longer than ``train.ddp_timeout`` for the other ranks."""
+
+
+def is_collective_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is gloo's / NCCL's "the other ranks did not answer in time" error."""
+    text = str(exc).lower()
+    return isinstance(exc, (RuntimeError, dist.DistBackendError)) and (
+        "timed out" in text or "timeout" in text or "connection closed by peer" in text
+        or "connection reset by peer" in text)
 
 
 def seed_everything(seed: int) -> None:

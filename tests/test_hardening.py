@@ -94,7 +94,7 @@ def test_disk_full_at_start_up_writes_nothing(tmp_path, cfg_path, capsys, monkey
     monkeypatch.setattr(rf, "write_text_atomic", full)
     code = run.main(["-c", str(cfg_path)])
     one_line_error(capsys, code, "No space left on device", str(tmp_path / "experiments" / "run"))
-    assert not list((tmp_path / "experiments" / "run").glob("config.yaml"))
+    assert not (tmp_path / "experiments" / "run").exists()  # no half-made folder, no .lock left behind
 
 
 # ------------------------------------------------------------------ runs are never lost

@@ -32,7 +32,9 @@ checkpoint of another network is refused with the network it seems to belong to.
 ``--compare NETWORK=WEIGHT`` (repeatable) scores more networks on the same images: one row each
 in the summary, one column each on the ``--html`` page, which sorts by the difference of two.
 
-Outputs under ``--out`` (default ``results/eval_<network>``): ``<dataset>/per_image.csv``,
+Outputs under ``--out`` (default ``results/eval_<network>``; locked while an evaluation writes there,
+and a folder holding an earlier evaluation is first moved aside to ``<out>_archived_<time>``):
+``<dataset>/per_image.csv``,
 ``summary.json`` ({dataset: {psnr, ssim, lpips, images, latency_ms, fps, input: {...}, ...},
 "_protocol": ...}; ``input`` is the input's own scores), ``summary.md``, and with ``--save`` the
 enhanced images in ``<dataset>/images/<name>.png``. ``--html`` adds ``<dataset>/index.html``, a
@@ -55,6 +57,7 @@ import torch
 
 from common_utils.checkpoint import load_network
 from common_utils.cli import add_threads_argument, configure_threads, default_workers, help_text, run_cli
+from common_utils.device import select_device
 from common_utils.evaluation.report import markdown_table
 from common_utils.evaluation.runner import (
     PROTOCOLS,
@@ -65,8 +68,8 @@ from common_utils.evaluation.runner import (
     evaluate_datasets,
     open_datasets,
     parse_network_args,
-    select_device,
 )
+from common_utils.folders import OutputFolder
 from data.datasets import DatasetMissing
 from data.layouts import expand_dataset_names
 from foundation.errors import UserError
@@ -107,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssim", choices=("y", "rgb", "piq"), default=None, help="SSIM variant (default: the protocol's)")
     p.add_argument("--resize", type=int, default=None, help="resize inputs and GT to NxN before inference")
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="paper", help="paper (SSLL, default) or iceml")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one, default), cpu, cuda, "
+                   "cuda:N; a device that is not there is an error")
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default: the usable "
                    f"cores minus one, at most 4; {default_workers()} here)")
     add_threads_argument(p)
@@ -191,12 +195,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              f"scripts/link_datasets.py); nothing was written")
     extra = {"protocol": f"{args.protocol} ({PROTOCOLS[args.protocol]['description']})", **info,
              "data_root": data_root, "seed": SEED, **options}
-    if len(infos) > 1:
-        extra["compared"] = {label: i["weight"] for label, i in zip(labels, infos)}
-    summary = evaluate_datasets(nets, datasets, missing, protocol, device, out_dir, main=labels[0],
-                                order=order, save=args.save, workers=workers, with_input=not args.no_input,
-                                extra=extra, title=f"Evaluation of {info['network']}", max_images=args.max_images,
-                                on_bad_image=args.on_bad_image, page=args.html)
+    folder = OutputFolder(out_dir)  # locked, an earlier result moved aside: nothing stale, one writer
+    folder.claim()
+    try:
+        if len(infos) > 1:
+            extra["compared"] = {label: i["weight"] for label, i in zip(labels, infos)}
+        summary = evaluate_datasets(nets, datasets, missing, protocol, device, out_dir, main=labels[0],
+                                    order=order, save=args.save, workers=workers, with_input=not args.no_input,
+                                    extra=extra, title=f"Evaluation of {info['network']}", max_images=args.max_images,
+                                    on_bad_image=args.on_bad_image, page=args.html)
+    finally:
+        folder.release()
     print()
     print(markdown_table(summary, None, f"{info['network']} ({Path(info['weight']).name})", notes=False), flush=True)
     scored = [k for k, v in summary.items() if isinstance(v, dict) and "psnr" in v]

@@ -32,9 +32,11 @@ from torch.utils.data import Dataset
 
 from common_utils.checkpoint import load_network
 from common_utils.cli import add_threads_argument, configure_threads, default_workers, help_text, run_cli
+from common_utils.device import select_device
 from common_utils.evaluation.eval import add_weights_arguments
 from common_utils.evaluation.evaluator import evaluate
-from common_utils.evaluation.runner import build_protocol, check_output_dir, parse_network_args, select_device
+from common_utils.evaluation.runner import build_protocol, check_output_dir, parse_network_args
+from common_utils.folders import OutputFolder
 from data.image_io import is_image_file, list_images, read_image
 from data.loaders import eval_loader
 from data.transforms import to_tensor_chw
@@ -82,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--fast-eval", action="store_true", help="autocast inference (fp16 on CUDA)")
     p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size")
     p.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one, default), cpu, cuda, "
+                   "cuda:N; a device that is not there is an error")
     p.add_argument("--workers", type=int, default=None,
                    help="data-loading worker processes, decoding overlaps the forward (default: the usable cores "
                         f"minus one, at most 4; {default_workers()} here)")
@@ -104,7 +107,12 @@ def run(args: argparse.Namespace) -> list[Path]:
         raise UserError(f"--workers must be >= 0, got {workers}")
     configure_threads(args.threads, workers)
     loader = eval_loader(dataset, num_workers=min(workers, len(dataset)), pin_memory=device.type == "cuda")
-    res = evaluate(net, loader, device, protocol, save_dir=out_dir)
+    folder = OutputFolder(out_dir)  # locked, earlier outputs moved aside: nothing stale, one writer
+    folder.claim()
+    try:
+        res = evaluate(net, loader, device, protocol, save_dir=out_dir)
+    finally:
+        folder.release()
     written = [out_dir / f"{r['name']}.png" for r in res.rows]
     summary = res.summary()
     timing = f", {summary['latency_ms']:.1f} ms/image" if summary.get("latency_ms") is not None else ""

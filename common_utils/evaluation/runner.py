@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from common_utils.device import select_device
 from common_utils.evaluation.evaluator import EvalProtocol, evaluate
 from common_utils.evaluation.report import write_rows_csv, write_summary
 from common_utils.no_reference import try_build_niqe
@@ -28,6 +29,9 @@ from data.paths import resolve_dataset_args
 from foundation.errors import UserError
 from models.lpips import try_build_lpips
 
+__all__ = ["PROTOCOLS", "SEED", "build_protocol", "check_output_dir", "dataset_key", "evaluate_datasets",
+           "identity", "open_datasets", "parse_network_args", "select_device", "worse_than_input"]
+
 SEED = 1951581  # the official SSLL evaluation's seed
 
 # protocol name -> SSIM variant, resize, description
@@ -36,21 +40,6 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
                                                           "LPIPS AlexNet"},
     "iceml": {"ssim": "piq", "resize": 1024, "description": "ICEML paper: resize to 1024x1024, piq PSNR/SSIM"},
 }
-
-
-def select_device(pref: str | None = "auto") -> torch.device:
-    """``auto`` = the GPU when there is one; ``cuda``/``cuda:N``/``cpu``/``mps`` as given."""
-    if pref in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(pref)
-    except RuntimeError:
-        raise UserError(f"unknown device '{pref}' (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{pref}' requested but CUDA is not available here (use --device cpu)")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UserError(f"device '{pref}' does not exist ({torch.cuda.device_count()} GPUs visible)")
-    return dev
 
 
 def parse_network_args(text: str | None) -> dict[str, Any]:
