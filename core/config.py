@@ -80,11 +80,45 @@ def _thaw(v: Any) -> Any:
     return v
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the last one)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key == "<<":  # a YAML merge key may repeat
+            continue
+        try:
+            hash(key)
+        except TypeError:
+            continue  # the default constructor reports unhashable keys itself
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key '{key}' is written twice (lines {seen[key] + 1} and "
+                            f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml_text(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (a config's silent "last one wins")."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.yaml"))[:4]
+        hint = f" such as {', '.join(str(path / n) for n in found)}" if found else ""
+        raise ConfigError(f"-c {path} is a folder; give a config file (.yaml){hint}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml_text(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -180,6 +214,9 @@ def _coerce(key: str, value: Any, field: Field, source: str) -> Any:
         raise ConfigError(f"config key '{key}' must be a finite number, got {value}{source}")
     if field.minimum is not None and isinstance(value, (int, float)) and value < field.minimum:
         raise ConfigError(f"config key '{key}' must be at least {field.minimum:g}, got {value}{source}")
+    if field.maximum is not None and isinstance(value, (int, float)) and value > field.maximum:
+        top = int(field.maximum) if float(field.maximum).is_integer() else field.maximum
+        raise ConfigError(f"config key '{key}' must be at most {top}, got {value}{source}")
     if field.above is not None and isinstance(value, (int, float)) and value <= field.above:
         raise ConfigError(f"config key '{key}' must be greater than {field.above:g}, got {value}{source}")
     if field.choices and value not in field.choices:
@@ -321,6 +358,12 @@ def _check_trainer_sections(raw: Mapping[str, Any], trainer: Any, source: str) -
 
 def _check_cross_keys(data: Mapping[str, Any], source: str) -> None:
     """Rules between keys: what one key needs from another."""
+    from common_utils.device import check_device_name
+
+    try:
+        data["device"] = check_device_name(data["device"], "config key 'device'")
+    except UserError as exc:
+        raise ConfigError(f"{exc}{source}") from None
     threads = data["train"]["threads"]
     if isinstance(threads, str) and threads != "auto" or isinstance(threads, int) and threads < 1:
         raise ConfigError(f"config key 'train.threads' must be auto or a positive number, got {threads!r}" + source)

@@ -12,7 +12,8 @@ from typing import Any
 @dataclass(frozen=True)
 class Field:
     """One config value: allowed types, default, whether None is allowed, allowed choices, and for
-    numbers the smallest value allowed (``minimum``, inclusive) or a strict lower bound (``above``)."""
+    numbers the smallest value allowed (``minimum``, inclusive) or a strict lower bound (``above``)
+    and the largest (``maximum``, inclusive)."""
 
     types: tuple[type, ...]
     default: Any = None
@@ -21,6 +22,7 @@ class Field:
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
     above: float | None = None
+    maximum: float | None = None
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,21 @@ FREE = object()
 
 
 def F(types: type | tuple[type, ...], default: Any = None, optional: bool = False, required: bool = False,
-      choices: tuple[Any, ...] = (), minimum: float | None = None, above: float | None = None) -> Field:
+      choices: tuple[Any, ...] = (), minimum: float | None = None, above: float | None = None,
+      maximum: float | None = None) -> Field:
     """Shorthand constructor for :class:`Field`."""
     t = types if isinstance(types, tuple) else (types,)
-    return Field(t, default, optional or default is None and not required, required, choices, minimum, above)
+    return Field(t, default, optional or default is None and not required, required, choices, minimum, above,
+                 maximum)
+
+
+#: seeds feed numpy (32-bit), torch and SeedSequence; a rank or stream offset is added to them
+SEED_MAX = 2 ** 31 - 1
+
+
+def SEED(default: int | None = 0) -> Field:
+    """A seed: an integer from 0 to :data:`SEED_MAX` (a negative one fails in numpy, a huge one overflows)."""
+    return F(int, default, minimum=0, maximum=SEED_MAX)
 
 
 NUM = (int, float)
@@ -64,13 +77,13 @@ LOSS = {
 
 BASE_SCHEMA: dict[str, Any] = {
     "name": F(str, required=True),
-    "seed": F(int, 0),
+    "seed": SEED(),
     "trainer": F(str, "supervised"),
     "output_root": F(str, "experiments"),
     "device": F(str, "auto"),
     "demo_data": {
         "root": F(str, None),
-        "seed": F(int, 0),
+        "seed": SEED(),
         "auto_create": F(bool, False),
         "kind": F(str, "lowlight", choices=("lowlight", "haze", "all")),
     },
@@ -92,7 +105,7 @@ BASE_SCHEMA: dict[str, Any] = {
         "prefetch_factor": F(int, 2, minimum=1),
         "batch_size": F(int, 4, minimum=1),
         "labelled_pairs": F(int, None, minimum=1),
-        "label_split_seed": F(int, None),
+        "label_split_seed": SEED(None),
         "unlabelled_to_pool": F(bool, True),
     },
     "optim": {

@@ -253,3 +253,36 @@ def test_run_saves_resolved_config(tmp_path, cfg_file):
         assert {k: v for k, v in again.to_dict().items() if k != "_source"} == expected
     finally:
         trainer.close()
+
+
+# --------------------------------------------------------------------------- second hardening pass
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path, cfg_file):
+    text = cfg_file.read_text() + "seed: 7\nseed: 8\n"
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"key 'seed' is written twice \(lines \d+ and \d+\)"):
+        load_config(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(cfg_file.read_text() + "optim:\n  lr: 1.0e-3\n  lr: 2.0e-3\n")
+    with pytest.raises(ConfigError, match="written twice"):  # the same key in a nested mapping, or twice 'optim'
+        load_config(nested)
+
+
+def test_a_folder_given_as_the_config_says_so_and_offers_its_files(tmp_path, cfg_file):
+    with pytest.raises(ConfigError, match=r"is a folder; give a config file \(.yaml\) such as .*\.yaml"):
+        load_config(cfg_file.parent)
+
+
+@pytest.mark.parametrize("seed,words", [(-1, "at least 0"), (2 ** 40, "at most 2147483647"),
+                                        (10 ** 30, "at most")])
+def test_seeds_out_of_range_are_config_errors(cfg_file, seed, words):
+    for key in ("seed", "data.label_split_seed", "demo_data.seed"):
+        with pytest.raises(ConfigError, match=f"'{key}' must be {words}"):
+            load_config(cfg_file, [f"{key}={seed}"])
+    assert load_config(cfg_file, [f"seed={2 ** 31 - 1}"]).seed == 2 ** 31 - 1
+
+
+@pytest.mark.parametrize("word", ["gpu", "cuda0", "GPU:1", "tpu"])
+def test_device_words_outside_the_rule_are_config_errors(cfg_file, word):
+    with pytest.raises(ConfigError, match="config key 'device' must be one of auto, cpu, cuda, cuda:N, mps"):
+        load_config(cfg_file, [f"device={word}"])
