@@ -51,6 +51,7 @@ class Validator:
         self.sample_images = sample_images if dist_info.is_main else 0
         self.samples_dir = samples_dir
         self.best: dict[str, dict[str, Any]] = {}
+        self._warned: set[str] = set()
 
     def run(self, networks: dict[str, nn.Module], step: int) -> tuple[dict[str, dict[str, float]], list[str]]:
         """Mean metrics per network, and the networks that beat their best ``watch`` score."""
@@ -71,6 +72,10 @@ class Validator:
             res = evaluate(net, self.make_loader(self.shard), self.device, self.protocol, time_forward=False,
                            on_image=keep)
             net.train(was_training)
+            for why in res.skipped:  # an unreadable validation image is left out, never silently
+                if why not in self._warned:
+                    self._warned.add(why)
+                    self.log.warning(f"validation leaves out {why}")
             results[name] = self._reduce_means(res.rows)
         if self.dist.is_main:
             text = " | ".join(f"{n}: " + " ".join(f"{k}={v:.4f}" for k, v in r.items() if k != "images")

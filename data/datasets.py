@@ -23,7 +23,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from data import DATASETS
 from data.image_io import ImageReadError, image_to_float, list_images, read_image_raw
@@ -148,6 +148,14 @@ def select_by_key(pairs: list[tuple[Path, Path]], lq_dir: Path, pairing: str, in
 _WARNED: set[str] = set()
 
 
+def warn_skipped(reasons: list[str]) -> None:
+    """``warning: skipped <file>: <why>`` on stderr, once per file and process (the main one)."""
+    for why in reasons:
+        if why not in _WARNED:
+            _WARNED.add(why)
+            print(f"warning: skipped {why}", file=sys.stderr, flush=True)
+
+
 class TrainingImages:
     """Shared behaviour of the folder datasets: augmentation, size policies, bad-file policy.
 
@@ -189,16 +197,22 @@ class TrainingImages:
         index %= n
         if seed is None:  # evaluation: an unreadable image is the evaluator's to report, never replaced
             return self._load(index, None)
+        skipped: list[str] = []
         for attempt in range(n):
             try:
-                return self._load((index + attempt) % n, seed)
+                item = self._load((index + attempt) % n, seed)
             except ImageReadError as exc:
                 if self.on_bad_image == "stop":
                     raise UserError(f"{exc} (a training image; set the dataset's on_bad_image: skip to skip "
                                     f"such files)") from None
-                if str(exc) not in _WARNED:
-                    _WARNED.add(str(exc))
-                    print(f"warning: skipped {exc}", file=sys.stderr, flush=True)
+                skipped.append(str(exc))
+                if get_worker_info() is None:  # in a loader worker the main process warns
+                    warn_skipped(skipped)
+                    skipped = []
+                continue
+            if skipped:  # carried to the main process, which warns once per file (not once per worker)
+                item["_skipped"] = skipped
+            return item
         raise UserError(f"no readable image in {self!r}: every file failed to decode")
 
     def _augment(self, images: list[np.ndarray], seed: int | None) -> list[np.ndarray]:

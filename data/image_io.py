@@ -2,7 +2,9 @@
 
 Every reader returns an ``(H, W, 3)`` float32 array whatever the file holds: grayscale is
 repeated to three channels, alpha is dropped, 16-bit data is scaled by 65535. A file that cannot
-be decoded raises :class:`ImageReadError` naming the file, never a deep library error.
+be decoded raises :class:`ImageReadError` naming the file, never a deep library error. Files are
+decoded by their content (the extension only selects which files of a folder are images), and the
+EXIF orientation of photos is applied.
 """
 from __future__ import annotations
 
@@ -58,26 +60,49 @@ def image_to_float(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0))
 
 
+#: leading bytes of the formats the framework reads -> format name (what a file *is*, whatever its name)
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"), (b"\x93NUMPY", "NPY"),
+)
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format of a file from its first bytes (PNG, JPEG, BMP, TIFF, WEBP, NPY), or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for sig, name in _SIGNATURES if head.startswith(sig)), None)
+
+
 def read_image_raw(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file (or ``.npy`` array) as (H, W, 3) RGB in its stored pixel type.
 
+    The format is read from the file's content, not its name (a BMP named ``.png`` is read as the
+    BMP it is); the EXIF orientation of a photo is applied (a phone picture comes out upright).
     uint8 and uint16 stay integers (convert with :func:`image_to_float`); floats are kept as is.
     """
     p = str(path)
     if not os.path.isfile(p):
         raise ImageReadError(f"{p}: file not found")
-    if p.lower().endswith(".npy"):
+    data = np.fromfile(p, dtype=np.uint8)
+    if not data.size:
+        raise ImageReadError(f"{p}: the file is empty")
+    kind = sniff_format(data[:16].tobytes())
+    if kind == "NPY" or (kind is None and p.lower().endswith(".npy")):
         try:
             arr = np.load(p, allow_pickle=False)
         except Exception as exc:  # a corrupt array is a user data problem
             raise ImageReadError(f"{p}: cannot read the array ({exc.__class__.__name__})") from None
         return _rgb_view(arr, p, bgr=False)
-    data = np.fromfile(p, dtype=np.uint8)
-    if data.size and not _looks_complete(p, data):  # checked first: the decoder would print its own line
-        raise ImageReadError(f"{p}: the image file is truncated")
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if kind is not None and not _looks_complete(kind, data):  # checked first: the decoder would print its own line
+        raise ImageReadError(f"{p}: the {kind} file is truncated")
+    # IMREAD_COLOR applies the EXIF orientation (IMREAD_UNCHANGED does not); ANYDEPTH keeps 16-bit
+    # and float data. Gray comes back repeated to three channels and alpha dropped, as _rgb_view does.
+    arr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if arr is None:
-        raise ImageReadError(f"{p}: not a readable image (empty, truncated or not an image file)")
+        what = ("its content is not an image (it does not start like a PNG, JPEG, BMP, TIFF or WebP file, "
+                "whatever its name says)" if kind is None else f"the {kind} data cannot be decoded")
+        raise ImageReadError(f"{p}: not a readable image: {what}")
     return _rgb_view(arr, p, bgr=True)
 
 
@@ -86,13 +111,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return image_to_float(read_image_raw(path))
 
 
-def _looks_complete(path: str, data: np.ndarray) -> bool:
+def _looks_complete(kind: str, data: np.ndarray) -> bool:
     """Detect truncated PNG/JPEG files that decoders partially accept (trailing bytes are fine)."""
-    low = path.lower()
-    if low.endswith(".png"):
+    if kind == "PNG":
         # the IEND chunk closes a PNG: look at the tail first, the whole file only if it is not there
         return b"IEND" in data[-64:].tobytes() or b"IEND" in data.tobytes()
-    if low.endswith((".jpg", ".jpeg")):
+    if kind == "JPEG":
         return data.tobytes().rfind(b"\xff\xd9") > 2
     return True
 

@@ -7,12 +7,14 @@ the worker's whole traceback pasted into the message.
 """
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from data.datasets import warn_skipped
 from data.image_io import ImageReadError
 from data.samplers import ResumableSampler
 from foundation.errors import UserError
@@ -47,12 +49,15 @@ class _UserErrorGuard(Dataset):
 
 
 class _Loader(DataLoader):
-    """A DataLoader that re-raises, in the main process, the UserErrors its workers caught."""
+    """A DataLoader that re-raises, in the main process, the UserErrors its workers caught, and
+    prints the skip warnings its workers' items carry once per file (not once per worker)."""
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         for batch in super().__iter__():
             if isinstance(batch, _WorkerUserError):
                 raise batch.exc
+            if isinstance(batch, dict) and "_skipped" in batch:
+                warn_skipped([why for reasons in batch.pop("_skipped") for why in reasons])
             yield batch
 
 
@@ -78,8 +83,22 @@ def _make_loader(dataset: Dataset, num_workers: int, **kwargs: Any) -> DataLoade
     # random numbers (dropout, ...) untouched
     kwargs.setdefault("generator", torch.Generator().manual_seed(0))
     if num_workers > 0:
+        kwargs.setdefault("worker_init_fn", _worker_init)
         return _Loader(_UserErrorGuard(dataset), num_workers=num_workers, **kwargs)
-    return DataLoader(dataset, num_workers=num_workers, **kwargs)
+    return _Loader(dataset, num_workers=num_workers, **kwargs)
+
+
+def _worker_init(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM and SIGINT: the main process owns stopping.
+
+    ``timeout``, ``torchrun``, cluster schedulers and a terminal's Ctrl-C signal the whole process
+    group; a worker that died of it first made the main process fail with "DataLoader worker ...
+    is killed by signal" before it could write its final checkpoint. Ignoring them, the workers
+    keep serving until the main process has stopped and shuts them down (they also exit on their
+    own when the main process is gone).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _collate(items: list[Any]) -> Any:
@@ -87,6 +106,9 @@ def _collate(items: list[Any]) -> Any:
         if isinstance(it, _WorkerUserError):
             return it
     out: dict[str, Any] = {}
+    skipped = [it.pop("_skipped") for it in items if isinstance(it, dict) and "_skipped" in it]
+    if skipped:
+        out["_skipped"] = skipped
     for key in items[0]:
         vals = [it[key] for it in items]
         out[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
