@@ -12,7 +12,14 @@ defaults (see ``/work/shared/spec/iceml.md`` §6):
 * outputs are clamped to [0, 1] and written under ``<output>/<folder>/`` with the input's file
   name and extension (JPEG at quality 75, the PIL default the original's ``save_image`` used);
   the transmission map is repeated to 3 channels;
-* ``Image Processed:<fname>`` is printed per image, as the original does.
+* ``Image Processed:<fname>`` is printed per image, as the original does, and a final line counts them.
+
+Unlike the original, every image of the folder gets its turn: files are decoded by content (a BMP
+named ``.png`` is read), photos upright (EXIF orientation); an unreadable file, or an image that
+runs out of memory, is named in a warning and counted in the final line. At full resolution
+(``--size 0``) images above 2048x2048 pixels run in overlapping 1024-pixel tiles (``--tile``
+chooses; the networks' channel attention then sees each tile's own statistics, so a tiled result
+differs slightly from one untiled pass).
 
 ``--weights`` accepts whatever :func:`common_utils.checkpoint.read_network_state` reads: the
 official checkpoint (keys ``asm_model.*`` / ``retinex_model.*``), a plain RtxICE-Net or
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,17 +189,55 @@ def build_parser(job: DehazeJob, description: str | None = None) -> argparse.Arg
     p.add_argument("--size", type=int, default=DEFAULT_SIZE,
                    help=f"resize every image to SIZE x SIZE, aspect not kept, as the original "
                         f"(default {DEFAULT_SIZE}); 0 keeps the image size (padded to a multiple of 4)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available, default), cpu, cuda, cuda:N")
+    p.add_argument("--tile", type=int, default=None,
+                   help="with --size 0: run in tiles of this many pixels (default: 1024 for images above "
+                        "2048x2048 pixels; 0: never tile)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, default), cpu, cuda, cuda:N; a "
+                   "device that is not there is an error")
     return p
 
 
+class _Joined(nn.Module):
+    """A job's outputs concatenated on the channel axis: one tensor, so that it can run in tiles."""
+
+    size_multiple = SIZE_MULTIPLE
+
+    def __init__(self, job: DehazeJob, net: nn.Module) -> None:
+        super().__init__()
+        self.job, self.net = job, net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.job.run(self.net, x), dim=1)
+
+
+def run_job(job: DehazeJob, net: nn.Module, x: torch.Tensor, tile: int | None,
+            overlap: int = 32) -> tuple[torch.Tensor, ...]:
+    """``job.run(net, x)``, in overlapping tiles of ``tile`` pixels when ``tile`` is set."""
+    if not tile:
+        return job.run(net, x)
+    from common_utils.inference import forward_tiled
+
+    joined = forward_tiled(_Joined(job, net), x, tile, min(overlap, tile // 2 - 1))
+    return tuple(joined.split(3, dim=1))
+
+
 def dehaze_folder(job: DehazeJob, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-                  weights: str | os.PathLike, size: int = DEFAULT_SIZE, device: str = "auto") -> list[Path]:
-    """Dehaze every image of ``input_dir`` with ``job.network``; return the files written."""
+                  weights: str | os.PathLike, size: int = DEFAULT_SIZE, device: str = "auto",
+                  tile: int | None = None) -> list[Path]:
+    """Dehaze every image of ``input_dir`` with ``job.network``; return the files written.
+
+    With ``size == 0`` (full resolution) an image above ``AUTO_TILE_PIXELS`` runs in tiles of
+    ``AUTO_TILE`` pixels unless ``tile`` says otherwise (``tile=0``: never). A file that cannot be
+    read, and an image that runs out of memory, are named in a warning and counted in the final
+    line; the other images are always processed (none processed at all is an error).
+    """
     from common_utils.device import select_device
-    from data.image_io import read_image
+    from common_utils.evaluation.evaluator import AUTO_TILE, AUTO_TILE_PIXELS, is_out_of_memory
+    from data.image_io import ImageReadError, read_image
 
     check_size(size)
+    if tile is not None and (tile < 0 or 0 < tile < 16 or tile % SIZE_MULTIPLE):
+        raise UserError(f"--tile must be 0 (never tile) or a multiple of {SIZE_MULTIPLE} of at least 16, got {tile}")
     dev = select_device(device)
     files = list_inputs(input_dir)
     net = load_network(job, weights, dev)
@@ -199,14 +245,41 @@ def dehaze_folder(job: DehazeJob, input_dir: str | os.PathLike, output_dir: str 
     for folder in job.folders:
         (out_root / folder).mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    skipped: list[str] = []
+    tiled = 0
     with torch.inference_mode():
         for f in files:
-            x, (h, w) = prepare(read_image(f), size, dev)
-            for folder, y in zip(job.folders, job.run(net, x)):
+            try:
+                img = read_image(f)
+            except ImageReadError as exc:
+                skipped.append(str(exc))
+                print(f"warning: skipped {exc}", file=sys.stderr, flush=True)
+                continue
+            x, (h, w) = prepare(img, size, dev)
+            use = tile if tile else (AUTO_TILE if tile is None and h * w > AUTO_TILE_PIXELS else None)
+            try:
+                outputs = run_job(job, net, x, use)
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                del exc, x
+                why = (f"{f}: {w}x{h} pixels ran out of memory on {dev}"
+                       f"{f' in tiles of {use}' if use else ''}; use --tile {max(64, (use or AUTO_TILE) // 2)}")
+                skipped.append(why)
+                print(f"warning: skipped {why}", file=sys.stderr, flush=True)
+                continue
+            tiled += bool(use)
+            for folder, y in zip(job.folders, outputs):
                 target = out_root / folder / f.name
                 save_output(target, y[0, :, :h, :w].clamp(0, 1))
                 written.append(target)
             print(f"Image Processed:{f.name}", flush=True)
+    done = len(files) - len(skipped)
+    if not done:
+        raise UserError(f"no image of {input_dir} could be dehazed ({len(skipped)} skipped, see the warnings above)")
+    note = f"; {tiled} ran in tiles" if tiled else ""
+    print(f"{job.network}: processed {done} of {len(files)} image(s) into {out_root}{note}"
+          + (f"; skipped {len(skipped)} (named above)" if skipped else ""), flush=True)
     return written
 
 
@@ -216,4 +289,5 @@ def dehaze_main(job_key: str, argv: list[str] | None = None, description: str | 
 
     job = JOBS[job_key]
     args = build_parser(job, description).parse_args(argv)
-    return run_cli(lambda: dehaze_folder(job, args.input, args.output, args.weights, args.size, args.device))
+    return run_cli(lambda: dehaze_folder(job, args.input, args.output, args.weights, args.size, args.device,
+                                         args.tile))

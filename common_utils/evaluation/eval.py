@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(thumbnails and full-size pictures under <dataset>/page/)")
     p.add_argument("-f", "--fast-eval", action="store_true", help="autocast inference (fp16 on CUDA, as the "
                    "official evaluation runs; bf16 on CPU)")
-    p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size (bounded memory)")
+    p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size (bounded memory; "
+                   "default: 1024 for images above 2048x2048 pixels, 0: never tile)")
     p.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels (default 32)")
     p.add_argument("--gt-mean", action="store_true", help="also report PSNR/SSIM after GT-mean brightness "
                    "correction (extra columns; not the paper's protocol)")

@@ -9,8 +9,12 @@ Run from anywhere (no PYTHONPATH needed)::
 
 ``--set`` (alias ``--image-set``, as in the official script) enhances every image in a folder;
 there is no short option for it (``-s`` would mean ``--save`` in ``eval.py``).
-Any size works: inputs are padded to the network's size multiple and cropped back (or run in
-overlapping tiles with ``--tile``). ``.npy`` arrays (HWC, uint8 or float) are read as RGB like
+Any size works: inputs are padded to the network's size multiple and cropped back; images above
+2048x2048 pixels run in overlapping 1024-pixel tiles automatically (``--tile N`` chooses the tile,
+``--tile 0`` never tiles), so memory stays that of a 1024x1024 image. Files are read by content
+(a BMP named ``.png`` is a BMP), photos upright (EXIF orientation); a file that cannot be read, or
+an image that still runs out of memory, is named in a warning and counted in the final line, and
+the rest of the folder is always processed. ``.npy`` arrays (HWC, uint8 or float) are read as RGB like
 the official SMID loader reads them. Each output is a PNG named after its input
 (``photo.jpg`` -> ``photo.png``). Weights load as in ``eval.py`` (plain or wrapped state dicts,
 this framework's checkpoints, the official ``<prefix>_<Net>.pth`` form).
@@ -58,7 +62,7 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         f = self.files[index]
-        return {"lq": to_tensor_chw(read_image(f)), "name": f.stem}
+        return {"lq": to_tensor_chw(read_image(f)), "name": f.stem, "path": str(f)}
 
 
 def input_files(image: str | None, folder: str | None) -> list[Path]:
@@ -82,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--set", "--image-set", dest="set", default=None, help="folder of input images")
     p.add_argument("-o", "--output", "--output-dir", dest="output", required=True, help="output folder")
     p.add_argument("-f", "--fast-eval", action="store_true", help="autocast inference (fp16 on CUDA)")
-    p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size")
+    p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size (default: 1024 "
+                   "for images above 2048x2048 pixels; 0: never tile)")
     p.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one, default), cpu, cuda, "
                    "cuda:N; a device that is not there is an error")
@@ -114,9 +119,20 @@ def run(args: argparse.Namespace) -> list[Path]:
     finally:
         folder.release()
     written = [out_dir / f"{r['name']}.png" for r in res.rows]
-    summary = res.summary()
-    timing = f", {summary['latency_ms']:.1f} ms/image" if summary.get("latency_ms") is not None else ""
-    print(f"{info['network']}: enhanced {len(written)} image(s) into {out_dir}{timing}", flush=True)
+    for why in res.skipped:  # named once each; the other images went on
+        print(f"warning: skipped {why}", file=sys.stderr, flush=True)
+    if res.tiled:
+        print(f"note: {len(res.tiled)} large image(s) ran in tiles of {protocol.auto_tile} pixels (above "
+              f"{protocol.auto_tile_pixels} pixels; --tile N to choose, --tile 0 never tiles)", flush=True)
+    if not written:
+        raise UserError(f"no image could be enhanced ({len(res.skipped)} skipped, see the warnings above)")
+    oom = sum("ran out of memory" in why for why in res.skipped)
+    unreadable = len(res.skipped) - oom
+    left = [f"{unreadable} unreadable"] * bool(unreadable) + [f"{oom} out of memory"] * bool(oom)
+    timing = (f" in {res.seconds:.1f} s ({1000 * sum(res.latencies) / len(res.latencies):.0f} ms/image on "
+              f"average, the first included)") if res.latencies else ""
+    print(f"{info['network']}: enhanced {len(written)} of {len(files)} image(s) into {out_dir}{timing}"
+          + (f"; skipped {', '.join(left)} (named above)" if left else ""), flush=True)
     return written
 
 

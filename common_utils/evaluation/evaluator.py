@@ -2,8 +2,10 @@
 
 Each image runs through the network at full resolution (padded to its size multiple and
 cropped back, or in overlapping tiles), the output is clamped to [0, 1], and PSNR / SSIM /
-LPIPS are computed on the device. The forward time is measured with device synchronisation,
-the first image excluded as warm-up.
+LPIPS are computed on the device. Images above ``AUTO_TILE_PIXELS`` run in tiles unless told
+otherwise, and one that runs out of memory is reported and left out while the rest go on. The
+forward time is measured with device synchronisation: ``latency_ms`` is the median with the first
+image left out as warm-up, ``ms_per_image`` the mean over every image.
 """
 from __future__ import annotations
 
@@ -26,6 +28,23 @@ from data.image_io import write_image
 #: the Gaussian window of every SSIM variant: smaller images cannot be scored
 SSIM_WINDOW = 11
 
+#: images with more pixels than this run in tiles automatically (unless a tile size is given, or
+#: tiling is turned off with ``--tile 0``): 2048x2048, above every test set of the papers (SDSD's
+#: 1920x1080 frames are the largest), below a phone's 12 MP photo or a 3840x2160 frame, which ran
+#: CIDNet out of memory at 11.5 GB untiled. Feature memory grows with the pixels of one forward,
+#: so a tiled image needs about what one AUTO_TILE x AUTO_TILE image needs, whatever its size.
+AUTO_TILE_PIXELS = 2048 * 2048
+AUTO_TILE = 1024
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's out-of-memory error (CUDA, or the CPU allocator)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "DefaultCPUAllocator" in text)
+
 
 @dataclass
 class EvalProtocol:
@@ -43,6 +62,18 @@ class EvalProtocol:
     ms_ssim: bool = False                 # MS-SSIM on Y (images with a short side of 161 px or more)
     niqe: Callable[[torch.Tensor], torch.Tensor] | None = None   # no-reference NIQE (CPU, seconds per image)
     niqe_reason: str | None = None
+    #: tile images above this many pixels when ``tile`` is not set (None: never); see AUTO_TILE_PIXELS
+    auto_tile_pixels: int | None = AUTO_TILE_PIXELS
+    auto_tile: int = AUTO_TILE
+
+    def tile_for(self, x: torch.Tensor) -> int | None:
+        """The tile size an input runs with: ``tile``, else ``auto_tile`` for a large image, else None."""
+        if self.tile:
+            return self.tile
+        h, w = x.shape[-2:]
+        if self.auto_tile_pixels is not None and h * w > self.auto_tile_pixels:
+            return self.auto_tile
+        return None
 
     def describe(self, device: torch.device) -> dict[str, Any]:
         """Protocol fields for summaries."""
@@ -61,7 +92,9 @@ class EvalProtocol:
                 f"unavailable: {self.niqe_reason}"} if self.niqe is not None or self.niqe_reason else {}),
             "precision": prec,
             "resize": self.resize,
-            "tile": self.tile,
+            "tile": self.tile if self.tile else (
+                f"{self.auto_tile} for images above {self.auto_tile_pixels} pixels" if self.auto_tile_pixels
+                else None),
             "gt_mean_columns": self.gt_mean,
             "device": str(device),
         }
@@ -83,9 +116,10 @@ def enhance(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, protoc
         ctx = torch.autocast(device_type=x.device.type, dtype=dtype)
     else:
         ctx = contextlib.nullcontext()
+    tile = protocol.tile_for(x) if isinstance(net, nn.Module) else None
     with ctx:
-        if isinstance(net, nn.Module) and protocol.tile:
-            y = forward_tiled(net, x, protocol.tile, protocol.tile_overlap)
+        if tile:
+            y = forward_tiled(net, x, tile, min(protocol.tile_overlap, tile // 2 - 1))
         elif isinstance(net, nn.Module):
             y = forward_padded(net, x)
         else:
@@ -101,11 +135,18 @@ class EvalResult:
     latencies: list[float] = field(default_factory=list)
     metric_seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    tiled: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
+        """Means of the rows; ``latency_ms`` (median forward, the first image left out as warm-up, as
+        benchmarks count) and ``ms_per_image`` (every image's forward, the first included: what a
+        folder really took per image)."""
         out: dict[str, Any] = {"images": len(self.rows)}
         if self.skipped:
             out["skipped"] = list(self.skipped)
+        if self.tiled:
+            out["tiled_automatically"] = list(self.tiled)
         keys = [k for k in (self.rows[0] if self.rows else {}) if k != "name"]
         for k in keys:
             vals = [r[k] for r in self.rows if r[k] is not None]
@@ -115,6 +156,7 @@ class EvalResult:
         if timed:
             out["latency_ms"] = 1000.0 * statistics.median(timed)
             out["fps"] = len(timed) / sum(timed) if sum(timed) > 0 else None
+            out["ms_per_image"] = 1000.0 * sum(self.latencies) / len(self.latencies)
         return out
 
 
@@ -129,9 +171,12 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
     ``on_image(index, batch, output, row)`` is called for every image (sample pictures, comparison
     pages) with the batch on the device, the clamped output and the image's metric row. An item
     the loader could not read, and an image smaller than the SSIM window, are left out and listed
-    in ``EvalResult.skipped`` with the reason.
+    in ``EvalResult.skipped`` with the reason; so is an image that runs out of memory (with the hint
+    to use a smaller ``--tile``), and the images after it are still evaluated. Images above the
+    protocol's ``auto_tile_pixels`` run in tiles (listed in ``EvalResult.tiled``).
     """
     result = EvalResult()
+    start = time.perf_counter()
     it = progress(batches) if progress else batches
     for i, batch in enumerate(it):
         if max_images is not None and i >= max_images:
@@ -155,7 +200,22 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
         if time_forward:
             _sync(device)
         t0 = time.perf_counter()
-        out = enhance(net, lq, protocol)
+        tile = protocol.tile_for(lq) if isinstance(net, nn.Module) else None
+        try:
+            out = enhance(net, lq, protocol)
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            del exc
+            lq = gt = None
+            _free_memory(device)
+            h, w = batch["lq"].shape[-2:]
+            smaller = max(64, (tile or min(h, w, AUTO_TILE)) // 2)
+            result.skipped.append(f"{_name(batch, 'path')}: {w}x{h} pixels ran out of memory on {device}"
+                                  f"{f' in tiles of {tile}' if tile else ''}; use --tile {smaller} (or smaller)")
+            continue
+        if tile and not protocol.tile:
+            result.tiled.append(_name(batch))
         if time_forward:
             _sync(device)
         result.latencies.append(time.perf_counter() - t0)
@@ -188,4 +248,18 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
         if on_image is not None:
             on_image(i, {**batch, "lq": lq, **({"gt": gt} if gt is not None else {})}, out, row)
         result.rows.append(row)
+    result.seconds = time.perf_counter() - start
     return result
+
+
+def _name(batch: dict[str, Any], prefer: str = "name") -> str:
+    names = batch.get(prefer, batch["name"])
+    return str(names[0] if isinstance(names, (list, tuple)) else names)
+
+
+def _free_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

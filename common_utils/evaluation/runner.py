@@ -78,7 +78,10 @@ def build_protocol(protocol: str = "paper", ssim: str | None = None, resize: int
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown protocol '{protocol}' (use {' or '.join(PROTOCOLS)})")
     base = PROTOCOLS[protocol]
-    if tile is not None and tile <= 0:
+    auto_tile = tile != 0  # --tile 0: never tile, not even a large image
+    if tile is not None and tile < 0:
+        raise UserError(f"--tile must be a positive tile size, or 0 to never tile, got {tile}")
+    if tile == 0:
         tile = None
     if tile and tile_overlap * 2 >= tile:
         raise UserError(f"--tile-overlap {tile_overlap} must be less than half of --tile {tile}")
@@ -91,7 +94,8 @@ def build_protocol(protocol: str = "paper", ssim: str | None = None, resize: int
     return EvalProtocol(ssim=ssim or base["ssim"], lpips=metric.to(device) if metric is not None else None,
                         lpips_reason=reason, fast=fast, tile=tile, tile_overlap=tile_overlap,
                         resize=resize if resize is not None else base["resize"], gt_mean=gt_mean,
-                        ms_ssim=ms_ssim, niqe=niqe_metric, niqe_reason=niqe_reason)
+                        ms_ssim=ms_ssim, niqe=niqe_metric, niqe_reason=niqe_reason,
+                        **({} if auto_tile else {"auto_tile_pixels": None}))
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
@@ -224,8 +228,16 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
         summary[key] = entry
         for why in entry.get("skipped", []):
             say(f"{key}: WARNING: skipped {why}")
+        if entry.get("tiled_automatically"):
+            say(f"{key}: note: {len(entry['tiled_automatically'])} large image(s) ran in tiles of "
+                f"{protocol.auto_tile} pixels (above {protocol.auto_tile_pixels} pixels; --tile N to choose)")
+        if not entry["images"]:
+            summary[key] = {**entry, "error": "no image could be evaluated (see the warnings above)"}
+            say(f"{key}: failed - no image could be evaluated")
+            continue
         say(f"{key}: {entry['images']} images  {main}: {score_line(entry)}  "
-            f"{entry.get('latency_ms', float('nan')):.1f} ms/image"
+            f"{entry.get('ms_per_image', float('nan')):.1f} ms/image "
+            f"(median {entry.get('latency_ms', float('nan')):.1f} after the first)"
             + (f"  | input: {score_line(entry['input'])}" if with_input and "input" in entry else ""))
         if book is not None:
             where = book.write(entry, described)
