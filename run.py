@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", default=None, help="training checkpoint to continue from (e.g. "
                         "experiments/<name>/checkpoints/last.pth)")
     parser.add_argument("--no-eval", action="store_true", help="skip the final evaluation on eval.datasets")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: continue although the config changed keys that make it a different run "
+                             "(data, seed, network, optimizer, schedule, losses); they are listed either way")
     parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.iters=100")
     args = parser.parse_args(argv)
 
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         from core import TRAINERS
         from core.config import load_config
         from core.final_evaluation import final_evaluation
-        from core.runtime import configure_threads
+        from core.runtime import configure_threads, init_distributed, is_collective_timeout
         from core.trainer import TrainingInterrupted
         from data.demo import make_demo_data
         from data.paths import resolve_path
@@ -49,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.demo_data.auto_create:
             root = resolve_path(cfg.demo_data.root or "demo_data")
             make_demo_data(root, seed=cfg.demo_data.seed, kind=cfg.demo_data.kind)
+        if resume:  # a changed config, or a run shorter than the checkpoint, is said before anything starts
+            for note in check_resume_against(resume, cfg, args.allow_config_change):
+                print(f"note: resume: {note}", file=sys.stderr, flush=True)
+        init_distributed(cfg.device, cfg.train.ddp_timeout)  # under torchrun: collectives time out
         trainer = TRAINERS.get(cfg.trainer)(cfg, resume=resume)
         try:
             trainer.train()
@@ -57,11 +64,48 @@ def main(argv: list[str] | None = None) -> int:
         except TrainingInterrupted as stop:
             print(f"stopped: {stop}", file=sys.stderr, flush=True)
             return stop.exit_code
+        except RuntimeError as exc:
+            if not (trainer.dist.enabled and is_collective_timeout(exc)):
+                raise
+            raise stalled_rank_error(trainer, exc) from None
         finally:
             trainer.close()
         return 0
 
     return run_cli(job)
+
+
+def check_resume_against(resume: str, cfg, allow: bool) -> list[str]:
+    """:func:`core.resume_check.check_resume` of the config against the checkpoint's stored one."""
+    from core.checkpointing import CheckpointStore
+    from core.resume_check import check_resume
+
+    ckpt = CheckpointStore.read_training(resume)
+    return check_resume(ckpt.get("config"), cfg.to_dict(), int(ckpt.get("iter", 0)), cfg.train.iters, allow,
+                        source=resume)
+
+
+def stalled_rank_error(trainer, exc: BaseException) -> Exception:
+    """The one line a rank prints when the others did not answer within ``train.ddp_timeout``.
+
+    The process group is torn down first, so that closing the trainer does not wait once more.
+    """
+    import torch.distributed as dist
+
+    from core.runtime import DistributedTimeout
+
+    rank, world = trainer.dist.rank, trainer.dist.world_size
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # the group is already broken; leaving is what matters
+            pass
+    last = trainer.ckpt_dir / "last.pth"
+    resume = f"; continue with --resume {last}" if last.exists() else ""
+    return DistributedTimeout(
+        f"rank {rank} of {world} waited more than {trainer.cfg.train.ddp_timeout:g} s (train.ddp_timeout) for the "
+        f"other ranks at iteration {trainer.iter + 1}: one of them is stopped, hung or dead; last checkpoint: "
+        f"{last if last.exists() else 'none yet'}{resume}")
 
 
 if __name__ == "__main__":

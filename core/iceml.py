@@ -84,6 +84,11 @@ class ICEMLTrainer(BaseTrainer):
         self.total_iters = self._total_iters()
         if self.total_iters > self.pretrain_iters and self.unpaired_set is None:
             raise UserError("the mutual-learning stage needs data.unpaired (real hazy images without ground truth)")
+        if self.pretrain_iters > self.total_iters:
+            self.log.warning(f"this run ends at iteration {self.total_iters}, inside its pre-training stage "
+                             f"({self.pretrain_iters} iterations, iceml.pretrain_iters/pretrain_epochs): mutual "
+                             f"learning never runs; raise train.iters above {self.pretrain_iters}, or set "
+                             f"iceml.pretrain_iters={self.total_iters} for a stage-1-only run")
 
     def lr_factor(self, step: int) -> float:
         """Cosine within each stage: from 1 in pre-training, from mutual_lr / lr in mutual learning."""

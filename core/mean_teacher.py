@@ -80,6 +80,11 @@ class MeanTeacherTrainer(SupervisedTrainer):
             self.semi_start_iter = (s.semi_start_epoch - 1) * self.iters_per_epoch
         total_epochs = math.ceil(self.total_iters / self.iters_per_epoch)
         self.curriculum_epochs = s.curriculum_epochs or self.cfg.scheduler.period_epochs or total_epochs
+        if self.semi_start_iter is not None and self.semi_start_iter >= self.total_iters:
+            self.log.warning(f"this run ends at iteration {self.total_iters}, before its semi-supervised phase starts "
+                             f"(ssll.semi_start_epoch={s.semi_start_epoch} = iteration {self.semi_start_iter + 1} at "
+                             f"{self.iters_per_epoch} iterations per epoch): it trains on the paired data only; "
+                             f"raise train.iters/train.epochs or lower ssll.semi_start_epoch")
 
     def start_streams(self) -> None:
         super().start_streams()

@@ -140,6 +140,10 @@ BASE_SCHEMA: dict[str, Any] = {
         "max_nonfinite": F(int, 5, minimum=1),
         "ema_decay": F(NUM, 0.99, optional=True, minimum=0),
         "find_unused_parameters": F(bool, False),
+        # seconds a rank waits in a collective for the others before it reports a stalled rank and
+        # stops (torchrun runs only); above the longest wait of a healthy run (rank 0 alone writing a
+        # checkpoint or sample pictures)
+        "ddp_timeout": F(NUM, 600, minimum=5),
         "output_clamp": F(str, "straight_through", choices=("straight_through", "hard")),
         "sample_images": F(int, 4, minimum=0),
         "threads": F((int, str), "auto"),

@@ -1,0 +1,183 @@
+"""How clusters stop jobs, as real processes on the CPU: SIGTERM to a whole process group (what
+``timeout``, ``torchrun`` and schedulers send), and a stalled DDP rank (``kill -STOP``).
+
+- SIGTERM to the group of ``run.py`` with loader workers: the workers ignore it, the main
+  process finishes its iteration, writes ``last.pth`` and prints the ``--resume`` line (exit 143),
+  within a few seconds; the run then resumes from that iteration.
+- SIGTERM to ``torchrun``: torchrun signals each rank's process group (rank and workers); every
+  rank stops at the same iteration, rank 0 writes ``last.pth``, no rank prints a traceback.
+- a rank stopped with SIGSTOP: the other reports it in one line within ``train.ddp_timeout``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from tests.helpers import tiny_config, write_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp / "torch_home")}
+    env.pop("SSIR_DEBUG", None)
+    return env
+
+
+def _long_config(tmp: Path, name: str, workers: int) -> Path:
+    """A run far longer than the test (it is stopped): logs every 2 iterations, no periodic checkpoint."""
+    cfg = tiny_config(tmp, name=name, iters=100000, num_workers=workers)
+    cfg["train"].update({"log_every": 2, "save_every": 100000, "val_every": 100000})
+    return write_yaml(tmp / f"{name}.yaml", cfg)
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the process ended (rc {proc.returncode}) before {what}:\n{err[-3000:]}")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"no {what} within {timeout} s")
+
+
+def _logged_iteration(log: Path) -> int:
+    if not log.is_file():
+        return 0
+    its = [int(ln.split("iter ", 1)[1].split("/", 1)[0]) for ln in log.read_text().splitlines() if " iter " in ln]
+    return max(its, default=0)
+
+
+def _session_processes(sid: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and /proc: Linux")
+def test_sigterm_to_the_process_group_writes_the_final_checkpoint(tmp_path):
+    cfg = _long_config(tmp_path, "term", workers=2)
+    exp = tmp_path / "experiments" / "term"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-c", str(cfg), "--no-eval"], cwd=tmp_path,
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for(lambda: _logged_iteration(exp / "logs" / "train.log") >= 6, 180, proc, "iteration 6")
+    assert len(_session_processes(proc.pid)) >= 3  # the main process and its two loader workers
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)  # as `timeout -s TERM`, a scheduler or torchrun: the whole group
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the run did not stop within 60 s of SIGTERM")
+    took = time.monotonic() - sent
+    assert proc.returncode == 143, err[-3000:]
+    assert "DataLoader worker" not in err and "Traceback" not in err, err[-3000:]
+    last = exp / "checkpoints" / "last.pth"
+    assert f"--resume {last}" in err
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["iter"] >= 6  # every iteration up to the signal is kept (no periodic save ran)
+    assert took < 30, took  # this busy 2-core machine: a few seconds (README: grace period)
+    time.sleep(1.0)
+    assert _session_processes(proc.pid) == []  # no worker left behind
+    from run import main
+
+    assert main(["-c", str(cfg), "--no-eval", "--resume", str(last), f"train.iters={ckpt['iter'] + 2}"]) == 0
+
+
+needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available())
+                                or not sys.platform.startswith("linux"),
+                                reason="torch.distributed with gloo on Linux")
+
+
+def _torchrun(tmp: Path, cfg: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           "--shutdown-timeout", "5", str(ROOT / "run.py"), "-c", str(cfg), "--no-eval", *extra]
+    return subprocess.Popen(cmd, cwd=tmp, env=_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _rank_pids(torchrun_pid: int) -> dict[int, int]:
+    """{rank: pid} of the processes torchrun started (read from their environment)."""
+    out = {}
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            stat = (env.parent / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) != torchrun_pid:
+                continue
+            items = dict(kv.split("=", 1) for kv in env.read_text().split("\0") if "=" in kv)
+        except (OSError, ValueError, IndexError):
+            continue
+        if "RANK" in items:
+            out[int(items["RANK"])] = int(env.parent.name)
+    return out
+
+
+@needs_gloo
+def test_sigterm_to_torchrun_stops_every_rank_with_a_checkpoint(tmp_path):
+    cfg = _long_config(tmp_path, "ddpterm", workers=1)
+    exp = tmp_path / "experiments" / "ddpterm"
+    proc = _torchrun(tmp_path, cfg)
+    _wait_for(lambda: _logged_iteration(exp / "logs" / "train.log") >= 4, 240, proc, "iteration 4")
+    os.kill(proc.pid, signal.SIGTERM)  # kill -TERM <torchrun pid>
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("torchrun did not stop within 90 s of SIGTERM")
+    ckpt = torch.load(exp / "checkpoints" / "last.pth", weights_only=True)
+    assert ckpt["iter"] >= 4 and len(ckpt["rng_ranks"]) == 2
+    assert err.count("SIGTERM received: stopped after writing") == 2, err[-4000:]  # both ranks, one line each
+    assert "DataLoader worker" not in err and "exitcode  : 1" not in err, err[-4000:]
+    rank_tracebacks = [ln for ln in err.splitlines() if ln.startswith("[rank")]
+    assert not rank_tracebacks, err[-4000:]
+
+
+@needs_gloo
+def test_a_stalled_rank_is_reported_within_the_ddp_timeout(tmp_path):
+    cfg = _long_config(tmp_path, "stall", workers=0)
+    exp = tmp_path / "experiments" / "stall"
+    proc = _torchrun(tmp_path, cfg, "train.ddp_timeout=8")
+    _wait_for(lambda: _logged_iteration(exp / "logs" / "train.log") >= 4, 240, proc, "iteration 4")
+    ranks = _rank_pids(proc.pid)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in ranks.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pytest.fail("no report within 90 s of stopping rank 1")
+    finally:
+        for pid in ranks.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    took = time.monotonic() - stopped
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: rank 0 of 2 waited more than 8 s")]
+    assert len(lines) == 1, err[-4000:]
+    assert "train.ddp_timeout" in lines[0] and "stopped, hung or dead" in lines[0]
+    assert took < 8 + 40, took  # the timeout, then torchrun's 5 s shutdown of the stopped rank
