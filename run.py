@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         from core import TRAINERS
         from core.config import load_config
         from core.final_evaluation import final_evaluation
-        from core.runtime import configure_threads, init_distributed, is_collective_timeout
+        from core.runtime import configure_threads, init_distributed, is_collective_timeout, wait_for_every_rank
+        from core.signals import EvaluationInterrupted, stop_evaluation_on_signals
         from core.trainer import TrainingInterrupted
         from data.demo import make_demo_data
         from data.paths import resolve_path
@@ -60,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             trainer.train()
             if not args.no_eval and cfg.eval.after_train:
-                final_evaluation(trainer)
-        except TrainingInterrupted as stop:
+                with stop_evaluation_on_signals(trainer.ckpt_dir / "last.pth"):
+                    final_evaluation(trainer)
+        except (TrainingInterrupted, EvaluationInterrupted) as stop:
             print(f"stopped: {stop}", file=sys.stderr, flush=True)
             return stop.exit_code
         except RuntimeError as exc:
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             raise stalled_rank_error(trainer, exc) from None
         finally:
+            # the other ranks wait for rank 0's final evaluation without train.ddp_timeout's limit
+            wait_for_every_rank("close")
             trainer.close()
         return 0
 

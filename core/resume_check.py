@@ -4,13 +4,16 @@ A resumed run continues *the same run* only when everything that shapes the stre
 updates is unchanged: the data (sets, batch sizes, label budget), the seed, the network, the
 optimizer and schedule, the losses and the trainer's own recipe. A change there is refused with
 one line that names every changed key, unless ``--allow-config-change`` is given (then the
-changes are logged and the run continues as a different one). Keys that only change where, how
-often or how fast things are written or measured (the schedule's length ``train.iters`` /
-``train.epochs``, logging, validation, checkpoints, workers, device, evaluation) may change and
-are listed in the log.
+changes are logged and the run continues as a different one). A checkpoint continued by another
+trainer is the next phase of a protocol, not the same run, and is accepted with every change
+listed: SSLL resumes the supervised baseline's checkpoint into its Mean-Teacher config (spec
+ssll.md section 3). Adding ``data.unpaired`` (a second stream) leaves the paired stream as it was.
+Keys that only change where, how often or how fast things are written or measured (the
+schedule's length ``train.iters`` / ``train.epochs``, logging, validation, checkpoints, workers,
+device, evaluation) may change and are listed in the log.
 
-A checkpoint at iteration ``k`` cannot resume a run of at most ``k`` iterations... except exactly
-``k`` (nothing left to train; the final evaluation still runs): fewer is refused.
+A checkpoint at iteration ``k`` cannot resume a run of fewer than ``k`` iterations (exactly ``k``:
+nothing left to train, the final evaluation still runs).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from foundation.errors import UserError
 #: keys (dotted prefixes) whose change keeps the resume exact up to where they apply
 FREE_TO_CHANGE = (
     "name", "output_root", "device", "demo_data", "pretrained", "eval", "validation",
-    "data.num_workers", "data.pin_memory", "data.prefetch_factor",
+    "data.num_workers", "data.pin_memory", "data.prefetch_factor", "data.unpaired",
     "train.iters", "train.epochs", "train.log_every", "train.val_every", "train.val_every_epochs",
     "train.save_every", "train.keep_last", "train.sample_images", "train.threads", "train.compile",
     "train.ddp_timeout", "train.max_nonfinite", "train.find_unused_parameters", "train.tf32",
@@ -75,7 +78,10 @@ def check_resume(stored: Mapping[str, Any] | None, new: Mapping[str, Any], ckpt_
     if not stored:
         return []
     changes = config_changes(stored, new)
-    breaking = {k: v for k, v in changes.items() if not _is_free(k)}
+    new_phase = changes.get("trainer")
+    # another trainer continues the checkpoint's networks: a new phase of a protocol, not the same
+    # run (SSLL resumes the supervised baseline into the Mean-Teacher config); every change is said
+    breaking = {} if new_phase else {k: v for k, v in changes.items() if not _is_free(k)}
     shown = "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, (a, b) in changes.items())
     if breaking and not allow_changes:
         listed = ", ".join(f"{k} ({_show(a)} -> {_show(b)})" for k, (a, b) in list(breaking.items())[:6])
@@ -86,6 +92,9 @@ def check_resume(stored: Mapping[str, Any] | None, new: Mapping[str, Any], ckpt_
     if not changes:
         return []
     notes = [f"config changes since the checkpoint: {shown}"]
+    if new_phase:
+        notes.append(f"the {new_phase[1]} trainer continues the {new_phase[0]} checkpoint (a new phase: the "
+                     f"changes above are accepted)")
     if breaking:
         notes.append(f"{ALLOW_SWITCH}: continuing although {', '.join(breaking)} changed (not an exact resume)")
     return notes

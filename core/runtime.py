@@ -53,6 +53,24 @@ def init_distributed(device_pref: str = "auto", timeout_s: float | None = None) 
     return info, device
 
 
+def wait_for_every_rank(tag: str, timeout_s: float = 7 * 24 * 3600) -> None:
+    """A barrier through the rendezvous store, without the collectives' ``train.ddp_timeout``.
+
+    Where one rank works alone for long (rank 0's final evaluation) the others wait here: a gloo or
+    NCCL barrier would give up after ``train.ddp_timeout``. A no-op outside torchrun.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    get_store = getattr(dist.distributed_c10d, "_get_default_store", None)
+    if get_store is None:  # an older torch: the plain barrier
+        dist.barrier()
+        return
+    store = get_store()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    store.set(f"ssir/{tag}/{rank}", "1")
+    store.wait([f"ssir/{tag}/{r}" for r in range(world)], datetime.timedelta(seconds=timeout_s))
+
+
 class DistributedTimeout(UserError):
     """A collective operation waited longer than ``train.ddp_timeout`` for the other ranks."""
 

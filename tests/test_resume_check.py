@@ -85,3 +85,20 @@ def test_iceml_pretraining_longer_than_the_run_warns(tmp_path, capsys):
     cfg["iceml"]["pretrain_iters"] = 5
     assert run.main(["-c", str(write_yaml(tmp_path / "i.yaml", cfg)), "--no-eval"]) == 0
     assert "mutual learning never runs" in capsys.readouterr().err
+
+
+def test_a_supervised_checkpoint_resumed_into_an_ssll_config_is_a_new_phase(tmp_path, capsys):
+    """The SSLL protocol: the baseline's checkpoint continues under the Mean-Teacher config."""
+    from tests.test_kill_resume import _ssll
+
+    sup = tiny_config(tmp_path, name="base", iters=2)
+    assert run.main(["-c", str(write_yaml(tmp_path / "b.yaml", sup)), "--no-eval"]) == 0
+    last = tmp_path / "experiments" / "base" / "checkpoints" / "last.pth"
+    ssll = _ssll(tmp_path)
+    ssll["train"].update({"iters": 6, "val_every": 100, "save_every": 100})
+    ssll["data"]["num_workers"] = 0
+    ssll["ssll"]["semi_start_epoch"] = 1
+    capsys.readouterr()
+    assert run.main(["-c", str(write_yaml(tmp_path / "s.yaml", ssll)), "--no-eval", "--resume", str(last)]) == 0
+    err = capsys.readouterr().err
+    assert "trainer: supervised -> mean_teacher" in err and "a new phase" in err
