@@ -191,6 +191,17 @@ def test_unreadable_and_tiny_images_are_reported_and_skipped_or_stop(tmp_path, u
     one_line_error(capfd, code, str(bad))
 
 
+def test_an_evaluation_failure_is_said_once(tmp_path, unet_ckpt, capfd):
+    lq, _ = make_paired_folders(tmp_path / "set", n=2, size=24)
+    bad = lq / "img_001.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    code = _eval(["-d", str(tmp_path / "set"), "-o", str(tmp_path / "out"), "--on-bad-image", "stop"], unet_ckpt)
+    one_line_error(capfd, code, str(bad))  # reads the captured output: run again to count every line
+    _eval(["-d", str(tmp_path / "set"), "-o", str(tmp_path / "out3"), "--on-bad-image", "stop"], unet_ckpt)
+    out = capfd.readouterr()
+    assert (out.out + out.err).count(f"{bad}: the PNG file is truncated") == 1, out
+
+
 @pytest.mark.parametrize("cli", ["eval", "enhance"])
 def test_output_folder_under_a_file_fails_before_any_work(tmp_path, unet_ckpt, capsys, cli):
     make_paired_folders(tmp_path / "set", n=2, size=24)

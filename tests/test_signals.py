@@ -181,3 +181,34 @@ def test_a_stalled_rank_is_reported_within_the_ddp_timeout(tmp_path):
     assert len(lines) == 1, err[-4000:]
     assert "train.ddp_timeout" in lines[0] and "stopped, hung or dead" in lines[0]
     assert took < 8 + 40, took  # the timeout, then torchrun's 5 s shutdown of the stopped rank
+
+
+def _signal_self_then_work(signum: int, sent: list, seconds: float = 60.0):
+    """A stand-in for a long evaluation: the signal arrives, then 'work' would go on for a minute."""
+    def work(*args, **kwargs):
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signum)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(0.05)
+        return {}
+    return work
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_the_final_evaluation_ends_it_at_once(tmp_path, capsys, monkeypatch, signum):
+    import core.final_evaluation as fe
+    import run
+
+    sent: list[float] = []
+    monkeypatch.setattr(fe, "final_evaluation", _signal_self_then_work(signum, sent))
+    path = write_yaml(tmp_path / "t.yaml", tiny_config(tmp_path, name="fin", iters=2, eval_datasets=True))
+    code = run.main(["-c", str(path)])
+    took = time.monotonic() - sent[0]
+    err = capsys.readouterr().err
+    last = tmp_path / "experiments" / "fin" / "checkpoints" / "last.pth"
+    assert code == 128 + signum, err[-2000:]
+    assert f"{signal.Signals(signum).name} received during the final evaluation" in err
+    assert f"--resume {last}" in err and "Traceback" not in err
+    assert torch.load(last, weights_only=True)["iter"] == 2
+    assert took < 30  # not the minute the evaluation would have taken

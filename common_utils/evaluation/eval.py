@@ -183,11 +183,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     order = [dataset_key(n) for n in names]
     alone = [k for n, k in zip(names, order) if k in missing and n not in in_group]
     if not datasets or alone:
-        for key in order:  # each missing set once, with the paths looked for
-            if key in missing:
+        keys = alone or list(missing)
+        on_error_line = {k for k in keys if "error" in missing[k] or len(keys) == 1}
+        for key in order:  # each missing set once, with the paths looked for (unless the error line has them)
+            if key in missing and key not in on_error_line:
                 kind, why = next(iter(missing[key].items()))
                 print(f"{key}: {'missing' if kind == 'missing' else 'failed'} - {why}", file=sys.stderr, flush=True)
-        keys = alone or list(missing)
         # a set that is on disk but unusable, or a single set, is named with its reason on the error line
         what = "; ".join(f"{k}: {next(iter(missing[k].values()))}" if "error" in missing[k] or len(keys) == 1 else k
                          for k in keys)
@@ -204,7 +205,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         summary = evaluate_datasets(nets, datasets, missing, protocol, device, out_dir, main=labels[0],
                                     order=order, save=args.save, workers=workers, with_input=not args.no_input,
                                     extra=extra, title=f"Evaluation of {info['network']}", max_images=args.max_images,
-                                    on_bad_image=args.on_bad_image, page=args.html)
+                                    on_bad_image=args.on_bad_image, page=args.html,
+                                    report_failures=False)  # the error line below names them, once
     finally:
         folder.release()
     print()

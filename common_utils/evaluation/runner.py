@@ -165,7 +165,8 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
                       workers: int = 0, with_input: bool = False, extra: Mapping[str, Any] | None = None,
                       title: str = "Evaluation", max_images: int | None = None,
                       log: Callable[[str], None] | None = print, annotate: Mapping[str, Any] | None = None,
-                      on_bad_image: str = "skip", page: bool = False) -> dict[str, Any]:
+                      on_bad_image: str = "skip", page: bool = False, report_failures: bool = True
+                      ) -> dict[str, Any]:
     """Score every network of ``nets`` on every dataset; write the result files; return the summary.
 
     Per dataset the summary holds the ``main`` network's means at the top level (its per-image
@@ -175,7 +176,8 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
     ``annotate`` is added to every evaluated dataset's entry. ``missing`` holds the sets that could
     not be opened (``{"missing": why}`` or ``{"error": why}``, see :func:`open_datasets`).
     Unreadable images are left out and listed under ``skipped`` (``on_bad_image="stop"``: the
-    dataset fails with the image's name); a dataset that fails is recorded as ``error``.
+    dataset fails with the image's name); a dataset that fails is recorded as ``error`` (and said
+    with ``log`` unless ``report_failures`` is false: a caller that names them itself).
     ``page`` also writes ``<dataset>/index.html``, a comparison page of every image (input, each
     network, ground truth) with its pictures under ``<dataset>/page/``
     (:class:`common_utils.evaluation.html_page.ComparisonPage`).
@@ -188,7 +190,8 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
         if key in missing:
             summary[key] = dict(missing[key])
             kind, why = next(iter(missing[key].items()))
-            say(f"{key}: {'missing' if kind == 'missing' else 'failed'} - {why}")
+            if kind == "missing" or report_failures:
+                say(f"{key}: {'missing' if kind == 'missing' else 'failed'} - {why}")
             continue
         ds_dir = out_dir / key
         n = len(datasets[key]) if max_images is None else min(max_images, len(datasets[key]))
@@ -217,7 +220,8 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
             if book is not None:
                 book.close(check=False)
             summary[key] = {"error": str(exc)}
-            say(f"{key}: failed - {exc}")
+            if report_failures:
+                say(f"{key}: failed - {exc}")
             continue
         write_rows_csv(ds_dir / "per_image.csv", scored[main].rows)
         entry: dict[str, Any] = {**scored[main].summary(), "network": main, **dict(annotate or {})}
@@ -233,7 +237,8 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
                 f"{protocol.auto_tile} pixels (above {protocol.auto_tile_pixels} pixels; --tile N to choose)")
         if not entry["images"]:
             summary[key] = {**entry, "error": "no image could be evaluated (see the warnings above)"}
-            say(f"{key}: failed - no image could be evaluated")
+            if report_failures:
+                say(f"{key}: failed - no image could be evaluated")
             continue
         say(f"{key}: {entry['images']} images  {main}: {score_line(entry)}  "
             f"{entry.get('ms_per_image', float('nan')):.1f} ms/image "
