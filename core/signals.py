@@ -1,13 +1,11 @@
 """Stopping a run on SIGTERM / SIGINT (a scheduler's stop, ``timeout``, ``torchrun``, Ctrl-C).
 
-The promise: a first SIGTERM or Ctrl-C ends the run within seconds with ``last.pth`` written and
-the ``--resume`` line printed, wherever the run is:
+A first SIGTERM or Ctrl-C ends the run with ``last.pth`` written and the ``--resume`` line printed:
 
 * **training**: the current iteration finishes, ``last.pth`` is written, exit 143 / 130;
-* **validation** (one process): the validation stops at once (the current image's forward
-  finishes), then as in training; that iteration's validation is not recorded. Under DDP the
-  ranks finish the validation first (stopping one rank inside a collective would hang the
-  others), so the stop waits for it;
+* **validation**: the validation in progress finishes first, then as in training
+  (:meth:`StopSignals.interruptible` can end a section at once; the loop does not use it for
+  validation yet, and under DDP could not: a rank leaving a collective early hangs the others);
 * **final evaluation**: it stops at once; training is complete in ``last.pth``, and ``--resume``
   with it only runs the evaluation again.
 

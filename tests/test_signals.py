@@ -94,7 +94,7 @@ def test_sigterm_to_the_process_group_writes_the_final_checkpoint(tmp_path):
     assert f"--resume {last}" in err
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["iter"] >= 6  # every iteration up to the signal is kept (no periodic save ran)
-    assert took < 30, took  # this busy 2-core machine: a few seconds (README: grace period)
+    assert took < 60, took  # a few seconds on an idle 2-core machine (README: grace period)
     time.sleep(1.0)
     assert _session_processes(proc.pid) == []  # no worker left behind
     from run import main
