@@ -33,6 +33,18 @@ The DCP estimates follow He et al. with the sky exclusion of the official ICEML
   arbitrary excluded pixels); when none is below it, the threshold is dropped and the plain He
   et al. rule is used (the official code would average arbitrary pixels);
 * :func:`estimate_transmission`: ``t = 1 - omega * dark_channel(I / A)``.
+
+Two more tools build on these:
+
+* :func:`dcp_dehaze`: the classic dark-channel-prior dehazer (He et al., CVPR 2009 / TPAMI 2011)
+  as a baseline for every dehazing table: A and t as above, t refined with a guided filter
+  (He et al., ECCV 2010; guide = the grey hazy image, ``radius`` 30 px at full resolution,
+  ``eps`` 1e-3, which stands in for the paper's soft matting), then ``J = (I - A) / max(t, 0.1) + A``
+  clamped to [0, 1]. No parameters, no training.
+* :func:`fit_airlight_transmission`: the (global grey A, per-pixel t) that best explain a hazy
+  image from its clean one, ``I ~ J t + A (1 - t)`` (least squares; A on a grid). It gives the
+  ground truth of a synthetic pair a physical t and A, so that an objective over (J, t, A) can be
+  scored on it (``scripts/iceml_objective.py``).
 """
 from __future__ import annotations
 
@@ -46,6 +58,10 @@ __all__ = [
     "estimate_atmospheric_light",
     "estimate_transmission",
     "dcp_estimate",
+    "box_filter",
+    "guided_filter",
+    "dcp_dehaze",
+    "fit_airlight_transmission",
 ]
 
 # A below this is treated as this value when dividing by it (only guards black images).
@@ -165,3 +181,72 @@ def dcp_estimate(
     """Both DCP estimates of a hazy batch: ``(A (B, 3, 1, 1), t (B, 1, H, W))``."""
     A = estimate_atmospheric_light(I, patch=patch, top=top, sky_threshold=sky_threshold)
     return A, estimate_transmission(I, A, omega=omega, patch=patch)
+
+
+def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over the (2 radius + 1)^2 window around each pixel; windows are cut at the border."""
+    if radius < 1:
+        return x
+    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """He et al.'s guided filter (grey guide (B, 1, H, W), source (B, C, H, W)): edge-aware smoothing."""
+    mean_g, mean_s = box_filter(guide, radius), box_filter(src, radius)
+    cov = box_filter(guide * src, radius) - mean_g * mean_s
+    var = box_filter(guide * guide, radius) - mean_g * mean_g
+    a = cov / (var + eps)
+    b = mean_s - a * mean_g
+    return box_filter(a, radius) * guide + box_filter(b, radius)
+
+
+def dcp_dehaze(
+    I: torch.Tensor,
+    patch: int = 15,
+    omega: float = 0.95,
+    t_min: float = 0.1,
+    radius: int | None = 30,
+    eps: float = 1e-3,
+) -> torch.Tensor:
+    """Dark-channel-prior dehazing of a batch (B, 3, H, W) in [0, 1] -> clean estimate in [0, 1].
+
+    Args:
+        I: hazy images.
+        patch: dark-channel window (15 px as in He et al., for images of about 600 px).
+        omega: fraction of haze removed.
+        t_min: lower clamp of t in the inversion.
+        radius: guided-filter radius refining t (None: the raw patch-wise t, with its halos).
+        eps: guided-filter regularisation.
+    """
+    A, t = dcp_estimate(I, patch=patch, omega=omega)
+    if radius:
+        grey = I.mean(dim=1, keepdim=True)
+        t = guided_filter(grey, t, radius, eps)
+    return dehaze_image(I, t.clamp(0, 1), A, t_min=t_min).clamp(0, 1)
+
+
+def fit_airlight_transmission(
+    I: torch.Tensor, J: torch.Tensor, grid: int = 61, a_range: tuple[float, float] = (0.4, 1.0)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grey airlight and transmission that best explain hazy ``I`` from clean ``J``.
+
+    For each candidate A on ``grid`` values in ``a_range`` the per-pixel least-squares
+    t = sum_c (I_c - A)(J_c - A) / sum_c (J_c - A)^2 (clamped to [0, 1]) is computed; the A with
+    the smallest mean squared residual of ``I - (J t + A (1 - t))`` wins, per image.
+
+    Returns:
+        ``(A (B, 3, 1, 1), t (B, 1, H, W))``.
+    """
+    best_err = best_a = best_t = None
+    for a in torch.linspace(a_range[0], a_range[1], grid, dtype=I.dtype, device=I.device):
+        di, dj = I - a, J - a
+        t = ((di * dj).sum(1, keepdim=True) / (dj.pow(2).sum(1, keepdim=True) + 1e-6)).clamp(0, 1)
+        err = (di - t * dj).pow(2).mean(dim=(1, 2, 3))
+        if best_err is None:
+            best_err, best_a, best_t = err, torch.full_like(err, float(a)), t
+        else:
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_a = torch.where(better, torch.full_like(err, float(a)), best_a)
+            best_t = torch.where(better[:, None, None, None], t, best_t)
+    return best_a.view(-1, 1, 1, 1).expand(-1, 3, 1, 1).contiguous(), best_t
