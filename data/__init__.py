@@ -10,6 +10,7 @@ from foundation.registry import Registry
 
 _DATASET_MODULES = {
     "haze_synthetic": "data.haze_datasets",
+    "haze_field": "data.haze_datasets",
     "paired_folder": "data.datasets",
     "unpaired_folder": "data.datasets",
     "smid_npy": "data.public_datasets",

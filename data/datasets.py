@@ -8,9 +8,11 @@ Training folders hold whatever users download: any mix of formats (PNG, JPEG, BM
 and sizes. ``max_side`` scales images whose longer side exceeds it down (area filter) before
 cropping, so a 4K photograph is not reduced to a patch of sky; an image smaller than the crop is
 scaled up until it covers the crop (``small: upscale``, aspect kept) or reflect-padded
-(``small: pad``). In training an unreadable or truncated file is skipped with a warning naming
-it (``on_bad_image: skip``: the next readable image takes its place) or stops the run with its
-name (``on_bad_image: stop``); in evaluation (whole images) the evaluator reports it instead.
+(``small: pad``). ``resize: N`` instead scales every image to N x N (aspect not kept), as the
+official ICEML loaders do (torchvision ``Resize((512, 512))``). In training an unreadable or
+truncated file is skipped with a warning naming it (``on_bad_image: skip``: the next readable
+image takes its place) or stops the run with its name (``on_bad_image: stop``); in evaluation
+(whole images) the evaluator reports it instead.
 """
 from __future__ import annotations
 
@@ -169,16 +171,18 @@ class TrainingImages:
     small: str = "upscale"
     on_bad_image: str = "skip"
     repeat: int = 1
+    resize: int | None = None
 
     def _set_policies(self, crop_size: int | None, flip: bool, max_side: int | None, small: str,
-                      on_bad_image: str, repeat: int) -> None:
+                      on_bad_image: str, repeat: int, resize: int | None = None) -> None:
         if small not in SMALL_IMAGE_POLICIES:
             raise UserError(f"dataset argument 'small' must be one of {', '.join(SMALL_IMAGE_POLICIES)}, got '{small}'")
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise UserError(f"dataset argument 'on_bad_image' must be one of {', '.join(BAD_IMAGE_POLICIES)}, "
                             f"got '{on_bad_image}'")
-        if crop_size is not None and crop_size <= 0 or max_side is not None and max_side <= 0:
-            raise UserError("dataset arguments 'crop_size' and 'max_side' must be positive")
+        if any(v is not None and v <= 0 for v in (crop_size, max_side, resize)):
+            raise UserError("dataset arguments 'crop_size', 'max_side' and 'resize' must be positive")
+        self.resize = resize
         self.crop_size, self.flip, self.max_side = crop_size, bool(flip), max_side
         self.small, self.on_bad_image, self.repeat = small, on_bad_image, max(1, int(repeat))
 
@@ -229,6 +233,10 @@ class TrainingImages:
 
     def _fit_size(self, images: list[np.ndarray]) -> list[np.ndarray]:
         h, w = images[0].shape[:2]
+        if self.resize:
+            n = self.resize
+            interp = cv2.INTER_AREA if n * n < h * w else cv2.INTER_CUBIC
+            return [_resize(im, (n, n), interp) for im in images]
         scale = 1.0
         if self.max_side and max(h, w) > self.max_side:
             scale = self.max_side / max(h, w)
@@ -268,14 +276,14 @@ class PairedFolderDataset(TrainingImages, Dataset):
             held-out scenes.
         split_file, split_subset, split_take: keep the ids of a subset of a committed split file
             instead of ``include`` (see :mod:`data.splits`).
-        max_side, small, on_bad_image: see the module docstring.
+        max_side, small, on_bad_image, resize: see the module docstring.
     """
 
     def __init__(self, lq_dir: str, gt_dir: str, pairing: str = "name", crop_size: int | None = None,
                  flip: bool = False, recursive: bool = False, repeat: int = 1, include: list | None = None,
                  exclude: list | None = None, max_side: int | None = None, small: str = "upscale",
                  on_bad_image: str = "skip", split_file: str | None = None, split_subset: str | list | None = None,
-                 split_take: int | None = None) -> None:
+                 split_take: int | None = None, resize: int | None = None) -> None:
         from data.splits import split_include
 
         include = split_include(split_file, split_subset, split_take, include)
@@ -285,7 +293,7 @@ class PairedFolderDataset(TrainingImages, Dataset):
         self.pairing = pairing
         pairs = pair_files(lq, gt, self.lq_dir, self.gt_dir, pairing)
         self.pairs = select_by_key(pairs, self.lq_dir, pairing, include, exclude)
-        self._set_policies(crop_size, flip, max_side, small, on_bad_image, repeat)
+        self._set_policies(crop_size, flip, max_side, small, on_bad_image, repeat, resize)
 
     def __repr__(self) -> str:
         return f"{self.lq_dir} + {self.gt_dir}"
@@ -316,6 +324,9 @@ class UnpairedFolderDataset(TrainingImages, Dataset):
         root: folder of images, or a list of folders (any mix of formats and sizes).
         crop_size, flip, recursive, repeat, max_side, small, on_bad_image: as for
             :class:`PairedFolderDataset`.
+        include, exclude: ids (the file name before the first ``_``, e.g. SOTS rooms) of the files
+            of ``root`` to keep or leave out.
+        resize: scale every image to ``resize`` x ``resize`` (the official ICEML loaders' whole-image resize).
         extra_files: further image files (e.g. the inputs of labelled pairs whose ground truth is
             withheld; see ``data.labelled_pairs``).
         split_file, split_subset, split_take: keep only the files of ``root`` whose stem is in a
@@ -328,7 +339,8 @@ class UnpairedFolderDataset(TrainingImages, Dataset):
                  recursive: bool = False, repeat: int = 1, max_side: int | None = None, small: str = "upscale",
                  on_bad_image: str = "skip", extra_files: list[str] | None = None, split_file: str | None = None,
                  split_subset: str | list | None = None, split_take: int | None = None,
-                 extra_roots: list[str] | None = None) -> None:
+                 extra_roots: list[str] | None = None, resize: int | None = None, include: list | None = None,
+                 exclude: list | None = None) -> None:
         from data.splits import split_include
 
         keep = split_include(split_file, split_subset, split_take, None)
@@ -342,12 +354,14 @@ class UnpairedFolderDataset(TrainingImages, Dataset):
             if absent:
                 raise UserError(f"{split_file} subset '{split_subset}' names ids that are not in "
                                 f"{', '.join(map(str, roots))}: {_shown(sorted(absent))}")
+        if include is not None or exclude:
+            self.files = _select_files(self.files, include, exclude)
         self.roots += [Path(r) for r in extra_roots or []]
         self.files += [f for r in extra_roots or [] for f in list_images(r, recursive)]
         self.files += [Path(f) for f in extra_files or []]
         if not self.files:
             raise UserError("the unpaired dataset has no images: give 'root' (a folder or a list of folders)")
-        self._set_policies(crop_size, flip, max_side, small, on_bad_image, repeat)
+        self._set_policies(crop_size, flip, max_side, small, on_bad_image, repeat, resize)
 
     def __repr__(self) -> str:
         return ", ".join(str(r) for r in self.roots) or "the unpaired pool"
@@ -359,6 +373,18 @@ class UnpairedFolderDataset(TrainingImages, Dataset):
         path = self.files[index]
         (img,) = self._augment([read_image_raw(path)], seed)
         return {"lq": to_tensor_chw(image_to_float(img)), "name": path.stem}
+
+
+def _select_files(files: list[Path], include: Sequence[Any] | None, exclude: Sequence[Any] | None) -> list[Path]:
+    """Files whose id (the name before the first ``_``, e.g. a SOTS room) is in ``include`` and not in ``exclude``."""
+    ids = [f.stem.split("_")[0] for f in files]
+    asked = [str(k) for k in list(include or []) + list(exclude or [])]
+    unknown = [k for k in asked if k not in set(ids)]
+    if unknown:
+        raise UserError(f"include/exclude name ids that are not among the unpaired images: {_shown(unknown)}")
+    inc = None if include is None else {str(k) for k in include}
+    exc = {str(k) for k in exclude or []}
+    return [f for f, k in zip(files, ids) if (inc is None or k in inc) and k not in exc]
 
 
 class PairSubset(Dataset):
