@@ -120,7 +120,7 @@ class ICEMLTrainer(BaseTrainer):
     def next_batches(self) -> dict[str, Any]:
         if self.stage == "pretrain":
             return next(self.paired_stream)
-        batch = {"unpaired": next(self.unpaired_stream)}
+        batch = {"unpaired": next(self.unpaired_stream) if has_stage2_terms(self.cfg.iceml) else None}
         if self.cfg.iceml.w_supervised > 0:
             batch["paired"] = next(self.paired_stream)
         return batch
@@ -143,42 +143,82 @@ class ICEMLTrainer(BaseTrainer):
         known = torch.isfinite(trans) if trans is not None else None
         if c.w_asm_t > 0 and known is not None and bool(known.any()):
             terms["asm_t"] = c.w_asm_t * (t - torch.nan_to_num(trans)).abs()[known].mean()
-        if c.w_asm_a > 0 and "A" in batch:
-            terms["asm_a"] = c.w_asm_a * self.losses["l1"](a, batch["A"].view(-1, 3, 1, 1).expand_as(a))
+        A = batch.get("A")
+        known_a = torch.isfinite(A).all(dim=1) if A is not None else None
+        if c.w_asm_a > 0 and known_a is not None and bool(known_a.any()):
+            target = torch.nan_to_num(A).view(-1, 3, 1, 1).expand_as(a)
+            terms["asm_a"] = c.w_asm_a * (a - target).abs()[known_a].mean()
         return terms
 
     def mutual_terms(self, hazy: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Stage-2 losses on real hazy images (no ground truth)."""
-        c = self.cfg.iceml
+        """Stage-2 losses on real hazy images (no ground truth): :func:`stage2_terms` of both networks."""
         hazy = self.to_input(hazy)
         j_ret, _ = _maps(self.wrapped["rtx"], hazy)
         j_asm, t, a = _maps(self.wrapped["asm"], hazy)
-        rehazed = haze_image(j_ret, t, a, t_min=c.t_min)
-        terms = {"inverse": c.w_inverse * self.losses["inverse"](rehazed, hazy),
-                 "chroma": c.w_chroma * self.losses["chroma"](j_ret.clamp(0, 1), j_asm.clamp(0, 1))}
-        if c.w_mutual_l1 > 0:
-            terms["mutual_l1"] = c.w_mutual_l1 * self.losses["l1"](j_ret, j_asm)
-        if c.w_saturation > 0:
-            terms["saturation"] = c.w_saturation * (self.losses["saturation"](j_ret) + self.losses["saturation"](j_asm))
-        if c.w_dcp_t > 0 or c.w_dcp_a > 0:
-            with torch.no_grad():
-                a_dcp, t_dcp = dcp_estimate(hazy.float())
-            if c.w_dcp_t > 0:
-                terms["dcp_t"] = c.w_dcp_t * self.losses["l1"](t, t_dcp)
-            if c.w_dcp_a > 0:
-                terms["dcp_a"] = c.w_dcp_a * self.losses["l1"](a, a_dcp.expand_as(a))
-        return terms
+        return stage2_terms(self.cfg.iceml, hazy, j_ret, j_asm, t, a, self.losses)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         if "unpaired" not in batch:
             terms = self.supervised_terms(batch)
         else:
-            terms = self.mutual_terms(batch["unpaired"]["lq"])
+            # every stage-2 weight 0 and a supervised batch: "stage 1 continued" at the stage-2 lr
+            terms = self.mutual_terms(batch["unpaired"]["lq"]) if has_stage2_terms(self.cfg.iceml) else {}
             if "paired" in batch:
                 sup = self.supervised_terms(batch["paired"])
                 terms.update({f"sup_{k}": self.cfg.iceml.w_supervised * v for k, v in sup.items()})
+        if not terms:
+            raise UserError("iceml: every stage-2 weight and iceml.w_supervised are 0, so stage 2 has nothing "
+                            "to train; set a stage-2 weight or w_supervised")
         self.backward(sum(terms.values()))
         return terms
+
+
+STAGE2_WEIGHTS = ("w_inverse", "w_chroma", "w_mutual_l1", "w_saturation", "w_dcp_t", "w_dcp_a")
+
+
+def has_stage2_terms(c: Any) -> bool:
+    """Whether any stage-2 (unsupervised) loss weight of the ``iceml`` config section is non-zero."""
+    return any(c[k] > 0 for k in STAGE2_WEIGHTS)
+
+
+def stage2_terms(c: Any, hazy: torch.Tensor, j_ret: torch.Tensor, j_asm: torch.Tensor, t: torch.Tensor,
+                 a: torch.Tensor, losses: dict[str, nn.Module] | None = None) -> dict[str, torch.Tensor]:
+    """The weighted stage-2 (mutual-learning) loss terms of one hazy batch and the networks' outputs.
+
+    The one definition of the stage-2 objective: the trainer minimises it and
+    ``scripts/iceml_objective.py`` scores candidate outputs with it (the input itself, the
+    stage-1 outputs, the ground truth). ``c`` is the ``iceml`` config section (weights
+    ``w_inverse``, ``w_chroma``, ``w_mutual_l1``, ``w_saturation``, ``w_dcp_t``, ``w_dcp_a``,
+    ``saturation_target``, ``t_min``, ``dcp_patch``); zero-weight terms are skipped.
+
+    * inverse: MSE(J_ret t + a (1 - t), I) (Eq. 6, "Step 9 ... with I_rec mse");
+    * chroma: L1 of the chromaticities of J_ret and J_asm (the mutual colour consistency);
+    * mutual_l1: L1(J_ret, J_asm) (optional);
+    * saturation: |S - target| of both outputs ("Step 8 with sat loss");
+    * dcp_t, dcp_a: L1 of t and a to the dark-channel-prior estimates of I, computed with a
+      ``dcp_patch`` window on the image as trained (the official unlabelled loader computes them
+      at its 512 px resize with a 15 px window).
+    """
+    losses = losses or {"l1": nn.L1Loss(), "chroma": build_loss("chromaticity"),
+                        "saturation": build_loss("saturation", target=c.saturation_target),
+                        "inverse": build_loss("inverse_consistency")}
+    terms: dict[str, torch.Tensor] = {}
+    if c.w_inverse > 0:
+        terms["inverse"] = c.w_inverse * losses["inverse"](haze_image(j_ret, t, a, t_min=c.t_min), hazy)
+    if c.w_chroma > 0:
+        terms["chroma"] = c.w_chroma * losses["chroma"](j_ret.clamp(0, 1), j_asm.clamp(0, 1))
+    if c.w_mutual_l1 > 0:
+        terms["mutual_l1"] = c.w_mutual_l1 * losses["l1"](j_ret, j_asm)
+    if c.w_saturation > 0:
+        terms["saturation"] = c.w_saturation * (losses["saturation"](j_ret) + losses["saturation"](j_asm))
+    if c.w_dcp_t > 0 or c.w_dcp_a > 0:
+        with torch.no_grad():
+            a_dcp, t_dcp = dcp_estimate(hazy.float(), patch=c.dcp_patch)
+        if c.w_dcp_t > 0:
+            terms["dcp_t"] = c.w_dcp_t * losses["l1"](t, t_dcp.to(t.dtype))
+        if c.w_dcp_a > 0:
+            terms["dcp_a"] = c.w_dcp_a * losses["l1"](a, a_dcp.to(a.dtype).expand_as(a))
+    return terms
 
 
 def _maps(net: nn.Module, x: torch.Tensor):

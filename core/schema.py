@@ -204,6 +204,7 @@ BASE_SCHEMA: dict[str, Any] = {
         "saturation_target": F(NUM, 0.5),
         "w_dcp_t": F(NUM, 0.0),
         "w_dcp_a": F(NUM, 0.0),
+        "dcp_patch": F(int, 15, minimum=1),
         "w_supervised": F(NUM, 0.0),
         "t_min": F(NUM, 0.1, above=0),
     },

@@ -11,6 +11,7 @@ from core import TRAINERS
 from core.config import load_config
 from data import build_dataset
 from data.image_io import write_image
+from foundation.errors import UserError
 from losses import build_loss
 from losses.dehaze import chromaticity, saturation_map
 from models.physics import haze_image
@@ -181,5 +182,88 @@ def test_supervised_terms_recomputed_by_hand(tmp_path):
             }
         for k, v in expected.items():
             assert terms[k].item() == pytest.approx(v.item(), rel=1e-5), k
+    finally:
+        tr.close()
+
+
+def _sots_like(root: Path, rooms=(1400, 1401), size: int = 40) -> Path:
+    """SOTS-style folders: gt/<room>.png and hazy/<room>_<level>.png."""
+    for r in rooms:
+        clear = make_image(size, r)
+        write_image(root / "gt" / f"{r}.png", clear)
+        for lvl in (1, 4):
+            t = 1 - 0.15 * lvl
+            write_image(root / "hazy" / f"{r}_{lvl}.png", clear * t + 0.85 * (1 - t))
+    return root
+
+
+def test_field_haze_items_obey_the_scattering_model_with_known_t_and_a(tmp_path):
+    root = _sots_like(tmp_path)
+    ds = build_dataset("haze_field", gt_dir=str(root / "gt"), lq_dir=str(root / "hazy"), include=[1401],
+                       synthetic_per_clear=3, crop_size=24, flip=True)
+    kinds = [k for k, _, _ in ds.items]
+    assert kinds == ["real", "real", "synthetic", "synthetic", "synthetic"]  # room 1401 only
+    real = ds[(0, 5)]
+    assert torch.isnan(real["trans"]).all() and torch.isnan(real["A"]).all()
+    items = [ds[(i, 11)] for i in (2, 3)]
+    for it in items:
+        assert it["lq"].shape == (3, 24, 24) and it["trans"].shape == (1, 24, 24)
+        a = float(it["A"][0])
+        assert 0.7 <= a <= 1.0 and torch.all(it["A"] == a)
+        t = it["trans"]
+        assert float(t.min()) >= float(np.exp(-1.8 * 1.2)) - 1e-6 and float(t.max()) <= float(np.exp(-0.6 * 0.1))
+        assert torch.allclose(it["lq"], haze_image(it["gt"], t, it["A"].view(3, 1, 1), t_min=0), atol=1e-6)
+        assert float(t.std()) > 0.01  # a field, not a constant
+    # every draw is new, and the same key draws the same haze (exact resume)
+    assert not torch.equal(items[0]["trans"], ds[(2, 12)]["trans"])
+    assert torch.equal(items[0]["lq"], ds[(2, 11)]["lq"])
+
+
+def test_resize_and_ids_of_the_folder_datasets(tmp_path):
+    root = _sots_like(tmp_path, size=40)
+    un = build_dataset("unpaired_folder", root=str(root / "hazy"), exclude=[1400], resize=16)
+    assert [f.name for f in un.files] == ["1401_1.png", "1401_4.png"]
+    assert un[0]["lq"].shape == (3, 16, 16)
+    pa = build_dataset("paired_folder", lq_dir=str(root / "hazy"), gt_dir=str(root / "gt"), pairing="prefix",
+                       include=[1400], resize=20)
+    assert pa[0]["lq"].shape == (3, 20, 20) == pa[0]["gt"].shape
+
+
+def test_unknown_airlight_is_not_supervised_and_known_is(tmp_path):
+    tr = TRAINERS.get("iceml")(load_config(_iceml_cfg(tmp_path, iters=4, pretrain=4), ["iceml.w_asm_a=0.25"]))
+    try:
+        tr.start_streams()
+        batch = next(tr.paired_stream)
+        batch["A"][0] = float("nan")  # the first item is a real pair: A unknown
+        batch["trans"][0] = float("nan")
+        terms = tr.supervised_terms(batch)
+        with torch.no_grad():
+            _, t, a = tr.networks["asm"].forward_maps(batch["lq"])
+            expected = 0.25 * (a[1:] - batch["A"][1:].view(-1, 3, 1, 1).expand_as(a[1:])).abs().mean()
+        assert torch.isfinite(terms["asm_a"]) and terms["asm_a"].item() == pytest.approx(expected.item(), rel=1e-5)
+        assert torch.isfinite(terms["asm_t"])
+    finally:
+        tr.close()
+
+
+def test_stage_one_continued_trains_the_supervised_terms_only(tmp_path):
+    off = ["iceml.w_inverse=0", "iceml.w_chroma=0", "iceml.w_saturation=0", "iceml.w_dcp_t=0", "iceml.w_dcp_a=0"]
+    tr = TRAINERS.get("iceml")(load_config(_iceml_cfg(tmp_path, iters=4, pretrain=2), [*off, "iceml.w_supervised=1"]))
+    try:
+        tr.iter = 2
+        tr.start_streams()
+        batch = tr.next_batches()
+        assert batch["unpaired"] is None  # no unlabelled forward pass is spent
+        terms = tr.train_step(batch)
+        assert set(terms) == {"sup_rtx_j", "sup_asm_j", "sup_asm_t", "sup_asm_a", "sup_rtx_inv"}
+    finally:
+        tr.close()
+    tr = TRAINERS.get("iceml")(load_config(_iceml_cfg(tmp_path / "b", iters=4, pretrain=2),
+                                           [*off, "iceml.w_supervised=0"]))
+    try:
+        tr.iter = 2
+        tr.start_streams()
+        with pytest.raises(UserError, match="nothing"):
+            tr.train_step(tr.next_batches())
     finally:
         tr.close()
