@@ -50,6 +50,7 @@ SPLIT = REPO / "config" / "study" / "iceml_split.yaml"
 NETS = {"rtx": "RtxICE-Net", "asm": "ASMICE-Net"}
 TEST, VAL = "SOTS-indoor-test", "SOTS-indoor-val"
 SIDE = 256
+DAWN_SIDE = 512  # NIQE needs whole 96-px blocks: at 256 px only 4 of them
 
 #: the DCP prior weights of the reconstruction, chosen by the objective check (scripts/iceml_objective.py)
 DCP = ("iceml.w_dcp_t=0.5", "iceml.w_dcp_a=0.5")
@@ -260,24 +261,28 @@ def dawn_section(args: argparse.Namespace, root: Path, out: Path, record: dict[s
     ckpts = {"stage 1": stage1_run(args).folder(root) / "checkpoints" / "last.pth",
              f"after stage 2 ({arm}, DAWN)": run.folder(root) / "checkpoints" / "last.pth"}
     held = split()["dawn_test"]
-    stats = dawn_statistics(ckpts, [f"datasets/DAWN/Fog/{n}" for n in held], SIDE)
+    by_stem = {f.stem: f for f in (REPO / "datasets" / "DAWN" / "Fog").iterdir()}
+    files = [str(by_stem[n]) for n in held]
+    stats = dawn_statistics(ckpts, files, DAWN_SIDE)
     record["dawn"] = {"arm": arm, "sots_test": sc[TEST], "statistics": stats}
     s1 = record["stage1"][TEST] if record["stage1"] else None
     rows = []
     for net in NETS:
         rows.append([NETS[net], *(_pair(s1[net]) if s1 else ["–", "–"]), *_pair(sc[TEST][net])])
-    names = held[:: max(1, len(held) // 6)][:6]
-    grid = real_haze_grid(ckpts, [f"datasets/DAWN/Fog/{n}" for n in names], out / "grid_dawn_heldout.jpg")
+    picks = files[:: max(1, len(files) // 6)][:6]
+    names = [Path(f).name for f in picks]
+    grid = real_haze_grid(ckpts, picks, out / "grid_dawn_heldout.jpg")
     lines = [f"## Real haze: arm `{arm}` with DAWN as the unlabelled set", "",
              f"Run `{run.name}`: the stage-1 checkpoint resumed for {args.stage2_iters} iterations with the "
              f"{266 - len(held)} DAWN photographs not held out (whole images at {SIDE} x {SIDE}).", "",
              "SOTS-indoor test rooms (retention):", "",
              markdown_table(["network", "stage 1 PSNR", "stage 1 SSIM", "after DAWN stage 2 PSNR", "… SSIM"], rows), "",
-             f"No-reference statistics on the {len(held)} held-out DAWN photographs (at {SIDE} x {SIDE}; NIQE "
-             "is pending in common_utils/metrics.py, so it is not reported):", "",
-             markdown_table(["output", "mean brightness (0-1)", "RMS contrast", "mean saturation",
+             f"No-reference scores on the {len(held)} held-out DAWN photographs (long side {DAWN_SIDE} px, aspect "
+             "kept; NIQE from common_utils/no_reference.py, lower is better; the others are plain statistics):", "",
+             markdown_table(["output", "NIQE", "mean brightness (0-1)", "RMS contrast", "mean saturation",
                              "mean dark channel (haze proxy)", "stage-2 objective (reconstruction)"],
-                            [[k, f"{v['brightness']:.3f}", f"{v['contrast']:.3f}", f"{v['saturation']:.3f}",
+                            [[k, "–" if v.get("niqe") is None else f"{v['niqe']:.2f}",
+                              f"{v['brightness']:.3f}", f"{v['contrast']:.3f}", f"{v['saturation']:.3f}",
                               f"{v['dark_channel']:.3f}",
                               "–" if v.get("objective") is None else f"{v['objective']:.4f}"]
                              for k, v in stats.items()]), ""]

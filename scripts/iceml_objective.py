@@ -194,29 +194,46 @@ def image_statistics(img: torch.Tensor, patch: int = 7) -> dict[str, float]:
             "saturation": float(saturation_map(img).mean()), "dark_channel": float(dark_channel(img, patch).mean())}
 
 
-def dawn_statistics(ckpts: dict[str, Path], files: list[str], side: int, config: str = DEFAULT_CONFIG,
+def _photo(path: Path, side: int) -> torch.Tensor:
+    """A photograph as (1, 3, H, W) in [0, 1], long side ``side`` (aspect kept, sides multiples of 4)."""
+    import cv2
+
+    from data.image_io import read_image
+
+    img = read_image(Path(path))
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    img = cv2.resize(img, (max(4, round(w * s) // 4 * 4), max(4, round(h * s) // 4 * 4)), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(img.transpose(2, 0, 1).copy())[None]
+
+
+def dawn_statistics(ckpts: dict[str, Path], files: list[str], side: int = 512, config: str = DEFAULT_CONFIG,
                     objective: tuple[str, ...] = ("iceml.w_dcp_t=0.5", "iceml.w_dcp_a=0.5")) -> dict[str, dict]:
-    """Mean :func:`image_statistics` of the input, the DCP output and each checkpoint's two outputs,
-    plus the mean objective value of each checkpoint's outputs, over ``files`` at ``side`` px."""
-    from data import build_dataset
+    """Mean no-reference scores of the input, the DCP output and each checkpoint's two outputs over
+    ``files`` (long side ``side``): NIQE (``common_utils.no_reference``; None where its model file is
+    absent), :func:`image_statistics`, and the mean stage-2 objective of each checkpoint's outputs."""
+    from common_utils.no_reference import try_build_niqe
     from models.physics import dcp_dehaze
 
+    niqe, _ = try_build_niqe()
     cfg = objective_config(config, list(objective))
-    ds = build_dataset("unpaired_folder", root=None, extra_files=files, resize=side)
     nets = {k: load_pair(p) for k, p in ckpts.items()}
-    acc: dict[str, list[dict[str, float]]] = {}
+    scale = side / 512
+    dcp_args = {"patch": max(1, round(15 * scale) // 2 * 2 + 1), "radius": max(1, round(30 * scale))}
+    acc: dict[str, list[dict[str, float | None]]] = {}
     with torch.no_grad():
-        for i in range(len(ds)):
-            x = ds[i]["lq"][None]
-            outs = {"hazy input": (x, None), "dark-channel prior": (dcp_dehaze(x, patch=7, radius=13), None)}
+        for f in files:
+            x = _photo(Path(f), side)
+            outs = {"hazy input": (x, None), "dark-channel prior": (dcp_dehaze(x, **dcp_args), None)}
             for k, pair in nets.items():
                 j_ret, _ = pair["rtx"].forward_maps(x)
                 j_asm, t, a = pair["asm"].forward_maps(x)
-                obj = sum(float(v) for v in score(cfg, x, {"c": (j_ret, j_asm, t, a)})["c"].values()) / 2
+                obj = sum(score(cfg, x, {"c": (j_ret, j_asm, t, a)})["c"].values()) / 2
                 outs[f"RtxICE-Net, {k}"] = (j_ret.clamp(0, 1), obj)
                 outs[f"ASMICE-Net, {k}"] = (j_asm.clamp(0, 1), obj)
             for name, (img, obj) in outs.items():
-                st = image_statistics(img)
+                st: dict[str, float | None] = dict(image_statistics(img, dcp_args["patch"]))
+                st["niqe"] = float(niqe(img)[0]) if niqe is not None else None
                 st["objective"] = obj
                 acc.setdefault(name, []).append(st)
     return {name: {k: (statistics.fmean(r[k] for r in rows) if rows[0][k] is not None else None) for k in rows[0]}
@@ -225,23 +242,15 @@ def dawn_statistics(ckpts: dict[str, Path], files: list[str], side: int, config:
 
 def real_haze_grid(ckpts: dict[str, Path], files: list[str], path: Path, side: int = 320) -> Path | None:
     """Grid of the same real photographs: input, DCP, then RtxICE-Net and ASMICE-Net of each checkpoint."""
-    import cv2
-
     from common_utils.visual import image_grid, save_jpeg
-    from data.image_io import read_image
     from models.physics import dcp_dehaze
 
     nets = {k: load_pair(p) for k, p in ckpts.items()}
     rows, labels = [], []
     with torch.no_grad():
         for f in files:
-            img = read_image(Path(f))
-            h, w = img.shape[:2]
-            s = side / max(h, w)
-            img = cv2.resize(img, (max(4, round(w * s) // 4 * 4), max(4, round(h * s) // 4 * 4)),
-                             interpolation=cv2.INTER_AREA)
-            x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None]
-            row = [img, dcp_dehaze(x, patch=7, radius=13)[0].permute(1, 2, 0).numpy()]
+            x = _photo(Path(f), side)
+            row = [x[0].permute(1, 2, 0).numpy(), dcp_dehaze(x, patch=9, radius=19)[0].permute(1, 2, 0).numpy()]
             for k in ckpts:
                 for net in ("rtx", "asm"):
                     row.append(nets[k][net](x).clamp(0, 1)[0].permute(1, 2, 0).numpy())
