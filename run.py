@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         from core import TRAINERS
         from core.config import load_config
         from core.final_evaluation import final_evaluation
+        from core.loop import TrainingInterrupted
         from core.runtime import configure_threads, init_distributed, is_collective_timeout, wait_for_every_rank
         from core.signals import EvaluationInterrupted, stop_evaluation_on_signals
-        from core.trainer import TrainingInterrupted
         from data.demo import make_demo_data
         from data.paths import resolve_path
 

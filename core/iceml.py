@@ -36,6 +36,7 @@ class ICEMLTrainer(BaseTrainer):
     """Trains ``rtx`` (RtxICE-Net) and ``asm`` (ASMICE-Net) jointly; see the module docstring."""
 
     trained_networks = ("rtx", "asm")
+    paired_example = "the synthetic pre-training set, e.g. haze_synthetic"
 
     #: checkpoint entry -> network (the inverse of the checkpoint reader's ICEML_ENTRIES)
     NETWORKS = {entry: net for net, entry in ICEML_ENTRIES.items()}
@@ -69,19 +70,15 @@ class ICEMLTrainer(BaseTrainer):
         }
 
     def build_data(self) -> None:
+        """The base streams (synthetic pairs, label budget, validation) plus the real hazy images."""
+        super().build_data()
         d, c = self.cfg.data, self.cfg.iceml
-        if not d.paired.type:
-            raise UserError("config key 'data.paired' must name the synthetic pre-training set (haze_synthetic)")
-        self.paired_set = self._dataset(d.paired)
-        self.check_stream_size("paired", self.paired_set)
-        self.iters_per_epoch = self._iters_per_epoch_of(self.paired_set)
-        self.val_set = self._dataset(d.val) if d.val.type else None
         self.pretrain_iters = c.pretrain_iters if c.pretrain_iters is not None else (
             (c.pretrain_epochs or 0) * self.iters_per_epoch)
-        self.unpaired_set = self._dataset(d.unpaired) if d.unpaired.type else None
+        extra = {"extra_files": self.withheld_inputs} if self.withheld_inputs and d.unlabelled_to_pool else {}
+        self.unpaired_set = self._dataset(d.unpaired, **extra) if d.unpaired.type else None
         if self.unpaired_set is not None:
             self.check_stream_size("unpaired", self.unpaired_set)
-        self.total_iters = self._total_iters()
         if self.total_iters > self.pretrain_iters and self.unpaired_set is None:
             raise UserError("the mutual-learning stage needs data.unpaired (real hazy images without ground truth)")
         if self.pretrain_iters > self.total_iters:

@@ -12,7 +12,8 @@ This is ``run.py``'s own ``main`` with two observers patched in:
   the bytes), the ranks all-gather them, and rank 0 writes OUT.json with, per rank, the
   checksums, the final iteration, the non-finite counters and the recorded batches.
 
-``PROBE_NAN_RANK1_AT=3,5`` makes rank 1 (only) report a NaN loss term at those 1-based
+``SSIR_KILL_AT_ITER=<iteration>[:<phase>]`` makes every rank SIGKILL itself there (see
+``tests/kill_points.py``). ``PROBE_NAN_RANK1_AT=3,5`` makes rank 1 (only) report a NaN loss term at those 1-based
 iterations, to check that the ranks skip such steps together.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch.distributed as dist  # noqa: E402
 import run  # noqa: E402
 from core import TRAINERS  # noqa: E402
 from core.trainer import BaseTrainer  # noqa: E402
+from tests import kill_points  # noqa: E402
 
 STREAM_NAMES = {0: "paired", 7919: "unpaired", 104729: "unpaired"}
 
@@ -110,6 +112,8 @@ def main() -> int:
 
         cls.train_step = nan_step
 
+    if os.environ.get(kill_points.ENV):
+        kill_points.install(os.environ[kill_points.ENV])
     return run.main(argv)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from core import TRAINERS
 from core.config import load_config
@@ -117,6 +118,27 @@ def test_both_iceml_stages_run_and_train_both_networks(tmp_path):
         changed = [not torch.equal(p, q) for p, q in zip(net.parameters(), before[k])]
         assert any(changed), k
     tr.close()
+
+
+def test_iceml_keeps_the_label_budget_of_a_plain_paired_set(tmp_path):
+    """``data.labelled_pairs`` on a SOTS-style hazy/clear folder keeps 2 of 6 pairs for stage 1 and
+    moves the 4 withheld hazy inputs into the real (unpaired) pool, as the base trainer does; a copy
+    of the base data set-up without the label budget trained on all 6 pairs silently."""
+    root = _haze_data(tmp_path / "haze")
+    paired = {"type": "paired_folder", "args": {"lq_dir": str(root / "train" / "hazy"),
+                                                "gt_dir": str(root / "train" / "clear"), "crop_size": 32,
+                                                "pairing": "prefix"}}
+    cfg = yaml.safe_load(_iceml_cfg(tmp_path, iters=4, pretrain=2).read_text())
+    cfg["data"]["paired"] = paired
+    cfg["data"]["labelled_pairs"] = 2
+    tr = TRAINERS.get("iceml")(load_config(write_yaml(tmp_path / "budget.yaml", cfg)))
+    try:
+        assert len(tr.paired_set) == 2
+        assert sorted(tr.withheld_inputs) == sorted(str(p) for p in (root / "train" / "hazy").iterdir()
+                                                    if str(p) not in {str(a) for a, _ in tr.paired_set.pairs})
+        assert len(tr.unpaired_set) == 6 + 4
+    finally:
+        tr.close()
 
 
 def test_iceml_learning_rate_switches_at_the_stage_boundary(tmp_path):

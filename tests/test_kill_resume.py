@@ -1,7 +1,7 @@
 """Crash and resume through run.py: a run SIGKILLed mid-way and resumed from ``last.pth`` ends with
 exactly the weights of an uninterrupted run, for every trainer and both ICEML stages.
 
-The kill is deterministic: the ``SSIR_KILL_AT_ITER`` test hook of ``core/trainer.py`` makes the
+The kill is deterministic: ``tests/kill_points.py`` (run.py with the trainer patched) makes the
 process SIGKILL itself at a chosen point of a chosen iteration (no cleanup of any kind runs, as
 after a power cut or an OOM kill): after the iteration's checkpoint, mid-step (after backward,
 before the optimizer step), mid-validation (scored, best checkpoints not yet written) and
@@ -102,8 +102,9 @@ def _env(**extra: str) -> dict:
 
 
 def _start(tmp: Path, cfg_path: Path, *args: str, kill_at: str | None = None) -> subprocess.Popen:
-    env = _env(**({"SSIR_KILL_AT_ITER": str(kill_at)} if kill_at else {}), TORCH_HOME=str(tmp / "torch_home"))
-    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-c", str(cfg_path), "--no-eval", *args],
+    env = _env(TORCH_HOME=str(tmp / "torch_home"))
+    entry = [str(ROOT / "tests" / "kill_points.py"), kill_at] if kill_at else [str(ROOT / "run.py")]
+    return subprocess.Popen([sys.executable, *entry, "-c", str(cfg_path), "--no-eval", *args],
                             cwd=str(tmp), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 

@@ -176,7 +176,7 @@ def test_run_py_misspelt_key_is_one_line_error(tmp_path):
 
 def test_output_clamp_modes_same_values_different_gradients():
     """hard = torch.clamp (no gradient outside [0, 1]); straight_through passes it on."""
-    from core.trainer import clamp_output
+    from core.assembly import clamp_output
 
     y0 = torch.tensor([-0.5, 0.25, 0.75, 1.5])
     target = torch.tensor([0.4, 0.5, 0.5, 0.9])
