@@ -57,7 +57,8 @@ def test_rtxice_resized_outputs(combined_ckpt, hazy_dir, tmp_path, capsys):
                                            "--weights", str(combined_ckpt), "--size", "32", "--device", "cpu"])
     assert rc == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed == ["Image Processed:img2.jpg", "Image Processed:img10.png"]
+    assert printed[:2] == ["Image Processed:img2.jpg", "Image Processed:img10.png"]
+    assert len(printed) == 3 and printed[2].startswith("RtxICE-Net: processed 2 of 2 image(s)")  # the count line
     assert sorted(p.name for p in (out / "J_RtxICE-Net").iterdir()) == ["img10.png", "img2.jpg"]
     assert (out / "J_RtxICE-Net" / "img2.jpg").read_bytes()[:2] == b"\xff\xd8"  # JPEG kept as JPEG
     for f in (out / "J_RtxICE-Net").iterdir():
