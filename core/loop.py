@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from core.signals import StopSignals
 from foundation.errors import UserError
 
 
@@ -57,7 +58,7 @@ class TrainingLoop:
         tic = time.time()
         bar = tqdm(total=self.total_iters, initial=self.iter, disable=None if self.is_main else True,
                    desc=self.cfg.name, dynamic_ncols=True, leave=False)
-        with _StopSignals() as stop:
+        with StopSignals() as stop:
             while self.iter < self.total_iters:
                 terms = self._one_iteration(t.grad_clip)
                 if terms is not None:
@@ -96,7 +97,7 @@ class TrainingLoop:
         self.log.info(f"curves written to {path}" if path else "matplotlib is not installed: no curves.png (the "
                       "values are in logs/scalars.jsonl)")
 
-    def _stop_requested(self, stop: _StopSignals) -> bool:
+    def _stop_requested(self, stop: StopSignals) -> bool:
         """Whether a stop signal arrived (on any rank: the ranks stop at the same iteration)."""
         flag = stop.received is not None
         if self.dist.enabled:
@@ -180,29 +181,4 @@ class TrainingLoop:
             raise TrainingStopped(
                 f"stopped at iteration {self.iter + 1}: {self.nonfinite_streak} non-finite losses in a row "
                 f"({shown}); last good checkpoint: {last if last.exists() else 'none yet'}")
-
-class _StopSignals:
-    """Within the loop, a first SIGTERM/SIGINT only asks the loop to stop after the current
-    iteration (and write its checkpoint); a second SIGINT interrupts at once."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self) -> _StopSignals:
-        try:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        except ValueError:  # not the main thread: signals stay as they are
-            self._previous.clear()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
