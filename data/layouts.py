@@ -27,6 +27,9 @@ Known sets and the sub-paths tried, in order (relative to the data root):
   ``RICE-I/Hazy`` + ``RICE-I/GT``; ``O-HAZE``, ``I-HAZE``, ``NH-HAZE``, ``Dense-Haze``: ``<set>/hazy``
   (or ``Hazy``) + ``<set>/GT``, or one flat folder of ``NN_..._hazy.*`` / ``NN_..._GT.*`` files.
   Every dehazing set also accepts the ICEML paired-test layout ``<set>/Hazy`` + ``<set>/GT``.
+- without ground truth (inputs only, scored with no-reference metrics such as NIQE): ``DICM``,
+  ``LIME``, ``NPE``, ``MEF``, ``VV`` (``--dataset no_reference``: the five), a folder of images or
+  ``<set>/low``; haze: ``RTTS`` (``RTTS/JPEGImages``), ``DAWN-Fog`` (``DAWN/Fog``), ``Fattal``.
 - any folder path holding one of the pairs in ``GENERIC_PAIRS`` (e.g. ``Hazy/`` + ``GT/``, the
   ICEML paired-test layout) can be opened by giving the path instead of a name.
 """
@@ -41,7 +44,7 @@ from typing import Any
 import yaml
 
 from data import DATASETS
-from data.datasets import DatasetMissing, PairedFolderDataset
+from data.datasets import DatasetMissing, PairedFolderDataset, UnpairedFolderDataset
 from data.image_io import has_images
 from data.paths import REPO_ROOT, resolve_path
 from data.public_datasets import FlatPairedDataset, ListedPairedFolderDataset, SMIDNpyDataset, official_lists
@@ -56,13 +59,14 @@ DATASETS_YAML = REPO_ROOT / "config" / "datasets.yaml"
 class Layout:
     """One way a dataset can be stored: low and GT folders relative to the dataset folder.
 
+    ``gt`` is ``None`` for a set without ground truth (inputs only: no-reference scores, e.g. NIQE);
     ``under`` replaces the dataset's folder (relative to the data root) for this layout;
     ``dataset`` names a special dataset type (``flat_paired``) instead of the plain paired folder;
     ``probe`` is a glob the low folder must match (flat folders).
     """
 
     lq: str
-    gt: str
+    gt: str | None
     pairing: str = "auto"
     recursive: bool = True
     under: str | None = None
@@ -132,14 +136,16 @@ def _candidates(ds: NamedDataset, root: str | None) -> list[tuple[Layout, Path]]
             base = Path(resolve_path(paths[ds.name]))
         else:
             base = data_root(root) / (lay.under if lay.under is not None else ds.folder)
-        key = (base / lay.lq, base / lay.gt, lay.dataset)
+        key = (base / lay.lq, base / lay.gt if lay.gt is not None else None, lay.dataset)
         if key not in seen:
             seen.add(key)
             out.append((lay, base))
     return out
 
 
-def _build(lay: Layout, lq: Path, gt: Path, dataset_args: dict[str, Any] | None = None) -> Any:
+def _build(lay: Layout, lq: Path, gt: Path | None, dataset_args: dict[str, Any] | None = None) -> Any:
+    if gt is None:
+        return UnpairedFolderDataset(str(lq), recursive=lay.recursive, **(dataset_args or {}))
     if lay.dataset == "flat_paired":
         return FlatPairedDataset(str(lq))
     return PairedFolderDataset(str(lq), str(gt), pairing=lay.pairing, recursive=lay.recursive, **(dataset_args or {}))
@@ -162,15 +168,15 @@ def open_layout(name: str, root: str | None = None, dataset_args: dict[str, Any]
         return ds.opener(dataset_folder(ds, root), **opts)
     tried, partial = [], []
     for lay, base in _candidates(ds, root):
-        lq, gt = base / lay.lq, base / lay.gt
+        lq, gt = base / lay.lq, (base / lay.gt if lay.gt is not None else None)
         lq_ok = has_images(lq, lay.recursive, lay.probe)
-        gt_ok = lq_ok if lq == gt else has_images(gt, lay.recursive)
+        gt_ok = lq_ok if lq == gt or gt is None else has_images(gt, lay.recursive)
         if lq_ok and gt_ok:
             if pairing and lay.dataset is None and lay.pairing != "prefix":
                 lay = replace(lay, pairing=pairing)
             dataset = _build(lay, lq, gt, dataset_args)
             return ds.finish(dataset, opts) if ds.finish else dataset
-        if lq == gt:
+        if lq == gt or gt is None:
             tried.append(f"{lq}/{lay.probe or '*'}")
         else:
             tried.append(f"{lq} + {gt}")
@@ -220,6 +226,8 @@ def expand_dataset_names(spec: str | list[str]) -> list[str]:
             out.extend(EVAL_ALL)
         elif item.lower() == "all_haze":
             out.extend(PAPER_DEHAZING)
+        elif item.lower() == "no_reference":
+            out.extend(NO_REFERENCE_LOWLIGHT)
         elif item not in LAYOUTS and Path(item).is_dir():
             out.append(str(Path(item).resolve()))  # a folder given on the command line: from the cwd
         else:
@@ -273,6 +281,8 @@ ALL_LOWLIGHT = ("LOLv2", "SID", "SDSD", "SMID", "LSRW-Huawei")
 #: ``--dataset all``: LOL-v1 (the set the committed weights are scored on) and the paper's five
 EVAL_ALL = ("LOL-v1", *ALL_LOWLIGHT)
 PAPER_DEHAZING = ("RICE-I", "SOTS-outdoor")
+#: ``--dataset no_reference``: the low-light sets without ground truth (scored with NIQE)
+NO_REFERENCE_LOWLIGHT = ("DICM", "LIME", "NPE", "MEF", "VV")
 
 register_layout(NamedDataset("LOLv2", "LOLv2", (Layout("Real_captured/Test/Low", "Real_captured/Test/Normal"),)
                              + _official_eval()), aliases=("LOLv2-Real", "LOL-v2", "LOLv2_Real"))
@@ -311,6 +321,19 @@ register_layout(NamedDataset("I-HAZE", "I-HAZE", _haze_layouts(("I-HAZE", "I-Haz
 register_layout(NamedDataset("NH-HAZE", "NH-HAZE", _haze_layouts(("NH-HAZE", "NH-Haze")), task="haze"))
 register_layout(NamedDataset("Dense-Haze", "Dense-Haze", _haze_layouts(("Dense-Haze", "Dense-HAZE")), task="haze"),
                 aliases=("DenseHaze",))
+# real photographs without ground truth (the papers' qualitative sets): inputs only, scored with NIQE
+register_layout(NamedDataset("DICM", "DICM", (Layout(".", None), Layout("low", None)), note="DICM: a folder of images"))
+register_layout(NamedDataset("LIME", "LIME", (Layout(".", None), Layout("low", None)), note="LIME: a folder of images"))
+register_layout(NamedDataset("NPE", "NPE", (Layout(".", None), Layout("low", None)), note="NPE: a folder of images"))
+register_layout(NamedDataset("MEF", "MEF", (Layout(".", None), Layout("low", None)), note="MEF: a folder of images"))
+register_layout(NamedDataset("VV", "VV", (Layout(".", None), Layout("low", None)), note="VV: a folder of images"))
+register_layout(NamedDataset("RTTS", "RTTS", (Layout("JPEGImages", None), Layout(".", None)), task="haze",
+                             note="RTTS: RTTS/JPEGImages"))
+register_layout(NamedDataset("DAWN-Fog", "DAWN", (Layout("Fog", None), Layout(".", None)), task="haze",
+                             note="DAWN's Fog photographs: DAWN/Fog"), aliases=("DAWN",))
+register_layout(NamedDataset("Fattal", "Fattal", (Layout(".", None),), task="haze",
+                             note="Fattal's classic hazy photographs: a folder of images"))
+
 register_layout(NamedDataset("demo_lowlight", str(REPO_ROOT / "demo_data" / "lowlight"),
                              (Layout("test/low", "test/high", pairing="name", recursive=False),),
                              note="run scripts/make_demo_data.py to create it"), aliases=("demo",))

@@ -386,3 +386,35 @@ def test_eval_compares_two_networks_on_one_page(lowlight_root, identity_ckpt, tm
     assert entry[b]["psnr"] != pytest.approx(entry[a]["psnr"], abs=1e-3)
     page = (out / "LOLv2" / "index.html").read_text()
     assert a in page and b in page
+
+
+def test_no_reference_sets_open_as_inputs_and_are_scored_with_niqe(identity_ckpt, tmp_path):
+    from common_utils.no_reference import NIQEMetric, NIQEUnavailable, find_niqe_params
+    from data.datasets import UnpairedFolderDataset
+    from data.layouts import NO_REFERENCE_LOWLIGHT, expand_dataset_names
+
+    try:
+        find_niqe_params()
+    except NIQEUnavailable as exc:
+        pytest.skip(f"NIQE model not set up ({exc})")
+    assert expand_dataset_names("no_reference") == list(NO_REFERENCE_LOWLIGHT)
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for name in ("a", "b"):  # 192 px: whole 96-px NIQE blocks at both scales
+        smooth = np.kron(rng.integers(10, 120, (12, 12, 3)), np.ones((16, 16, 1))).astype(np.uint8)
+        _write(root / "DICM" / f"{name}.png", smooth)
+    ds = open_layout("DICM", str(root))
+    assert isinstance(ds, UnpairedFolderDataset) and len(ds) == 2 and "gt" not in ds[0]
+    out = tmp_path / "out"
+    args = ["-n", "UNet", "-w", str(identity_ckpt), "-d", "DICM", "--data-root", str(root), "--out", str(out),
+            "--network-args", '{"width": 4}', "--device", "cpu", "--workers", "0", "--no-lpips"]
+    assert eval_cli.main(args) == 0
+    entry = json.loads((out / "summary.json").read_text())["DICM"]
+    assert entry.get("psnr") is None and entry["images"] == 2
+    metric = NIQEMetric()
+    direct = [float(metric(torch.from_numpy(read_image(root / "DICM" / f"{n}.png")).permute(2, 0, 1)[None])[0])
+              for n in ("a", "b")]
+    # the identity network returns its input: its NIQE is the input's and equals NIQE computed directly
+    assert entry["niqe"] == pytest.approx(sum(direct) / 2, abs=1e-4)
+    assert entry["input"]["niqe"] == pytest.approx(entry["niqe"], abs=1e-4)
+    assert "| NIQE |" in (out / "summary.md").read_text()

@@ -70,7 +70,7 @@ from common_utils.evaluation.runner import (
     parse_network_args,
 )
 from common_utils.folders import OutputFolder
-from data.datasets import DatasetMissing
+from data.datasets import DatasetMissing, UnpairedFolderDataset
 from data.layouts import expand_dataset_names
 from foundation.errors import UserError
 from models import list_networks, network_name
@@ -170,12 +170,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         nets[label] = net
         infos.append(info)
     info = infos[0]
-    protocol = build_protocol(args.protocol, args.ssim, args.resize, args.fast_eval, args.tile, args.tile_overlap,
-                              args.gt_mean, not args.no_lpips, device, ms_ssim=not args.no_ms_ssim, niqe=args.niqe)
-    if protocol.lpips is None and protocol.lpips_reason and not args.no_lpips:
-        print(f"note: {protocol.lpips_reason}", flush=True)
-    if args.niqe and protocol.niqe is None:
-        print(f"note: {protocol.niqe_reason}", flush=True)
     options = {"smid_green_quirk": args.smid_green_quirk, "sdsd_official_list": args.sdsd_official_list,
                "pairing": args.pairing}
     data_root = str(Path(args.data_root).expanduser().resolve()) if args.data_root else None  # CLI paths: from the cwd
@@ -195,6 +189,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise DatasetMissing(f"{'no dataset could be evaluated' if not datasets else 'missing'}: {what} (the "
                              f"paths looked for are listed above; give --data-root, or link the sets with "
                              f"scripts/link_datasets.py); nothing was written")
+    # a set without ground truth (DICM, LIME, ... or a folder of inputs) can only be scored without a
+    # reference: NIQE is switched on for it rather than printing a table of nothing
+    no_reference = sorted(k for k, ds in datasets.items() if isinstance(ds, UnpairedFolderDataset))
+    if no_reference and not args.niqe:
+        print(f"note: {', '.join(no_reference)} has no ground truth: scored with NIQE (no reference)", flush=True)
+    protocol = build_protocol(args.protocol, args.ssim, args.resize, args.fast_eval, args.tile, args.tile_overlap,
+                              args.gt_mean, not args.no_lpips, device, ms_ssim=not args.no_ms_ssim,
+                              niqe=args.niqe or bool(no_reference))
+    if protocol.lpips is None and protocol.lpips_reason and not args.no_lpips:
+        print(f"note: {protocol.lpips_reason}", flush=True)
+    if (args.niqe or no_reference) and protocol.niqe is None:
+        print(f"note: {protocol.niqe_reason}", flush=True)
     extra = {"protocol": f"{args.protocol} ({PROTOCOLS[args.protocol]['description']})", **info,
              "data_root": data_root, "seed": SEED, **options}
     folder = OutputFolder(out_dir)  # locked, an earlier result moved aside: nothing stale, one writer
@@ -211,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         folder.release()
     print()
     print(markdown_table(summary, None, f"{info['network']} ({Path(info['weight']).name})", notes=False), flush=True)
-    scored = [k for k, v in summary.items() if isinstance(v, dict) and "psnr" in v]
+    scored = [k for k, v in summary.items() if isinstance(v, dict) and ("psnr" in v or "niqe" in v)]
     failed = {k: v["error"] for k, v in summary.items() if isinstance(v, dict) and "error" in v}
     not_found = [k for k, v in summary.items() if isinstance(v, dict) and "missing" in v]
     if not_found:

@@ -53,25 +53,32 @@ def markdown_table(summary: Mapping[str, Any], protocol: Mapping[str, Any] | Non
                    notes: bool = True) -> str:
     """A Markdown table of the summary (one row per dataset and network); ``notes`` adds the list of
     sets not evaluated with the reason (the console leaves it out: each was printed once already)."""
-    lines = [f"# {title}", "", "| dataset | network | images | PSNR | SSIM | LPIPS | latency (ms) | FPS |",
-             "|---|---|---|---|---|---|---|---|"]
+    entries = [e for ds, e in summary.items() if not ds.startswith("_") and isinstance(e, Mapping)]
+    # NIQE (no reference) gets a column only when some set was scored with it
+    niqe = any(e.get("niqe") is not None or any(isinstance(v, Mapping) and v.get("niqe") is not None
+                                                for v in e.values()) for e in entries)
+    head = ["dataset", "network", "images", "PSNR", "SSIM", "LPIPS"] + (["NIQE"] if niqe else []) + \
+        ["latency (ms)", "FPS"]
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    dashes = " – |" * (len(head) - 3)
     for ds, entry in summary.items():
         if ds.startswith("_") or not isinstance(entry, Mapping):
             continue
         if "missing" in entry:
-            lines.append(f"| {ds} | – | missing | – | – | – | – | – |")
+            lines.append(f"| {ds} | – | missing |{dashes}")
             continue
         if "error" in entry:
-            lines.append(f"| {ds} | – | failed | – | – | – | – | – |")
+            lines.append(f"| {ds} | – | failed |{dashes}")
             continue
         subs = [(k, v) for k, v in entry.items() if isinstance(v, Mapping)]
         label = entry.get("network")
         # the main network's means are both at the top level and under its label: show them once
         rows = subs if isinstance(label, str) and label in dict(subs) else [(label or "main", entry)] + subs
         for net, r in rows:
-            lines.append(f"| {ds} | {net} | {r.get('images', '')} | {_cell(r.get('psnr'), 2)} | "
-                         f"{_cell(r.get('ssim'), 4)} | {_cell(r.get('lpips'), 4)} | {_cell(r.get('latency_ms'), 1)} | "
-                         f"{_cell(r.get('fps'), 2)} |")
+            cells = [_cell(r.get("psnr"), 2), _cell(r.get("ssim"), 4), _cell(r.get("lpips"), 4)]
+            cells += [_cell(r.get("niqe"), 3)] if niqe else []
+            cells += [_cell(r.get("latency_ms"), 1), _cell(r.get("fps"), 2)]
+            lines.append(f"| {ds} | {net} | {r.get('images', '')} | " + " | ".join(cells) + " |")
     unevaluated = [(ds, e.get("missing") or e.get("error")) for ds, e in summary.items()
              if not ds.startswith("_") and isinstance(e, Mapping) and (e.get("missing") or e.get("error"))]
     if notes and unevaluated:
