@@ -57,7 +57,9 @@ def run_training(run: StudyRun, root: Path, log_to: Path | None = None) -> float
     elif run.start_from is not None:
         if not Path(run.start_from).is_file():
             raise RuntimeError(f"run {run.name} starts from {run.start_from}, which does not exist yet")
-        cmd += ["--resume", str(run.start_from)]
+        # a branch from another run's checkpoint changes its config on purpose (an arm's loss weights,
+        # the SSLL phase): that is what the run is, so the resume check is told so
+        cmd += ["--resume", str(run.start_from), "--allow-config-change"]
     t0 = time.time()
     with open(log_to or folder.with_suffix(".out"), "a") as out:
         code = subprocess.call(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)

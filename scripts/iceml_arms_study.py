@@ -28,10 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +92,8 @@ def dawn_overrides() -> tuple[str, ...]:
 def execute(run: StudyRun, root: Path, start_from: StudyRun | None = None) -> None:
     if run.summary(root) is not None:
         return
-    if start_from is not None:
-        dst = run.folder(root) / "checkpoints" / "last.pth"
-        if not dst.is_file():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(start_from.folder(root) / "checkpoints" / "last.pth", dst)
+    if start_from is not None:  # resumes its own last.pth once it has one, else branches from stage 1
+        run = replace(run, start_from=start_from.folder(root) / "checkpoints" / "last.pth")
     print(f"  {run.name}", flush=True)
     print(f"    done in {run_training(run, root) / 60:.1f} min", flush=True)
 
