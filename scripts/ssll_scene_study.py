@@ -27,7 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,9 +77,67 @@ def run_of(arm: str, n: int, seed: int, root: Path) -> StudyRun:
 # ---------------------------------------------------------------------------------------- reading
 
 
+# ------------------------------------------------------------------- run records that outlive their folders
+# A finished run's summary, curves, config, wall time and extra scores are copied into the report's
+# runs/<name>/ (committed); the report reads a run from its folder, else from that copy, so a run
+# finished in an earlier session (whose folder is gone) stays in the tables.
+RECORD_FILES = {"summary.json": "results/summary.json", "scalars.jsonl": "logs/scalars.jsonl",
+                "config.yaml": "config.yaml", "wall.json": "wall.json",
+                "extra_scores.json": "results/extra_scores.json"}
+
+
+def record(name: str, root: Path, out: Path, file: str) -> Path | None:
+    """A run's record file: from its run folder if there, else from the report's copy."""
+    for path in (root / name / RECORD_FILES[file], out / "runs" / name / file):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_record(name: str, root: Path, out: Path, file: str) -> Any:
+    path = record(name, root, out, file)
+    return json.loads(path.read_text()) if path is not None else None
+
+
+def archive_run(name: str, root: Path, out: Path) -> None:
+    """Copy a finished run's record files into ``out/runs/<name>/``."""
+    dst = out / "runs" / name
+    for file, rel in RECORD_FILES.items():
+        src = root / name / rel
+        if src.is_file():
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst / file)
+
+
+#: sets scored after training besides the test sets: no reference (NIQE) and, where on disk, other cameras
+EXTRA_SETS = ("DICM", "LIME", "NPE")
+
+
+def score_extra(run: StudyRun, root: Path, sets: tuple[str, ...] = EXTRA_SETS, who: str = "teacher") -> Path | None:
+    """Score a finished run's last checkpoint (``who``) on ``sets`` with the evaluation CLI; the
+    summary goes to ``results/extra_scores.json`` of the run folder. None when there is no checkpoint."""
+    folder = run.folder(root)
+    last = folder / "checkpoints" / "last.pth"
+    dst = folder / "results" / "extra_scores.json"
+    if dst.is_file() or not last.is_file():
+        return dst if dst.is_file() else None
+    out = folder / "results" / f"extra_eval_{who}"
+    cmd = [sys.executable, str(REPO_ROOT / "common_utils" / "evaluation" / "eval.py"), "-n", "CIDNet", "-w", str(last),
+           "--ema" if who == "teacher" else "--student", "-d", ",".join(sets), "-o", str(out), "--threads", "1",
+           "--workers", "0", "--no-ms-ssim", "--force"]
+    with open(folder.with_suffix(".extra.out"), "a") as log:
+        code = subprocess.call(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if code != 0 or not (out / "summary.json").is_file():
+        raise RuntimeError(f"scoring {run.name} on {', '.join(sets)} failed (exit {code}); see {log.name}")
+    summary = json.loads((out / "summary.json").read_text())
+    dst.write_text(json.dumps({"network": who, **summary}, indent=1))
+    return dst
+
+
 def val_curve(folder: Path, who: str = "teacher") -> list[tuple[int, float]]:
-    """(iteration, validation PSNR) of a run's network ``who``."""
+    """(iteration, validation PSNR) of a run's network ``who``; ``folder`` is a run folder or a record copy."""
     path = folder / "logs" / "scalars.jsonl"
+    path = path if path.is_file() else folder / "scalars.jsonl"
     out = []
     for line in path.read_text().splitlines() if path.is_file() else []:
         row = json.loads(line)
@@ -119,11 +179,13 @@ def t95(values: list[float]) -> tuple[float, float, float] | None:
 # ---------------------------------------------------------------------------------------- report
 
 
-def gate_verdict(root: Path, n: int) -> dict[str, Any]:
+def gate_verdict(root: Path, n: int, report: Path | None = None) -> dict[str, Any]:
     """The gate's numbers from the seed-0 baseline and oracle validation curves (teacher)."""
     out: dict[str, Any] = {}
     for arm in ("baseline", "oracle"):
-        curve = val_curve(root / f"n{n}_{arm}_s0")
+        name = f"n{n}_{arm}_s0"
+        path = record(name, root, report, "scalars.jsonl") if report is not None else None
+        curve = val_curve(path.parent if path is not None else root / name)
         if not curve:
             continue
         last_q = [p for i, p in curve if i >= 0.75 * curve[-1][0]]
@@ -147,6 +209,8 @@ def plot_gate(gate: dict[str, Any], out: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    if not any(arm in gate for arm in ("baseline", "oracle")):
+        return None
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for arm, style in (("baseline", "-o"), ("oracle", "-s")):
         if arm in gate:
@@ -164,24 +228,66 @@ def plot_gate(gate: dict[str, Any], out: Path) -> Path | None:
     return path
 
 
+def extra_scores(summary: dict[str, Any] | None) -> dict[str, dict[str, float]] | None:
+    """{set: {niqe | psnr/ssim/lpips, input_niqe, images}} of a run's extra scoring."""
+    if not summary:
+        return None
+    out = {}
+    for key, entry in summary.items():
+        if key.startswith("_") or not isinstance(entry, dict) or "images" not in entry:
+            continue
+        row = {m: entry[m] for m in ("psnr", "ssim", "lpips", "niqe") if entry.get(m) is not None}
+        row["images"] = entry["images"]
+        if isinstance(entry.get("input"), dict) and entry["input"].get("niqe") is not None:
+            row["input_niqe"] = entry["input"]["niqe"]
+        out[key] = row
+    return out
+
+
+def extra_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: NIQE on the no-reference sets (teacher), image-weighted, per arm and seed."""
+    scored = [r for r in rows if r.get("extra")]
+    if not scored:
+        return []
+    sets = sorted({k for r in scored for k in r["extra"]})
+    lines = ["", "## No-reference sets (teacher, last checkpoint; NIQE, lower is better)", "",
+             "| arm | seed | " + " | ".join(f"{k} NIQE" for k in sets) + " | all (image-weighted) |",
+             "|---|---|" + "---|" * (len(sets) + 1)]
+
+    def weighted(extra: dict[str, dict[str, float]], key: str = "niqe") -> float | None:
+        pairs = [(e["images"], e[key]) for e in extra.values() if e.get(key) is not None]
+        return sum(k * v for k, v in pairs) / sum(k for k, _ in pairs) if pairs else None
+
+    first = scored[0]["extra"]
+    lines.append("| input | – | " + " | ".join(fmt(first.get(k, {}).get("input_niqe"), 3) for k in sets)
+                 + f" | {fmt(weighted(first, 'input_niqe'), 3)} |")
+    for r in scored:
+        lines.append(f"| {r['arm']} | {r['seed']} | " + " | ".join(fmt(r["extra"].get(k, {}).get("niqe"), 3)
+                                                              for k in sets) + f" | {fmt(weighted(r['extra']), 3)} |")
+    return lines
+
+
 def fmt(v: float | None, d: int = 2) -> str:
     return "–" if v is None else f"{v:.{d}f}"
 
 
 def write_report(root: Path, out: Path, n: int, seeds: list[int]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    gate = gate_verdict(root, n)
+    gate = gate_verdict(root, n, out)
     plot = plot_gate(gate, out)
     rows = []
     for arm in ("baseline", "oracle", *ARMS):
         for seed in seeds:
             run = run_of(arm, n, seed, root)
-            s = run.summary(root)
+            s = read_record(run.name, root, out, "summary.json")
             if s is None:
                 continue
+            archive_run(run.name, root, out)
+            wall = read_record(run.name, root, out, "wall.json") or {}
             rows.append({"arm": arm, "seed": seed, "teacher": test_scores(s, "teacher"),
                          "student": test_scores(s, "student"), "input": test_scores(s, "input"),
-                         "wall_min": (run.wall_seconds(root) or 0) / 60})
+                         "extra": extra_scores(read_record(run.name, root, out, "extra_scores.json")),
+                         "wall_min": wall.get("seconds", 0) / 60})
     (out / "results.json").write_text(json.dumps({"gate": {k: v for k, v in gate.items()}, "rows": rows}, indent=1))
     lines = ["# SSLL study with a scene split and a gate (CIDNet, real LOL-v1 photographs, CPU)", "",
              "Rebuilt by `python scripts/ssll_scene_study.py report` from the run folders; the design, the",
@@ -225,6 +331,7 @@ def write_report(root: Path, out: Path, n: int, seeds: list[int]) -> Path:
         cell = lambda ci, d: "n < 2" if ci is None else f"{ci[0]:+.{d}f} [{ci[1]:+.{d}f}, {ci[2]:+.{d}f}]"
         lines.append(f"| {arm} | {len(pairs)} | {', '.join(f'{v:+.2f}' for v in dp)} | {cell(ci_p, 2)} | "
                      f"{cell(ci_l, 4)} |")
+    lines += extra_table(rows)
     notes = out / "NOTES.md"
     if notes.is_file():
         lines += ["", notes.read_text().rstrip()]
@@ -236,7 +343,9 @@ def write_report(root: Path, out: Path, n: int, seeds: list[int]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("what", choices=("gate", "study", "report"))
+    p.add_argument("what", choices=("gate", "study", "score", "report"),
+                   help="gate: baseline vs oracle; study: the arms; score: the extra (no-reference) sets of every "
+                        "finished run; report: rebuild the report")
     p.add_argument("--n", type=int, default=4, help="labelled pairs (one per scene)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--arms", nargs="+", default=None,
@@ -244,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                         "on the first 3 seeds)")
     p.add_argument("--runs", type=Path, default=REPO_ROOT / "experiments" / "ssll_scenes", help="run folders")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "experiments" / "ssll_scenes_report",
-                   help="report folder (the committed one is docs/studies/ssll_scenes_cpu)")
+                   help="report folder (the committed one is docs/studies/ssll_scenes_cpu); finished runs' records "
+                        "are copied to its runs/ and read from there when a run folder is gone")
+    p.add_argument("--no-extra", action="store_true",
+                   help=f"do not score finished runs on the no-reference sets ({', '.join(EXTRA_SETS)}, NIQE)")
     args = p.parse_args(argv)
 
     def job() -> None:
@@ -258,12 +370,28 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 todo = [run_of(a, args.n, s, root) for s in args.seeds for a in ("baseline", "ssll")]
                 todo += [run_of(a, args.n, s, root) for s in args.seeds[:3] for a in ABLATIONS]
+        elif args.what == "score":  # the extra sets for every finished run still on disk
+            todo = [run_of(a, args.n, s, root) for s in args.seeds for a in ("baseline", "oracle", *ARMS)]
+            todo = [r for r in todo if r.summary(root) is not None]
         else:
             todo = []
+        # a baseline whose folder is gone is trained again (deterministic: its record is reproduced) only
+        # when an arm still needs its iteration-500 checkpoint
+        needed = {Path(r.start_from).parents[1].name for r in todo if r.start_from is not None
+                  and r.summary(root) is None and not Path(r.start_from).is_file()}
+        todo = sorted(todo, key=lambda r: r.name not in needed)
         for run in todo:
             if run.summary(root) is None:
+                if run.name not in needed and read_record(run.name, root, args.out, "summary.json") is not None:
+                    continue  # finished in an earlier session: its record is in the report
                 print(f"{run.name}: training", flush=True)
                 print(f"{run.name}: {run_training(run, root) / 60:.1f} min", flush=True)
+            if not args.no_extra:
+                try:  # the extra sets never stop the study's trainings
+                    if score_extra(run, root) is not None:
+                        print(f"{run.name}: scored on {', '.join(EXTRA_SETS)}", flush=True)
+                except RuntimeError as exc:
+                    print(f"{run.name}: WARNING: {exc}", flush=True)
             write_report(root, args.out, args.n, args.seeds)
         print(f"report: {write_report(root, args.out, args.n, args.seeds)}")
 

@@ -48,3 +48,37 @@ def test_a_branch_whose_start_is_missing_is_refused(tmp_path, monkeypatch):
     run = study.StudyRun("config/x.yaml", "arm_s1", start_from=Path(tmp_path / "nope.pth"))
     with pytest.raises(RuntimeError, match="does not exist yet"):
         study.run_training(run, tmp_path)
+
+
+def _scene_study():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "ssll_scene_study.py"
+    spec = importlib.util.spec_from_file_location("ssll_scene_study", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _summary(psnr: float, lpips: float) -> dict:
+    entry = {"images": 1, "network": "teacher", "teacher": {"psnr": psnr, "ssim": 0.8, "lpips": lpips},
+             "student": {"psnr": psnr - 0.1, "ssim": 0.79, "lpips": lpips}}
+    return {"LOL-v1-test-scenes": entry, "LOL-v1": entry}
+
+
+def test_scene_study_report_reads_finished_runs_from_their_records_when_the_folders_are_gone(tmp_path):
+    mod = _scene_study()
+    out, root = tmp_path / "report", tmp_path / "runs"
+    root.mkdir()
+    for seed, (base, ssll) in enumerate(((18.0, 18.5), (18.2, 18.4))):
+        for arm, value in (("baseline", base), ("ssll", ssll)):
+            rec = out / "runs" / f"n4_{arm}_s{seed}"
+            rec.mkdir(parents=True)
+            (rec / "summary.json").write_text(json.dumps(_summary(value, 0.25)))
+    niqe = {"DICM": {"images": 2, "niqe": 3.0, "input": {"niqe": 4.0}},
+            "LIME": {"images": 1, "niqe": 6.0, "input": {"niqe": 5.0}}}
+    (out / "runs" / "n4_ssll_s0" / "extra_scores.json").write_text(json.dumps(niqe))
+    text = mod.write_report(root, out, 4, [0, 1]).read_text()
+    assert "| ssll | 2 | +0.50, +0.20 |" in text  # both seeds paired from the records alone
+    assert "| ssll | 0 | 3.000 | 6.000 | 4.000 |" in text  # NIQE per set and image-weighted (2*3 + 6) / 3
+    assert "| input | – | 4.000 | 5.000 | 4.333 |" in text
