@@ -50,7 +50,11 @@ def similarity(a: Thumbnail, b: Thumbnail) -> tuple[float, float]:
     return correlation(a.grey, b.grey), correlation(a.grad, b.grad)
 
 
+def linked(grey: float, grad: float) -> bool:
+    """True when a (grey-level, gradient) correlation pair links two images into one scene."""
+    return grad >= GRADIENT_LINK or grey >= GREY_LINK
+
+
 def same_scene(a: Thumbnail, b: Thumbnail) -> bool:
     """True when the two images are linked by the scene rule (see the module docstring)."""
-    grey, grad = similarity(a, b)
-    return grad >= GRADIENT_LINK or grey >= GREY_LINK
+    return linked(*similarity(a, b))
