@@ -30,6 +30,9 @@ Known sets and the sub-paths tried, in order (relative to the data root):
 - without ground truth (inputs only, scored with no-reference metrics such as NIQE): ``DICM``,
   ``LIME``, ``NPE``, ``MEF``, ``VV`` (``--dataset no_reference``: the five), a folder of images or
   ``<set>/low``; haze: ``RTTS`` (``RTTS/JPEGImages``), ``DAWN-Fog`` (``DAWN/Fog``), ``Fattal``.
+- cross-domain sets, one per manifest ``data/cross_domain_<set>.yaml`` (:mod:`data.cross_domain`):
+  ``<folder>/{low,high}/<id><ext>``, only the listed pairs, paired by name; built by
+  ``scripts/prepare_cross_domain.py``.
 - any folder path holding one of the pairs in ``GENERIC_PAIRS`` (e.g. ``Hazy/`` + ``GT/``, the
   ICEML paired-test layout) can be opened by giving the path instead of a name.
 """
@@ -44,6 +47,7 @@ from typing import Any
 import yaml
 
 from data import DATASETS
+from data.cross_domain import Manifest, manifest_paths, read_manifest
 from data.datasets import DatasetMissing, PairedFolderDataset, UnpairedFolderDataset
 from data.image_io import has_images
 from data.paths import REPO_ROOT, resolve_path
@@ -340,3 +344,23 @@ register_layout(NamedDataset("demo_lowlight", str(REPO_ROOT / "demo_data" / "low
 register_layout(NamedDataset("demo_haze", str(REPO_ROOT / "demo_data" / "haze"),
                              (Layout("test/hazy", "test/clear", pairing="name", recursive=False),),
                              task="haze", note="run scripts/make_demo_data.py --kind haze to create it"))
+
+
+def register_manifest(path: str | Path) -> NamedDataset:
+    """Register the cross-domain set of the manifest ``path`` (see :mod:`data.cross_domain`)."""
+    manifest = read_manifest(path)
+    return register_layout(NamedDataset(
+        manifest.name, manifest.folder, (Layout("low", "high", pairing="name", recursive=False),),
+        note=f"{len(manifest.pairs)} pairs listed in {manifest.path}; lay them out with "
+             f"python scripts/prepare_cross_domain.py --manifest {manifest.path}",
+        finish=lambda dataset, _options: _listed_pairs(dataset, manifest)))
+
+
+def _listed_pairs(dataset: PairedFolderDataset, manifest: Manifest) -> ListedPairedFolderDataset:
+    """Only the manifest's pairs; one that is not on disk is an error naming it."""
+    return ListedPairedFolderDataset(str(dataset.lq_dir), str(dataset.gt_dir),
+                                     [p.file_name("low") for p in manifest.pairs], pairing="name", recursive=False)
+
+
+for _path in manifest_paths():
+    register_manifest(_path)

@@ -3,9 +3,8 @@
     python scripts/make_lol_scene_split.py [--high DIR] [--out data/splits/lol_v1_train_scenes.yaml]
 
 Scenes: the 120 pairs of ``LOL-v1_train`` are several shots of 61 scenes. Two pairs belong to one
-scene when their *high* images, as 150x100 grey thumbnails, correlate at least 0.30 in gradient
-magnitude (Sobel) or at least 0.90 in grey level; scenes are the connected components (the rule
-``../shared/data/README.md`` states; it gives 61 scenes here). Whole scenes are then assigned, by a
+scene when their *high* images are linked by the rule of :mod:`data.scene_match` (the rule
+``../shared/data/README.md`` states); scenes are the connected components. Whole scenes are then assigned, by a
 seeded permutation fixed before any run, to:
 
 - ``test``: 30 scenes (every shot), scored with eval15 at the end, never seen in training or monitoring;
@@ -21,28 +20,22 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from data.scene_match import GRADIENT_LINK, GREY_LINK, THUMB_SIZE, same_scene, thumbnail  # noqa: E402
+
 SIZES = {"test": 30, "val": 5, "labelled": 8}  # the rest is the pool
 SEED = 2026
 
 
 def scenes_of(high_dir: Path) -> list[list[str]]:
     files = sorted(high_dir.glob("*.png"), key=lambda p: int(p.stem))
-    grey, grad = [], []
-    for f in files:
-        im = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE).astype(np.float64)
-        t = cv2.resize(im, (150, 100), interpolation=cv2.INTER_AREA)
-        grey.append(t)
-        grad.append(np.hypot(cv2.Sobel(t, cv2.CV_64F, 1, 0), cv2.Sobel(t, cv2.CV_64F, 0, 1)))
-
-    def corr(a: np.ndarray, b: np.ndarray) -> float:
-        a, b = a - a.mean(), b - b.mean()
-        return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum() + 1e-12))
-
+    thumbs = [thumbnail(f) for f in files]
     parent = list(range(len(files)))
 
     def find(i: int) -> int:
@@ -53,7 +46,7 @@ def scenes_of(high_dir: Path) -> list[list[str]]:
 
     for i in range(len(files)):
         for j in range(i + 1, len(files)):
-            if corr(grad[i], grad[j]) >= 0.30 or corr(grey[i], grey[j]) >= 0.90:
+            if same_scene(thumbs[i], thumbs[j]):
                 parent[find(i)] = find(j)
     groups: dict[int, list[str]] = {}
     for i, f in enumerate(files):
@@ -84,8 +77,9 @@ def main() -> int:
     doc = {
         "description": "LOL-v1 our485 training pairs (../shared/data LOL-v1_train, 120 pairs) split by scene for the "
                        "SSLL study; made by scripts/make_lol_scene_split.py before any run",
-        "scene_rule": "high images as 150x100 grey thumbnails; linked when Sobel-gradient-magnitude correlation "
-                      ">= 0.30 or grey correlation >= 0.90; scenes = connected components",
+        "scene_rule": f"high images as {THUMB_SIZE[0]}x{THUMB_SIZE[1]} grey thumbnails; linked when "
+                      f"Sobel-gradient-magnitude correlation >= {GRADIENT_LINK:.2f} or grey correlation >= "
+                      f"{GREY_LINK:.2f}; scenes = connected components",
         "seed": SEED,
         "scene_count": len(scenes),
         "scenes_per_role": {k: len(v) for k, v in roles.items()},
