@@ -110,7 +110,10 @@ def archive_run(name: str, root: Path, out: Path) -> None:
 
 
 #: sets scored after training besides the test sets: no reference (NIQE) and, where on disk, other cameras
-EXTRA_SETS = ("DICM", "LIME", "NPE")
+#: (CrossDomain-samples: 3 real pairs from public repositories, data/cross_domain_samples.yaml; too few to
+#: read as a result, scored so the pipeline is in place for a larger set)
+NO_REFERENCE_SETS = ("DICM", "LIME", "NPE")
+EXTRA_SETS = (*NO_REFERENCE_SETS, "CrossDomain-samples")
 
 
 def score_extra(run: StudyRun, root: Path, sets: tuple[str, ...] = EXTRA_SETS, who: str = "teacher") -> Path | None:
@@ -249,13 +252,13 @@ def extra_table(rows: list[dict[str, Any]]) -> list[str]:
     scored = [r for r in rows if r.get("extra")]
     if not scored:
         return []
-    sets = sorted({k for r in scored for k in r["extra"]})
+    sets = [k for k in NO_REFERENCE_SETS if any(k in r["extra"] for r in scored)]
     lines = ["", "## No-reference sets (teacher, last checkpoint; NIQE, lower is better)", "",
              "| arm | seed | " + " | ".join(f"{k} NIQE" for k in sets) + " | all (image-weighted) |",
              "|---|---|" + "---|" * (len(sets) + 1)]
 
     def weighted(extra: dict[str, dict[str, float]], key: str = "niqe") -> float | None:
-        pairs = [(e["images"], e[key]) for e in extra.values() if e.get(key) is not None]
+        pairs = [(e["images"], e[key]) for k, e in extra.items() if k in sets and e.get(key) is not None]
         return sum(k * v for k, v in pairs) / sum(k for k, _ in pairs) if pairs else None
 
     first = scored[0]["extra"]
@@ -264,6 +267,17 @@ def extra_table(rows: list[dict[str, Any]]) -> list[str]:
     for r in scored:
         lines.append(f"| {r['arm']} | {r['seed']} | " + " | ".join(fmt(r["extra"].get(k, {}).get("niqe"), 3)
                                                               for k in sets) + f" | {fmt(weighted(r['extra']), 3)} |")
+    paired = [k for k in sorted({k for r in scored for k in r["extra"]})
+              if any(r["extra"].get(k, {}).get("psnr") is not None for r in scored)]
+    for key in paired:
+        n = next(r["extra"][key]["images"] for r in scored if key in r["extra"])
+        lines += ["", f"## {key} ({n} images from other cameras/sources; teacher, last checkpoint)", "",
+                  "| arm | seed | PSNR | SSIM | LPIPS |", "|---|---|---|---|---|"]
+        for r in scored:
+            e = r["extra"].get(key)
+            if e and e.get("psnr") is not None:
+                lines.append(f"| {r['arm']} | {r['seed']} | {fmt(e['psnr'])} | {fmt(e.get('ssim'), 4)} | "
+                             f"{fmt(e.get('lpips'), 4)} |")
     return lines
 
 

@@ -76,9 +76,11 @@ def test_scene_study_report_reads_finished_runs_from_their_records_when_the_fold
             rec.mkdir(parents=True)
             (rec / "summary.json").write_text(json.dumps(_summary(value, 0.25)))
     niqe = {"DICM": {"images": 2, "niqe": 3.0, "input": {"niqe": 4.0}},
-            "LIME": {"images": 1, "niqe": 6.0, "input": {"niqe": 5.0}}}
+            "LIME": {"images": 1, "niqe": 6.0, "input": {"niqe": 5.0}},
+            "CrossDomain-samples": {"images": 3, "psnr": 15.5, "ssim": 0.79, "lpips": 0.25, "niqe": 9.0}}
     (out / "runs" / "n4_ssll_s0" / "extra_scores.json").write_text(json.dumps(niqe))
     text = mod.write_report(root, out, 4, [0, 1]).read_text()
     assert "| ssll | 2 | +0.50, +0.20 |" in text  # both seeds paired from the records alone
     assert "| ssll | 0 | 3.000 | 6.000 | 4.000 |" in text  # NIQE per set and image-weighted (2*3 + 6) / 3
-    assert "| input | – | 4.000 | 5.000 | 4.333 |" in text
+    assert "| input | – | 4.000 | 5.000 | 4.333 |" in text  # the paired set's NIQE is not mixed in
+    assert "| ssll | 0 | 15.50 | 0.7900 | 0.2500 |" in text
