@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import torch
 
-from foundation.errors import UserError
+from data.image_io import write_image
 
 INPUT, GT = "input", "gt"
 #: metric key -> (label, digits shown, higher is better); other numeric row keys are shown as they are
@@ -64,29 +64,12 @@ def _to_pixels(image: torch.Tensor) -> np.ndarray:
     return image[0].detach().float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def _encode(path: Path, bgr: np.ndarray, ext: str, params: list[int]) -> None:
-    ok, buf = cv2.imencode(ext, bgr, params)
-    if not ok:
-        raise UserError(f"{path}: cannot encode the image as {ext}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buf.tofile(str(path))  # numpy writes unicode paths on every platform (cv2.imwrite does not)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-#: fastest zlib level with run-length matching: ~35% faster than level 1's default strategy on LOL frames,
-#: and smaller files (BENCHMARKS.md, "Comparison pages")
-PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-
-
 def write_picture(pixels: np.ndarray, full: Path, thumb: Path, thumb_size: tuple[int, int], jpeg_quality: int) -> None:
     """Write an RGB uint8 picture as a full-size PNG (lossless) and a JPEG thumbnail of ``thumb_size`` (w, h)."""
-    bgr = np.ascontiguousarray(pixels[:, :, ::-1])
-    _encode(full, bgr, ".png", PNG_FAST)
-    if thumb_size != (bgr.shape[1], bgr.shape[0]):
-        bgr = cv2.resize(bgr, thumb_size, interpolation=cv2.INTER_AREA)
-    _encode(thumb, bgr, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    write_image(full, pixels, fast_png=True)
+    if thumb_size != (pixels.shape[1], pixels.shape[0]):
+        pixels = cv2.resize(np.ascontiguousarray(pixels), thumb_size, interpolation=cv2.INTER_AREA)
+    write_image(thumb, pixels, jpeg_quality=jpeg_quality)
 
 
 def spare_cores() -> int:
