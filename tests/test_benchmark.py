@@ -1,4 +1,5 @@
-"""scripts/benchmark.py (quick run, in-process) and the timing helpers of common_utils/benchmarking.py."""
+"""scripts/benchmark.py and its sections (scripts/bench/; quick run, in-process) and the timing helpers of
+common_utils/benchmarking.py."""
 from __future__ import annotations
 
 import importlib.util
@@ -18,6 +19,7 @@ from common_utils.benchmarking import (
     measure,
     time_fn,
 )
+from scripts.bench import inference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,10 +163,10 @@ def test_variants_pick_rows_and_the_fresh_process_child_reports_the_reference(tm
 
     s = {"sizes": [32], "warmup": 0, "repeats": 2, "device": "cpu", "network_args": {"UNet": {"width": 4}},
          "threads": 1}
-    rows = bench.fresh_process_rows("UNet", s, tmp_path)
+    rows = inference.fresh_process_rows("UNet", s, tmp_path)
     assert list(rows) == [32] and rows[32]["status"] == "ok" and rows[32]["timing"]["n"] == 2
     assert rows[32]["backend"]["cudnn_benchmark"] is True
-    row = bench.child_row(bench.FRESH, rows[32], {"network": "UNet"})
+    row = inference.child_row(inference.FRESH, rows[32], {"network": "UNet"})
     assert row.ok and row.timing.samples == rows[32]["timing"]["samples_s"]
 
 
