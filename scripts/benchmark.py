@@ -55,7 +55,14 @@ from bench.inference import bench_inference, print_inference  # noqa: E402
 from bench.pipeline import bench_data, print_data  # noqa: E402
 from bench.stats import bench_stats, print_stats  # noqa: E402
 from bench.training import bench_training, print_training  # noqa: E402
-from common_utils.benchmarking import command_string, machine_info, markdown_table, write_json  # noqa: E402
+from common_utils.benchmarking import (  # noqa: E402
+    command_string,
+    machine_info,
+    machine_notes,
+    markdown_table,
+    parse_sizes,
+    write_json,
+)
 from common_utils.cli import run_cli  # noqa: E402
 from foundation.errors import UserError  # noqa: E402
 from models import list_networks  # noqa: E402
@@ -111,12 +118,12 @@ def resolve_settings(args: argparse.Namespace, device: torch.device) -> dict[str
     for sec in sections:
         if sec not in (*SECTIONS, "stats"):
             raise UserError(f"unknown section '{sec}' in --sections (valid: {', '.join(SECTIONS)}, stats)")
-    try:
-        sizes = [int(x) for x in split(args.sizes)] or ([64] if q else [256, 512])
-    except ValueError:
-        raise UserError(f"--sizes must be comma-separated integers, got '{args.sizes}'") from None
-    if min(sizes) <= 0:
-        raise UserError(f"--sizes must be positive integers, got '{args.sizes}'")
+    sizes = [64] if q else [256, 512]
+    if args.sizes:
+        pairs = parse_sizes([args.sizes])
+        if any(h != w for h, w in pairs):
+            raise UserError(f"--sizes: the benchmark times square inputs (S, not HxW), got '{args.sizes}'")
+        sizes = [h for h, _ in pairs]
     for key, least in (("warmup", 0), ("train_warmup", 0), ("workers", 0), ("repeats", 1), ("train_repeats", 1),
                        ("eval_passes", 1), ("train_size", 1), ("threads", 1)):
         if getattr(args, key) is not None and getattr(args, key) < least:
@@ -138,18 +145,6 @@ def resolve_settings(args: argparse.Namespace, device: torch.device) -> dict[str
 
 
 # ---------------------------------------------------------------------------- main
-def machine_notes(machine: dict[str, Any]) -> list[str]:
-    """Warnings about conditions that make the timings unreliable."""
-    notes = []
-    load, cores = machine.get("load_average_1_5_15"), machine.get("cpu_cores_usable") or 1
-    if load and load[0] > 0.5 * cores:
-        notes.append(f"the machine is busy (1-minute load {load[0]} on {cores} usable cores): CPU timings and the "
-                     "data-loader rates are unreliable; rerun on an idle machine")
-    if machine["torch_num_threads"] > cores:
-        notes.append(f"torch uses {machine['torch_num_threads']} threads on {cores} usable cores (oversubscribed)")
-    return notes
-
-
 def print_header(command: str, m: dict[str, Any], s: dict[str, Any]) -> None:
     gpu = f"{m['gpu']} ({m.get('gpu_memory_gib')} GiB, capability {m.get('gpu_capability')})" if m["gpu"] else "none"
     out(f"# Benchmark\n\nCommand: `{command}`\n")
