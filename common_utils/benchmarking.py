@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import statistics
 import sys
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from foundation.errors import UserError
 
 
 # ---------------------------------------------------------------------------- device helpers
@@ -237,6 +240,38 @@ def command_string(argv: Sequence[str] | None = None, script: str | None = None)
     return "python " + shlex.join(sys.argv if argv is None else [script or sys.argv[0], *argv])
 
 
+def parse_sizes(items: Sequence[str], multiple: int = 1, why: str = "") -> list[tuple[int, int]]:
+    """``["128", "256x384", "512,1024"]`` -> [(128, 128), (256, 384), (512, 512), (1024, 1024)] (``--sizes``).
+
+    Every side must be a positive multiple of ``multiple`` (``why`` says why, in the error).
+    """
+    sizes = []
+    for tok in (t for item in items for t in re.split(r"[,\s]+", item) if t):
+        m = re.fullmatch(r"(\d+)(?:[xX*](\d+))?", tok)
+        if not m:
+            raise UserError(f"--sizes takes S or HxW values (e.g. 512 or 512x768), got '{tok}'")
+        h, w = int(m.group(1)), int(m.group(2) or m.group(1))
+        if h <= 0 or w <= 0 or h % multiple or w % multiple:
+            raise UserError(f"--sizes: {h}x{w} must be positive" + (f" multiples of {multiple}" if multiple > 1 else "")
+                            + (f" ({why})" if why else ""))
+        sizes.append((h, w))
+    if not sizes:
+        raise UserError("--sizes is empty")
+    return sizes
+
+
+def machine_notes(machine: dict[str, Any]) -> list[str]:
+    """Warnings about conditions that make the timings unreliable."""
+    notes = []
+    load, cores = machine.get("load_average_1_5_15"), machine.get("cpu_cores_usable") or 1
+    if load and load[0] > 0.5 * cores:
+        notes.append(f"the machine is busy (1-minute load {load[0]} on {cores} usable cores): CPU timings and the "
+                     "data-loader rates are unreliable; rerun on an idle machine")
+    if machine["torch_num_threads"] > cores:
+        notes.append(f"torch uses {machine['torch_num_threads']} threads on {cores} usable cores (oversubscribed)")
+    return notes
+
+
 # ---------------------------------------------------------------------------- output
 def fmt(x: Any, digits: int = 2) -> str:
     """A number for a table (``–`` for missing), other values as text."""
@@ -255,8 +290,6 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` (folders created); an unwritable path is a UserError."""
-    from foundation.errors import UserError
-
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -272,7 +305,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 __all__ = ["BenchRow", "Timing", "autorange", "backend_flags", "backend_state", "command_string", "cpu_model",
-           "error_text", "failure", "fmt", "free_memory", "is_oom", "machine_info", "markdown_table", "measure",
+           "error_text", "failure", "fmt", "free_memory", "is_oom", "machine_info", "machine_notes", "markdown_table",
+           "measure", "parse_sizes",
            "sync", "time_fn", "write_json", "write_text"]
 
 

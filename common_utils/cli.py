@@ -70,6 +70,16 @@ def default_workers(cap: int = 4) -> int:
     return max(0, min(cap, usable_cores() - 1))
 
 
+def loader_workers(workers: int | None, threads: int | str | None) -> int:
+    """The evaluation CLIs' ``--workers`` (default :func:`default_workers`; negative is a UserError), with
+    torch's compute threads configured around them (:func:`configure_threads`)."""
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise UserError(f"--workers must be >= 0, got {workers}")
+    configure_threads(threads, workers)
+    return workers
+
+
 def add_threads_argument(parser: Any) -> None:
     """``--threads auto|N`` with the rule of :func:`configure_threads` (the same as ``train.threads``)."""
     parser.add_argument("--threads", default="auto", type=_threads_value,

@@ -197,3 +197,11 @@ class OutputFolder:
 
     def release(self) -> None:
         self.lock.release()
+
+    def __enter__(self) -> OutputFolder:
+        """``with OutputFolder(path):`` claims the folder for the block and releases it after, whatever happens."""
+        self.claim()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

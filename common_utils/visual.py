@@ -7,10 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """A float RGB image in [0, 1] as uint8."""
-    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+from data.image_io import to_uint8, write_image
 
 
 def image_grid(rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str], tile_width: int = 300,
@@ -39,12 +36,8 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str], til
 
 
 def save_jpeg(path: Path, rgb: np.ndarray, quality: int = 88) -> None:
-    """Write a uint8 RGB array as JPEG (small enough to commit)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError(f"cannot encode {path}")
-    path.write_bytes(buf.tobytes())
+    """Write a uint8 RGB array as a JPEG file (``path`` ends in .jpg) small enough to commit."""
+    write_image(path, rgb, jpeg_quality=quality)
 
 
 def plot_curves(curves: dict[str, list[tuple[int, float]]], out: Path, title: str = "") -> Path | None:

@@ -5,10 +5,15 @@ repeated to three channels, alpha is dropped, 16-bit data is scaled by 65535. A 
 be decoded raises :class:`ImageReadError` naming the file, never a deep library error. Files are
 decoded by their content (the extension only selects which files of a folder are images), and the
 EXIF orientation of photos is applied.
+
+:func:`write_image` is the one writer of images (training samples, evaluation outputs, comparison
+pages, figures): atomic, and every failure a UserError naming the file.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from pathlib import Path
 
 import cv2
@@ -123,27 +128,64 @@ def _looks_complete(kind: str, data: np.ndarray) -> bool:
 
 _ENCODED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
+#: fastest zlib level with run-length matching: ~35% faster than level 1's default strategy on LOL frames,
+#: and smaller files (BENCHMARKS.md, "Comparison pages")
+_PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 
-def write_image(path: str | os.PathLike, img: np.ndarray, jpeg_quality: int | None = None) -> None:
-    """Write a float RGB (H, W, 3) image in [0, 1] as 8-bit; the folder is created if needed.
 
-    Encoded as the extension says (PNG for extensions OpenCV is not asked to write);
-    ``jpeg_quality`` overrides OpenCV's default of 95 for JPEG files.
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] as uint8 (rounded, clipped); a uint8 image as it is."""
+    arr = np.asarray(img)
+    if arr.dtype == np.uint8:
+        return arr
+    return np.clip(np.round(arr.astype(np.float32, copy=False) * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray, jpeg_quality: int | None = None,
+                fast_png: bool = False) -> None:
+    """Write an RGB (H, W, 3) image, float in [0, 1] or uint8, as 8-bit; the folder is created if needed.
+
+    THE image writer of the framework. Encoded as the extension says (PNG for extensions OpenCV is
+    not asked to write); ``jpeg_quality`` overrides OpenCV's default of 95 for JPEG files,
+    ``fast_png`` trades compression for speed (the comparison pages). The file is written under a
+    temporary name beside it (``.<name>.<random>.tmp``) and renamed: ``path`` is either its old
+    content or the complete new image, never a partial one. Any failure raises a UserError naming ``path``.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.clip(np.round(np.asarray(img, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    arr = to_uint8(img)
     if arr.ndim == 3 and arr.shape[2] == 3:
         arr = arr[:, :, ::-1]
     ext = p.suffix.lower() if p.suffix.lower() in _ENCODED_EXTENSIONS else ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if jpeg_quality and ext in (".jpg", ".jpeg") else []
-    ok, buf = cv2.imencode(ext, arr, params)
-    if not ok:
-        raise UserError(f"{p}: cannot encode the image as {ext}")
+    if fast_png and ext == ".png":
+        params = _PNG_FAST
     try:
-        buf.tofile(str(p))
-    except OSError as exc:
-        raise UserError(f"cannot write {p}: {exc.strerror}") from None
+        ok, buf = cv2.imencode(ext, np.ascontiguousarray(arr), params)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise UserError(f"{p}: cannot encode the image as {ext} (shape {arr.shape})")
+    _write_atomic(p, buf.data)
+
+
+def _write_atomic(path: Path, data: memoryview | bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it to ``path`` (a UserError on failure)."""
+    token = secrets.token_hex(4)
+    tmp = path.with_name(f".{path.name}.{token}.tmp")
+    if len(tmp.name.encode("utf-8")) > 255:  # a long name: the temporary file gets a short one
+        tmp = path.with_name(f".{token}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: a name no other writer holds; mode 0666 under the umask (the usual mode of a new file)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:

@@ -32,7 +32,6 @@ the original wording ("Average Latency"), but the number is the median. ``<outpu
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,8 @@ from common_utils.benchmarking import (  # noqa: E402
     free_memory,
     is_oom,
     machine_info,
+    machine_notes,
+    parse_sizes,
     time_fn,
     write_json,
     write_text,
@@ -62,23 +63,6 @@ WHAT = {"ASMICE-Net": "forward_maps: transmission + airlight backbones and the A
         "RtxICE-Net": "inverse_illumination: the backbone only (I * lr_inv excluded)"}
 
 
-def parse_sizes(items: list[str]) -> list[tuple[int, int]]:
-    """``["128", "256x384", "512,1024"]`` -> [(128, 128), (256, 384), (512, 512), (1024, 1024)]."""
-    sizes = []
-    for tok in (t for item in items for t in re.split(r"[,\s]+", item) if t):
-        m = re.fullmatch(r"(\d+)(?:[xX*](\d+))?", tok)
-        if not m:
-            raise UserError(f"--sizes takes S or HxW values (e.g. 512 or 512x768), got '{tok}'")
-        h, w = int(m.group(1)), int(m.group(2) or m.group(1))
-        if h <= 0 or w <= 0 or h % 4 or w % 4:
-            raise UserError(f"--sizes: {h}x{w} must be positive multiples of 4 (the ICEML networks work at "
-                            "1/4 resolution)")
-        sizes.append((h, w))
-    if not sizes:
-        raise UserError("--sizes is empty")
-    return sizes
-
-
 def options(args: argparse.Namespace, device: torch.device, notes: list[str]) -> dict[str, Any]:
     """The speed options in effect; the CUDA-only ones are dropped with a note elsewhere."""
     cuda = device.type == "cuda"
@@ -90,9 +74,14 @@ def options(args: argparse.Namespace, device: torch.device, notes: list[str]) ->
             "cudnn_benchmark": args.cudnn_benchmark and cuda}
 
 
+def note(notes: list[str], text: str) -> None:
+    """Keep ``text`` for the JSON file and say it now (stderr)."""
+    notes.append(text)
+    print(f"note: {text}", file=sys.stderr, flush=True)
+
+
 def drop(notes: list[str], flag: str, why: str) -> None:
-    notes.append(f"{flag} ignored: {why}")
-    print(f"note: {notes[-1]}", file=sys.stderr, flush=True)
+    note(notes, f"{flag} ignored: {why}")
 
 
 def timed_step(fn: Any, x: torch.Tensor, device: torch.device, warmup: int, graph: bool) -> Any:
@@ -199,13 +188,15 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.warmup < 0 or args.repeats < 1:
             raise UserError(f"--warmup must be 0 or more and --repeats at least 1, got {args.warmup}, {args.repeats}")
-        sizes = parse_sizes(args.sizes)
+        sizes = parse_sizes(args.sizes, 4, "the ICEML networks work at 1/4 resolution")
         device = select_device(args.device)
         machine = machine_info(device)
         if device.type != "cuda":
             print(f"note: timing on {device.type} ({machine['cpu_model']}); the paper's numbers are GPU timings",
                   file=sys.stderr, flush=True)
         notes: list[str] = []
+        for text in machine_notes(machine):  # a busy or oversubscribed machine: timings unreliable
+            note(notes, text)
         opts = options(args, device, notes)
         with backend_flags(cudnn_benchmark=opts["cudnn_benchmark"]):
             torch.manual_seed(args.seed)

@@ -1,8 +1,10 @@
-"""scripts/benchmark.py (quick run, in-process) and the timing helpers of common_utils/benchmarking.py."""
+"""scripts/benchmark.py and its sections (scripts/bench/; quick run, in-process) and the timing helpers of
+common_utils/benchmarking.py."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,11 @@ from common_utils.benchmarking import (
     backend_flags,
     markdown_table,
     measure,
+    parse_sizes,
     time_fn,
 )
+from foundation.errors import UserError
+from scripts.bench import inference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,6 +89,16 @@ def test_backend_flags_restore_what_the_block_changed():
         torch.backends.cudnn.deterministic = not before[2]
     assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
             torch.backends.cudnn.deterministic) == before
+
+
+def test_parse_sizes_one_parser_for_both_timing_scripts():
+    """scripts/benchmark.py and scripts/model_latency.py read --sizes with this one function."""
+    assert parse_sizes(["128", "16x24", "8,12 20"]) == [(128, 128), (16, 24), (8, 8), (12, 12), (20, 20)]
+    assert parse_sizes(["64X32"], multiple=4) == [(64, 32)]
+    for bad, message in ((["30"], "multiples of 4 (why)"), (["0"], "positive"), (["64,x"], "S or HxW"),
+                         ([" , "], "empty")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            parse_sizes(bad, multiple=4, why="why")
 
 
 def test_quick_benchmark_writes_every_section(tmp_path, capsys):
@@ -161,10 +176,10 @@ def test_variants_pick_rows_and_the_fresh_process_child_reports_the_reference(tm
 
     s = {"sizes": [32], "warmup": 0, "repeats": 2, "device": "cpu", "network_args": {"UNet": {"width": 4}},
          "threads": 1}
-    rows = bench.fresh_process_rows("UNet", s, tmp_path)
+    rows = inference.fresh_process_rows("UNet", s, tmp_path)
     assert list(rows) == [32] and rows[32]["status"] == "ok" and rows[32]["timing"]["n"] == 2
     assert rows[32]["backend"]["cudnn_benchmark"] is True
-    row = bench.child_row(bench.FRESH, rows[32], {"network": "UNet"})
+    row = inference.child_row(inference.FRESH, rows[32], {"network": "UNet"})
     assert row.ok and row.timing.samples == rows[32]["timing"]["samples_s"]
 
 
@@ -173,6 +188,7 @@ def test_variants_pick_rows_and_the_fresh_process_child_reports_the_reference(tm
     (["--sections", "inference,speed"], "unknown section"),
     (["--variants", "tf32"], "unknown --variants"),  # a CUDA-only row on the CPU
     (["--sizes", "64,x"], "--sizes"),
+    (["--sizes", "64x32"], "square inputs"),
 ])
 def test_bad_arguments_are_user_errors(argv, message, capsys):
     bench = _load_benchmark()

@@ -1,4 +1,5 @@
-"""scripts/compare_official.py: the parts that need neither the official code nor a network.
+"""scripts/compare_official.py and its package scripts/official_compare/: the parts that need neither
+the official code nor a network.
 
 The side-by-side run itself needs a checkout of github.com/eezkni/CMT; the one test that reads it
 is skipped when none is found (``SSIR_OFFICIAL_CMT`` or ``/work/official/CMT``).
@@ -7,10 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from scripts.official_compare import official, protocol, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,24 +38,47 @@ def test_missing_official_checkout_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing was run
 
 
+def test_package_loads_nothing_of_the_framework():
+    """The official worker imports this package before the official code, whose packages (data, models,
+    common_utils) share our names: loading the harness must not import any of ours."""
+    ours = ["foundation", "models", "losses", "data", "core", "common_utils", "torch"]
+    code = (f"import sys; sys.path.insert(0, 'scripts'); import official_compare.cli; "
+            f"print(sorted(set({ours}) & set(sys.modules)))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
+
+
+def test_worker_protocol_round_trip(tmp_path):
+    """The parent starts a worker through the command file and talks to it in JSON lines."""
+    env = {**os.environ, "PYTHONPATH": ""}
+    argv = [sys.executable, str(protocol.ENTRY), "--worker", "ours", "--work", str(tmp_path), "--crop", "32"]
+    worker = protocol.Worker("ours", argv, env, ROOT, tmp_path / "worker.log")
+    try:
+        info = worker.call("info")
+        assert Path(info["core_imported_from"]) == ROOT / "core" and info["threads"] == 1
+        with pytest.raises(protocol.WorkerError, match="no_such_trainer"):  # the worker's traceback comes back
+            worker.call("block", mode="sup", variant="no_such_trainer", feed="premade", iters=1, warmup=0)
+        assert worker.call("info")["repo"] == str(ROOT)  # and the worker lives on after an error
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 0
+
+
 def test_stamped_iterable_and_intervals():
-    script = _script()
     stamps: list[float] = []
-    items = list(script.Stamped(lambda: iter(range(10)), 4, stamps))
+    items = list(protocol.Stamped(lambda: iter(range(10)), 4, stamps))
     assert items == [0, 1, 2, 3] and len(stamps) == 4
     assert stamps == sorted(stamps)
-    assert script.intervals([0.0, 1.0, 3.0, 6.0], warmup=1) == [2.0, 3.0]
+    assert protocol.intervals([0.0, 1.0, 3.0, 6.0], warmup=1) == [2.0, 3.0]
 
 
 def test_official_json_comments_are_stripped(tmp_path):
-    script = _script()
     cfg = tmp_path / "c.json"
     cfg.write_text('{\n  "a": 1, // a comment\n  "b": [2, 3]\n}\n')
-    assert script.read_official_json(cfg) == {"a": 1, "b": [2, 3]}
+    assert official.read_official_json(cfg) == {"a": 1, "b": [2, 3]}
 
 
 def test_markdown_report_tables():
-    script = _script()
     result = {
         "machine": {"date": "2026-01-01T00:00:00", "cpu": "CPU", "logical_cpus": 2, "load_avg_at_start": None},
         "command": "python scripts/compare_official.py --official X", "official": "X", "torch": "2.x",
@@ -72,7 +99,7 @@ def test_markdown_report_tables():
                  "max_abs_diff_per_image": {"ours": {"psnr": 1e-6, "ssim": 3e-6, "lpips": 0.0}}},
         "errors": [],
     }
-    md = script.markdown(result)
+    md = report.markdown(result)
     assert "| UNet | sup | 3 | premade | 2.000 | 1.500 | 0.75 | 1.000 | 0.50 |" in md
     assert "failed: boom" in md and "traceback" not in md
     assert "| UNet | sup | 600 | 5 | 1.0e-05 | 2.0e-07 | – | – | – |" in md
@@ -80,13 +107,12 @@ def test_markdown_report_tables():
 
 
 def test_official_checkout_is_recognised():
-    official = Path(os.environ.get("SSIR_OFFICIAL_CMT", "/work/official/CMT"))
-    script = _script()
-    if script.official_missing(official) is not None:
-        pytest.skip(f"no official SSLL checkout at {official} (set SSIR_OFFICIAL_CMT)")
-    for bb in script.BACKBONES.values():
+    checkout = Path(os.environ.get("SSIR_OFFICIAL_CMT", "/work/official/CMT"))
+    if official.official_missing(checkout) is not None:
+        pytest.skip(f"no official SSLL checkout at {checkout} (set SSIR_OFFICIAL_CMT)")
+    for bb in protocol.BACKBONES.values():
         for kind in ("Baseline", "Contra"):
-            cfg = script.read_official_json(official / "config" / f"{bb.official_prefix}_{kind}.json")
+            cfg = official.read_official_json(checkout / "config" / f"{bb.official_prefix}_{kind}.json")
             assert cfg["model"]["which_losses"]["supervised_loss"]
-        finish, semi_start = script.official_epochs(official, bb)
+        finish, semi_start = official.official_epochs(checkout, bb)
         assert finish > semi_start > 1

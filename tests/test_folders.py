@@ -142,6 +142,20 @@ def test_a_second_evaluation_into_a_busy_folder_refuses(tmp_path, unet_ckpt, cap
     assert _eval(unet_ckpt, tmp_path / "set", out) == 0
 
 
+def test_output_folder_block_releases_the_lock_whatever_happens(tmp_path):
+    """``with OutputFolder(path):`` (both evaluation CLIs) holds the folder for the block only, even when it fails."""
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="mid-evaluation"), OutputFolder(out) as folder:
+        assert folder.lock.held
+        with pytest.raises(UserError, match="in use"):
+            OutputFolder(out).claim()  # a second writer is refused while the block runs
+        raise RuntimeError("mid-evaluation")
+    assert not folder.lock.held
+    again = OutputFolder(out)
+    again.claim()  # free again
+    again.release()
+
+
 def test_re_evaluating_into_a_folder_leaves_no_stale_images(tmp_path, unet_ckpt, capsys):
     make_paired_folders(tmp_path / "set", n=3, size=24)
     out = tmp_path / "out"

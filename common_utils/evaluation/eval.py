@@ -56,7 +56,7 @@ if __package__ in (None, ""):  # run as a script: the repository root replaces t
 import torch
 
 from common_utils.checkpoint import load_network
-from common_utils.cli import add_threads_argument, configure_threads, default_workers, help_text, run_cli
+from common_utils.cli import add_threads_argument, default_workers, help_text, loader_workers, run_cli
 from common_utils.device import select_device
 from common_utils.evaluation.report import markdown_table
 from common_utils.evaluation.runner import (
@@ -156,10 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = expand_dataset_names(args.dataset)
     groups = {s.strip().lower() for s in str(args.dataset).split(",")} & {"all", "all_haze"}
     in_group = set(expand_dataset_names(",".join(sorted(groups)))) if groups else set()
-    workers = default_workers() if args.workers is None else args.workers
-    if workers < 0:
-        raise UserError("--workers must be >= 0")
-    configure_threads(args.threads, workers)
+    workers = loader_workers(args.workers, args.threads)
     out_dir = check_output_dir(args.out or f"results/eval_{network_name(args.network)}")
     entries = [(args.network, args.weight)] + [_compare_entry(c) for c in args.compare or []]
     labels = _labels([(network_name(n), w) for n, w in entries])
@@ -203,9 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"note: {protocol.niqe_reason}", flush=True)
     extra = {"protocol": f"{args.protocol} ({PROTOCOLS[args.protocol]['description']})", **info,
              "data_root": data_root, "seed": SEED, **options}
-    folder = OutputFolder(out_dir)  # locked, an earlier result moved aside: nothing stale, one writer
-    folder.claim()
-    try:
+    with OutputFolder(out_dir):  # locked, an earlier result moved aside: nothing stale, one writer
         if len(infos) > 1:
             extra["compared"] = {label: i["weight"] for label, i in zip(labels, infos)}
         summary = evaluate_datasets(nets, datasets, missing, protocol, device, out_dir, main=labels[0],
@@ -213,8 +208,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                     extra=extra, title=f"Evaluation of {info['network']}", max_images=args.max_images,
                                     on_bad_image=args.on_bad_image, page=args.html,
                                     report_failures=False)  # the error line below names them, once
-    finally:
-        folder.release()
     print()
     print(markdown_table(summary, None, f"{info['network']} ({Path(info['weight']).name})", notes=False), flush=True)
     scored = [k for k, v in summary.items() if isinstance(v, dict) and ("psnr" in v or "niqe" in v)]

@@ -35,11 +35,11 @@ if __package__ in (None, ""):  # run as a script: the repository root replaces t
 from torch.utils.data import Dataset
 
 from common_utils.checkpoint import load_network
-from common_utils.cli import add_threads_argument, configure_threads, default_workers, help_text, run_cli
+from common_utils.cli import add_threads_argument, default_workers, help_text, loader_workers, run_cli
 from common_utils.device import select_device
 from common_utils.evaluation.eval import add_weights_arguments
 from common_utils.evaluation.evaluator import evaluate
-from common_utils.evaluation.runner import build_protocol, check_output_dir, parse_network_args
+from common_utils.evaluation.runner import build_protocol, check_output_dir, parse_network_args, report_left_out
 from common_utils.folders import OutputFolder
 from data.image_io import is_image_file, list_images, read_image
 from data.loaders import eval_loader
@@ -107,23 +107,12 @@ def run(args: argparse.Namespace) -> list[Path]:
     net, info = load_network(args.network, args.weight, parse_network_args(args.network_args), args.which, device)
     protocol = build_protocol("paper", fast=args.fast_eval, tile=args.tile, tile_overlap=args.tile_overlap,
                               lpips=False, device=device)
-    workers = default_workers() if args.workers is None else args.workers
-    if workers < 0:
-        raise UserError(f"--workers must be >= 0, got {workers}")
-    configure_threads(args.threads, workers)
+    workers = loader_workers(args.workers, args.threads)
     loader = eval_loader(dataset, num_workers=min(workers, len(dataset)), pin_memory=device.type == "cuda")
-    folder = OutputFolder(out_dir)  # locked, earlier outputs moved aside: nothing stale, one writer
-    folder.claim()
-    try:
+    with OutputFolder(out_dir):  # locked, earlier outputs moved aside: nothing stale, one writer
         res = evaluate(net, loader, device, protocol, save_dir=out_dir)
-    finally:
-        folder.release()
     written = [out_dir / f"{r['name']}.png" for r in res.rows]
-    for why in res.skipped:  # named once each; the other images went on
-        print(f"warning: skipped {why}", file=sys.stderr, flush=True)
-    if res.tiled:
-        print(f"note: {len(res.tiled)} large image(s) ran in tiles of {protocol.auto_tile} pixels (above "
-              f"{protocol.auto_tile_pixels} pixels; --tile N to choose, --tile 0 never tiles)", flush=True)
+    report_left_out(res.skipped, len(res.tiled), protocol)  # named once each; the other images went on
     if not written:
         raise UserError(f"no image could be enhanced ({len(res.skipped)} skipped, see the warnings above)")
     oom = sum("ran out of memory" in why for why in res.skipped)

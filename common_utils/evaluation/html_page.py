@@ -9,15 +9,19 @@ each network | ground truth, metrics under each), sortable by any metric or by t
 one metric between two columns, with a slider to compare two pictures of a row at the same spot.
 The page needs no server and no network: CSS, script and data (JSON) are inline, the pictures are
 relative, URL-encoded links (names with spaces or unicode work); the rows are drawn a page at a
-time and the thumbnails load lazily, so large datasets stay fast.
+time and the thumbnails load lazily, so large datasets stay fast. The page, its style and its
+script are the template ``comparison_page.html`` beside this file; this module fills in the parts
+that depend on the data.
 """
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
 import os
 import re
+import string
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from foundation.errors import UserError
+from data.image_io import write_image
 
 INPUT, GT = "input", "gt"
 #: metric key -> (label, digits shown, higher is better); other numeric row keys are shown as they are
@@ -64,29 +68,12 @@ def _to_pixels(image: torch.Tensor) -> np.ndarray:
     return image[0].detach().float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def _encode(path: Path, bgr: np.ndarray, ext: str, params: list[int]) -> None:
-    ok, buf = cv2.imencode(ext, bgr, params)
-    if not ok:
-        raise UserError(f"{path}: cannot encode the image as {ext}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buf.tofile(str(path))  # numpy writes unicode paths on every platform (cv2.imwrite does not)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-#: fastest zlib level with run-length matching: ~35% faster than level 1's default strategy on LOL frames,
-#: and smaller files (BENCHMARKS.md, "Comparison pages")
-PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-
-
 def write_picture(pixels: np.ndarray, full: Path, thumb: Path, thumb_size: tuple[int, int], jpeg_quality: int) -> None:
     """Write an RGB uint8 picture as a full-size PNG (lossless) and a JPEG thumbnail of ``thumb_size`` (w, h)."""
-    bgr = np.ascontiguousarray(pixels[:, :, ::-1])
-    _encode(full, bgr, ".png", PNG_FAST)
-    if thumb_size != (bgr.shape[1], bgr.shape[0]):
-        bgr = cv2.resize(bgr, thumb_size, interpolation=cv2.INTER_AREA)
-    _encode(thumb, bgr, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    write_image(full, pixels, fast_png=True)
+    if thumb_size != (pixels.shape[1], pixels.shape[0]):
+        pixels = cv2.resize(np.ascontiguousarray(pixels), thumb_size, interpolation=cv2.INTER_AREA)
+    write_image(thumb, pixels, jpeg_quality=jpeg_quality)
 
 
 def spare_cores() -> int:
@@ -239,19 +226,12 @@ class ComparisonPage:
         }
         # JSON inside <script>: "<" escaped so that no name can close the element
         blob = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
-        parts = [
-            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-            f"<title>{_esc(self.title)}</title><style>{_CSS}</style></head><body>",
-            f"<h1>{_esc(self.title)}</h1>",
-            self._summary_html(summary, protocol, metrics, scored),
-            self._controls_html(metrics, scored),
-            _table_html(columns, metrics, {k for k, _ in scored}),
-            _dialog_html(columns, self.main, GT if columns[-1][0] == GT else INPUT),
-            f"<script type=\"application/json\" id=\"page-data\">{blob}</script>",
-            f"<script>{_JS}</script></body></html>\n",
-        ]
-        return "\n".join(parts)
+        right = GT if columns[-1][0] == GT else INPUT
+        return _page_template().substitute(
+            title=_esc(self.title), summary=self._summary_html(summary, protocol, metrics, scored),
+            controls=self._controls_html(metrics, scored), page_sizes=_page_sizes_html(),
+            table_head=_table_head_html(columns, metrics, {k for k, _ in scored}),
+            compare_left=_options_html(columns, self.main), compare_right=_options_html(columns, right), data=blob)
 
     def _summary_html(self, summary: Mapping[str, Any], protocol: Mapping[str, Any], metrics: list[str],
                       scored: list[tuple[str, str]]) -> str:
@@ -289,8 +269,8 @@ class ComparisonPage:
                 f"<span id=\"status\" role=\"status\"></span></p>")
 
 
-def _table_html(columns: list[tuple[str, str]], metrics: list[str], scored: set[str]) -> str:
-    """The image table's head (sort buttons under each scored column) and page navigation; rows come from the JSON."""
+def _table_head_html(columns: list[tuple[str, str]], metrics: list[str], scored: set[str]) -> str:
+    """The image table's head cells (sort buttons under each scored column); rows come from the JSON."""
     head = ['<th><button type="button" class="sort" data-col="" data-metric="index" title="#">#</button> '
             '<button type="button" class="sort" data-col="" data-metric="name" title="name">name</button></th>']
     for key, label in columns:
@@ -299,12 +279,13 @@ def _table_html(columns: list[tuple[str, str]], metrics: list[str], scored: set[
                           ) if key in scored else ""
         head.append(f"<th>{_esc(label)}<br>{buttons}</th>")
     head.append('<th class="delta">&Delta;</th>')
-    sizes = "".join(f'<option value="{n}"{" selected" if n == 100 else ""}>{n or "all"}</option>'
-                    for n in (25, 100, 500, 0))
-    return ('<p class="nav"><button type="button" id="prev">&lsaquo; previous</button> <span id="range"></span> '
-            f'<button type="button" id="next">next &rsaquo;</button> rows per page <select id="per-page">{sizes}'
-            '</select></p><noscript>The image table needs JavaScript.</noscript>'
-            '<table id="rows"><thead><tr>' + "".join(head) + "</tr></thead><tbody></tbody></table>")
+    return "".join(head)
+
+
+def _page_sizes_html() -> str:
+    """The choices of rows per page (100 first shown; 0: all)."""
+    return "".join(f'<option value="{n}"{" selected" if n == 100 else ""}>{n or "all"}</option>'
+                   for n in (25, 100, 500, 0))
 
 
 def _label(metric: str) -> str:
@@ -323,187 +304,22 @@ def _cell(v: Any, digits: int) -> str:
     return _esc(v)
 
 
-def _dialog_html(columns: list[tuple[str, str]], a: str, b: str) -> str:
-    pick = lambda ident, sel: (f"<select id=\"{ident}\">" + "".join(
-        f"<option value=\"{_esc(k)}\"{' selected' if k == sel else ''}>{_esc(v)}</option>" for k, v in columns)
-        + "</select>")
-    return (f"<dialog id=\"compare\"><div class=\"bar\"><b id=\"cmp-name\"></b> left: {pick('cmp-a-col', a)} "
-            f"right: {pick('cmp-b-col', b)} <input type=\"range\" id=\"cmp-split\" min=\"0\" max=\"100\" value=\"50\" "
-            "aria-label=\"split position\"> <button type=\"button\" id=\"cmp-toggle\" title=\"key t\">toggle</button> "
-            "<label><input type=\"checkbox\" id=\"cmp-native\"> 1:1</label> "
-            "<button type=\"button\" id=\"cmp-close\">close</button><br><small id=\"cmp-info\"></small></div>"
-            "<div class=\"scroller\"><div id=\"cmp-stage\"><img id=\"cmp-a\" alt=\"left picture\" draggable=\"false\">"
-            "<img id=\"cmp-b\" alt=\"right picture\" draggable=\"false\"><div id=\"cmp-line\"></div></div></div>"
-            "</dialog>")
+def _options_html(columns: list[tuple[str, str]], selected: str) -> str:
+    """The picture columns as the options of a compare-dialog choice, ``selected`` chosen."""
+    return "".join(f"<option value=\"{_esc(k)}\"{' selected' if k == selected else ''}>{_esc(v)}</option>"
+                   for k, v in columns)
 
 
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1em;color:#222}
-table{border-collapse:collapse}
-td,th{border:1px solid #ddd;padding:4px;vertical-align:top;text-align:left}
-table.summary td{text-align:right;font-variant-numeric:tabular-nums}
-dl.protocol{display:grid;grid-template-columns:max-content auto;gap:2px 1em}
-dl.protocol dd{margin:0}
-#rows thead th{position:sticky;top:0;background:#f4f4f4;z-index:1}
-#rows img.thumb{display:block;max-width:256px;height:auto;background:#eee}
-#rows .m{font-size:12px;font-variant-numeric:tabular-nums;color:#444}
-#rows td.name{max-width:14em;overflow-wrap:anywhere}
-#rows:not(.diff) .delta{display:none}
-button.sort{font-size:11px;padding:1px 4px}
-button[aria-sort=ascending]::after{content:" \\25B2"}
-button[aria-sort=descending]::after{content:" \\25BC"}
-#status{color:#555;margin-left:1em}
-p.nav{margin:.5em 0}
-dialog{max-width:96vw;max-height:96vh;padding:8px}
-dialog .bar{margin-bottom:6px}
-dialog .scroller{max-width:92vw;max-height:80vh;overflow:auto}
-#cmp-stage{position:relative;display:inline-block;line-height:0;cursor:ew-resize;user-select:none;touch-action:none}
-#cmp-stage img{display:block}
-#cmp-stage.pixelated img{image-rendering:pixelated}
-#cmp-stage #cmp-b{position:absolute;left:0;top:0;width:100%;height:100%;clip-path:inset(0 0 0 50%)}
-#cmp-line{position:absolute;top:0;bottom:0;left:50%;width:2px;background:#fc0;pointer-events:none}
-"""
+class _PageTemplate(string.Template):
+    """``{{name}}`` places: the page's script uses ``$`` for itself."""
 
-# The script draws one page of rows (25 to all) from the JSON block, so the document stays small
-# for large datasets; sorting reorders indices and draws the first page again. Rows without the
-# sorted value go last in both directions.
-_JS = r"""
-"use strict";
-const D = JSON.parse(document.getElementById("page-data").textContent);
-const $ = (id) => document.getElementById(id);
-const table = $("rows"), body = table.tBodies[0];
-let order = D.rows.map((_, i) => i);  // row indices in the shown order
-let page = 0, last = null, delta = null;  // last: the last sort {id, dir}, the same again reverses it
+    pattern = r"\{\{(?:(?P<named>[a-z_]+)\}\}|(?P<braced>(?!))|(?P<escaped>(?!))|(?P<invalid>))"
 
-const metric = (i, col, key) => { const m = D.rows[i].m[col]; return m && m[key] != null ? m[key] : null; };
-const fixed = (v, key) => v.toFixed(D.metrics[key].digits);
-const scores = (i, col) => Object.keys(D.metrics).filter((k) => metric(i, col, k) !== null)
-  .map((k) => `${D.metrics[k].label}\u00a0${fixed(metric(i, col, k), k)}`).join(" \u00b7 ");
-const src = (c, i, kind) => `page/${kind}/${c.dir}/${D.rows[i].stem}.${kind === "thumbs" ? "jpg" : "png"}`;
 
-function el(tag, attrs = {}, ...kids) {  // attributes in order: "loading" before "src" keeps images lazy
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  e.append(...kids);
-  return e;
-}
+#: the page, its style and its script (filled by :meth:`ComparisonPage.render`)
+PAGE_TEMPLATE = Path(__file__).resolve().parent / "comparison_page.html"
 
-function rowElement(i) {
-  const r = D.rows[i];
-  const tr = el("tr", {"data-i": i}, el("td", {class: "name"}, el("b", {}, r.name), el("br"),
-    el("small", {}, `${r.w}\u00d7${r.h} \u00b7 #${i + 1}`), el("br"),
-    el("button", {type: "button", class: "cmp"}, "compare")));
-  for (const c of D.columns) {
-    const img = el("img", {class: "thumb", loading: "lazy", decoding: "async", width: r.tw, height: r.th,
-                           alt: `${c.label}: ${r.name}`, src: src(c, i, "thumbs")});
-    tr.append(el("td", {}, el("a", {href: src(c, i, "full"), target: "_blank"}, img),
-                 el("div", {class: "m"}, scores(i, c.key))));
-  }
-  const d = delta ? delta(i) : null;
-  tr.append(el("td", {class: "delta"}, d === null ? "\u2013" : (d > 0 ? "+" : "") + fixed(d, delta.key)));
-  return tr;
-}
 
-function draw() {
-  const size = Number($("per-page").value) || order.length || 1;
-  page = Math.max(0, Math.min(page, Math.ceil(order.length / size) - 1));
-  const shown = order.slice(page * size, (page + 1) * size);
-  body.replaceChildren(...shown.map(rowElement));
-  $("range").textContent = `rows ${page * size + 1}\u2013${page * size + shown.length} of ${order.length}`;
-  $("prev").disabled = page === 0;
-  $("next").disabled = (page + 1) * size >= order.length;
-  table.classList.toggle("diff", delta !== null);
-}
-
-function sortRows(id, value, what) {
-  const dir = last && last.id === id ? -last.dir : 1;
-  last = {id, dir};
-  const keys = D.rows.map((_, i) => value(i));
-  order = D.rows.map((_, i) => i).sort((a, b) => {
-    const x = keys[a], y = keys[b];
-    if (x === null || y === null) return (x === null) - (y === null);  // missing values last
-    return dir * (typeof x === "string" ? x.localeCompare(y, undefined, {numeric: true}) : x - y);
-  });
-  page = 0;
-  document.querySelectorAll("button[aria-sort]").forEach((b) => b.removeAttribute("aria-sort"));
-  $("status").textContent = `sorted by ${what}, ${dir > 0 ? "ascending" : "descending"}`;
-  return dir;
-}
-
-document.querySelectorAll("button.sort").forEach((btn) => btn.addEventListener("click", () => {
-  const {col, metric: key} = btn.dataset;
-  const value = key === "index" ? (i) => i : key === "name" ? (i) => D.rows[i].name : (i) => metric(i, col, key);
-  const dir = sortRows(`${col}/${key}`, value, btn.title);
-  btn.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
-  delta = null;
-  draw();
-}));
-
-$("diff-sort")?.addEventListener("click", () => {
-  const key = $("diff-metric").value, a = $("diff-a"), b = $("diff-b");
-  const value = (i) => {
-    const x = metric(i, a.value, key), y = metric(i, b.value, key);
-    return x === null || y === null ? null : x - y;
-  };
-  const label = (s) => s.options[s.selectedIndex].text;
-  sortRows(`diff/${key}/${a.value}/${b.value}`, value, `${D.metrics[key].label} of ${label(a)} minus ${label(b)}`);
-  delta = Object.assign(value, {key});
-  draw();
-});
-$("per-page").addEventListener("change", () => { page = 0; draw(); });
-$("prev").addEventListener("click", () => { page -= 1; draw(); });
-$("next").addEventListener("click", () => { page += 1; draw(); table.scrollIntoView(); });
-
-// compare: the right picture lies over the left one, clipped at the split (same box: same spot)
-const dialog = $("compare"), split = $("cmp-split"), stage = $("cmp-stage");
-const column = (key) => D.columns.find((c) => c.key === key);
-let shown = 0;
-function setSplit(v) {
-  split.value = v;
-  $("cmp-b").style.clipPath = `inset(0 0 0 ${split.value}%)`;
-  $("cmp-line").style.left = `${split.value}%`;
-}
-function showPair() {
-  const a = column($("cmp-a-col").value), b = column($("cmp-b-col").value);
-  $("cmp-a").src = src(a, shown, "full");
-  $("cmp-b").src = src(b, shown, "full");
-  $("cmp-info").textContent = [a, b].map((c) => `${c.label}: ${scores(shown, c.key) || "no metrics"}`).join("  |  ");
-}
-body.addEventListener("click", (e) => {
-  const btn = e.target.closest("button.cmp");
-  if (!btn) return;
-  shown = Number(btn.closest("tr").dataset.i);
-  $("cmp-name").textContent = D.rows[shown].name;
-  showPair();
-  setSplit(50);
-  dialog.showModal();
-});
-$("cmp-a-col").addEventListener("change", showPair);
-$("cmp-b-col").addEventListener("change", showPair);
-split.addEventListener("input", () => setSplit(split.value));
-const toggle = () => setSplit(Number(split.value) > 0 ? 0 : 100);
-$("cmp-toggle").addEventListener("click", toggle);
-dialog.addEventListener("keydown", (e) => { if (e.key === "t") toggle(); });
-$("cmp-close").addEventListener("click", () => dialog.close());
-// fit: the left picture sets the box, scaled to the window (enlarged small ones look pixelated); 1:1: natural size
-function fit() {
-  const a = $("cmp-a");
-  if (!a.naturalWidth) return;
-  const w = a.naturalWidth, h = a.naturalHeight;
-  const s = $("cmp-native").checked ? 1 : Math.min(0.9 * innerWidth / w, 0.78 * innerHeight / h);
-  a.style.width = `${Math.round(w * s)}px`;
-  a.style.height = `${Math.round(h * s)}px`;
-  stage.classList.toggle("pixelated", s >= 2);
-}
-$("cmp-a").addEventListener("load", fit);
-$("cmp-native").addEventListener("change", fit);
-addEventListener("resize", fit);
-const drag = (e) => {
-  if (!(e.buttons & 1)) return;
-  const r = stage.getBoundingClientRect();
-  setSplit(Math.round(100 * Math.min(1, Math.max(0, (e.clientX - r.left) / r.width))));
-};
-stage.addEventListener("pointerdown", drag);
-stage.addEventListener("pointermove", drag);
-draw();
-"""
+@functools.lru_cache(maxsize=1)
+def _page_template() -> _PageTemplate:
+    return _PageTemplate(PAGE_TEMPLATE.read_text(encoding="utf-8"))

@@ -230,11 +230,8 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
             entry.get("input", {}).pop("latency_ms", None)
             entry.get("input", {}).pop("fps", None)
         summary[key] = entry
-        for why in entry.get("skipped", []):
-            say(f"{key}: WARNING: skipped {why}")
-        if entry.get("tiled_automatically"):
-            say(f"{key}: note: {len(entry['tiled_automatically'])} large image(s) ran in tiles of "
-                f"{protocol.auto_tile} pixels (above {protocol.auto_tile_pixels} pixels; --tile N to choose)")
+        report_left_out(entry.get("skipped", []), len(entry.get("tiled_automatically", [])), protocol,
+                        lambda line, key=key: say(f"{key}: {line}"))
         if not entry["images"]:
             summary[key] = {**entry, "error": "no image could be evaluated (see the warnings above)"}
             if report_failures:
@@ -254,6 +251,18 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
         summary["warnings"] = warnings
     write_summary(out_dir, summary, described, title=title)
     return summary
+
+
+def report_left_out(skipped: Iterable[str], tiled: int, protocol: EvalProtocol,
+                    say: Callable[[str], None] | None = None) -> None:
+    """Name every image left out (once each) and count those that ran in tiles automatically: the lines
+    both evaluation CLIs end a set with (``say``: default, warnings to stderr and the note to stdout)."""
+    for why in skipped:
+        (say or (lambda m: print(m, file=sys.stderr, flush=True)))(f"warning: skipped {why}")
+    if tiled:
+        (say or (lambda m: print(m, flush=True)))(
+            f"note: {tiled} large image(s) ran in tiles of {protocol.auto_tile} pixels (above "
+            f"{protocol.auto_tile_pixels} pixels; --tile N to choose, --tile 0 never tiles)")
 
 
 def worse_than_input(summary: Mapping[str, Any]) -> list[str]:
