@@ -256,7 +256,7 @@ def dawn_section(args: argparse.Namespace, root: Path, out: Path, record: dict[s
     from scripts.iceml_objective import dawn_statistics, real_haze_grid
 
     ckpts = {"stage 1": stage1_run(args).folder(root) / "checkpoints" / "last.pth",
-             f"after stage 2 ({arm}, DAWN)": run.folder(root) / "checkpoints" / "last.pth"}
+             f"stage 2 ({arm})": run.folder(root) / "checkpoints" / "last.pth"}
     held = split()["dawn_test"]
     by_stem = {f.stem: f for f in (REPO / "datasets" / "DAWN" / "Fog").iterdir()}
     files = [str(by_stem[n]) for n in held]
