@@ -386,3 +386,15 @@ def test_eval_compares_two_networks_on_one_page(lowlight_root, identity_ckpt, tm
     assert entry[b]["psnr"] != pytest.approx(entry[a]["psnr"], abs=1e-3)
     page = (out / "LOLv2" / "index.html").read_text()
     assert a in page and b in page
+
+
+def test_sots_outdoor_with_shared_names_pairs_in_the_named_layout(tmp_path):
+    # a SOTS-outdoor copy whose clear files carry the hazy files' names (0001_0.8_0.2.png in both)
+    rng = np.random.default_rng(5)
+    for gid, v in (("0001", 30), ("0066", 100)):
+        _pair(tmp_path / f"SOTS/outdoor/hazy/{gid}_0.8_0.2.png", tmp_path / f"SOTS/outdoor/gt/{gid}_0.8_0.2.png", rng,
+              const=v)
+    ds = open_layout("SOTS-outdoor", str(tmp_path))
+    assert [(lq.name, gt.name) for lq, gt in ds.pairs] == [("0001_0.8_0.2.png", "0001_0.8_0.2.png"),
+                                                           ("0066_0.8_0.2.png", "0066_0.8_0.2.png")]
+    _check_pairs(ds)
