@@ -1,6 +1,7 @@
 """Entry-point helper: user errors become one line on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -81,8 +82,6 @@ def _threads_value(text: str) -> int | str:
     if text == "auto":
         return text
     if not text.isdigit() or int(text) < 1:
-        import argparse
-
         raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got '{text}'")
     return int(text)
 
@@ -100,6 +99,10 @@ def help_text(doc: str | None, script: str | None = None) -> str:
     if script:
         text = text.replace(f"python {script}", "%(prog)s")
     return text.strip() + "\n"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with the description as written and every option's default shown (the study scripts)."""
 
 
 def run_cli(job: Callable[[], Any]) -> int:
