@@ -369,7 +369,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     (out / "report.json").write_text(json.dumps(_report_json(state, tables), indent=2) + "\n")
     if cfg.plot:
         for f in plot_radar(state.get("lowlight", {}), paper_lowlight(tables), out, datasets=low_sets,
-                            missing=state.get("lowlight_missing")):
+                            missing=state.get("lowlight_missing"), others=state.get("lowlight_other")):
             print(f"radar chart: {f}", flush=True)
         f = plot_dehazing(state.get("dehazing", {}), paper_dehazing(tables), out, datasets=haze_sets)
         print(f"bar chart: {f}", flush=True)
@@ -584,9 +584,10 @@ def _matplotlib():
 
 
 def plot_radar(ours: Table, paper: Table, out: Path, datasets: tuple[str, ...] | list[str] = ALL_LOWLIGHT,
-               missing: Mapping[str, str] | None = None) -> list[Path]:
+               missing: Mapping[str, str] | None = None, others: Mapping[str, Any] | None = None) -> list[Path]:
     """One PNG per low-light dataset: a radar per metric, axes = backbones, paper (solid) beside ours (dashed).
 
+    ``others`` (checkpoints of unknown variant) are drawn dotted on their network's axis.
     A backbone with no measured value is labelled "ours: missing" on its axis, and the figure's
     footer lists every missing cell (wrapped over as many lines as it takes; the figure grows to
     hold them), so an absent line is never mistaken for a bad one.
@@ -606,6 +607,9 @@ def plot_radar(ours: Table, paper: Table, out: Path, datasets: tuple[str, ...] |
                       ("paper w/ SSLL", paper, "ssll", "tab:red", "-"),
                       ("ours baseline", ours, "baseline", "tab:blue", "--"),
                       ("ours w/ SSLL", ours, "ssll", "tab:red", "--")]
+            greens = ("tab:green", "tab:olive", "tab:cyan", "tab:purple")
+            series += [(f"ours: {label}", {run["network"]: {"other": run["scores"]}}, "other", greens[i % 4], ":")
+                       for i, (label, run) in enumerate((others or {}).items())]
             seen: list[float] = []
             absent = {b: [] for b in backbones}
             for label, table, var, color, style in series:
@@ -638,11 +642,11 @@ def plot_radar(ours: Table, paper: Table, out: Path, datasets: tuple[str, ...] |
         fig.set_size_inches(15, height)
         foot = (0.1 + line_in * len(wrapped)) / height
         fig.text(0.5, 0.1 / height, "\n".join(wrapped), ha="center", va="bottom", fontsize=7)
-        fig.legend(list(handles.values()), list(handles), loc="lower center", bbox_to_anchor=(0.5, foot),
-                   ncol=max(len(handles), 1), fontsize=9)
-        if not paper_has(paper, ds):
-            fig.text(0.5, 0.955, "the paper reports no figures for this set", ha="center", fontsize=8)
-        fig.suptitle(f"{ds}: paper (solid) vs measured here (dashed)")
+        if handles:
+            fig.legend(list(handles.values()), list(handles), loc="lower center", bbox_to_anchor=(0.5, foot),
+                       ncol=min(len(handles), 4), fontsize=9)
+        fig.suptitle(f"{ds}: paper (solid) vs measured here (dashed)" if paper_has(paper, ds) else
+                     f"{ds}: measured here (the paper reports no figures for this set)")
         fig.tight_layout(rect=(0, foot + 0.45 / height, 1, 0.94))
         f = out / f"radar_{ds}.png"
         fig.savefig(f, dpi=120)
