@@ -65,6 +65,12 @@ def configure_threads(threads: int | str | None, loader_workers: int) -> int:
     return n
 
 
+def capped_workers(requested: int) -> int:
+    """Loader workers actually started for ``requested``: at most the usable cores (torch warns above
+    that, and more workers than cores only compete with the compute threads)."""
+    return max(0, min(int(requested), usable_cores()))
+
+
 def default_workers(cap: int = 4) -> int:
     """Default data-loading workers of the evaluation CLIs: one per spare core (usable cores minus one
     compute thread), at most ``cap``; 1 on a 2-core machine, where 4 would only make torch warn."""

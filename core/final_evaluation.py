@@ -68,7 +68,7 @@ def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:
     extra = {"checkpoint": ckpt_path.name, "network": main}
     title = f"Results of {cfg.name}"
     summary = evaluate_datasets(nets, datasets, missing, protocol, trainer.device, results_dir, main=main,
-                                with_input=True, workers=cfg.data.num_workers, log=trainer.log.info,
+                                with_input=True, workers=trainer.loader_workers, log=trainer.log.info,
                                 extra=extra, annotate={"checkpoint": ckpt_path.name}, title=title)
     if seen:
         for key, (n, total, where) in seen.items():
