@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def job() -> int:
+        from common_utils.cli import capped_workers
         from core import TRAINERS
         from core.config import load_config
         from core.final_evaluation import final_evaluation
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_config(Path(args.config).expanduser(), args.overrides)
         resume = str(Path(args.resume).expanduser().resolve()) if args.resume else None
-        configure_threads(cfg.train.threads, cfg.data.num_workers)
+        configure_threads(cfg.train.threads, capped_workers(cfg.data.num_workers))
         if cfg.demo_data.auto_create:
             root = resolve_path(cfg.demo_data.root or "demo_data")
             make_demo_data(root, seed=cfg.demo_data.seed, kind=cfg.demo_data.kind)

@@ -1,6 +1,7 @@
 """Entry-point helper: user errors become one line on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -64,6 +65,12 @@ def configure_threads(threads: int | str | None, loader_workers: int) -> int:
     return n
 
 
+def capped_workers(requested: int) -> int:
+    """Loader workers actually started for ``requested``: at most the usable cores (torch warns above
+    that, and more workers than cores only compete with the compute threads)."""
+    return max(0, min(int(requested), usable_cores()))
+
+
 def default_workers(cap: int = 4) -> int:
     """Default data-loading workers of the evaluation CLIs: one per spare core (usable cores minus one
     compute thread), at most ``cap``; 1 on a 2-core machine, where 4 would only make torch warn."""
@@ -91,8 +98,6 @@ def _threads_value(text: str) -> int | str:
     if text == "auto":
         return text
     if not text.isdigit() or int(text) < 1:
-        import argparse
-
         raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got '{text}'")
     return int(text)
 
@@ -110,6 +115,10 @@ def help_text(doc: str | None, script: str | None = None) -> str:
     if script:
         text = text.replace(f"python {script}", "%(prog)s")
     return text.strip() + "\n"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with the description as written and every option's default shown (the study scripts)."""
 
 
 def run_cli(job: Callable[[], Any]) -> int:

@@ -194,6 +194,9 @@ def build_parser(job: DehazeJob, description: str | None = None) -> argparse.Arg
                         "2048x2048 pixels; 0: never tile)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, default), cpu, cuda, cuda:N; a "
                    "device that is not there is an error")
+    from common_utils.cli import add_threads_argument
+
+    add_threads_argument(p)
     return p
 
 
@@ -285,9 +288,10 @@ def dehaze_folder(job: DehazeJob, input_dir: str | os.PathLike, output_dir: str 
 
 def dehaze_main(job_key: str, argv: list[str] | None = None, description: str | None = None) -> int:
     """Entry point of a test script: parse ``argv``, run, report user errors as one line (exit 2)."""
-    from common_utils.cli import run_cli
+    from common_utils.cli import configure_threads, run_cli
 
     job = JOBS[job_key]
     args = build_parser(job, description).parse_args(argv)
+    configure_threads(args.threads, 0)  # the images are read in this process: every usable core computes
     return run_cli(lambda: dehaze_folder(job, args.input, args.output, args.weights, args.size, args.device,
                                          args.tile))

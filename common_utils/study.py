@@ -43,6 +43,45 @@ class StudyRun:
         return json.loads(path.read_text())["seconds"] if path.is_file() else None
 
 
+def add_output_arguments(parser: Any, study: str, committed: str, tag: str | None = "cpu",
+                         runs: bool = True) -> None:
+    """``--tag`` (unless ``tag`` is None), ``--runs`` (if ``runs``), ``--out`` and ``--publish`` of a study script.
+
+    A study run as documented writes its run folders to ``experiments/<study>/`` and its report to
+    ``experiments/<study>/report_<tag>/`` (without run folders: ``experiments/<study>/``); only
+    ``--publish`` writes the committed report ``docs/studies/<committed>_<tag>/``. An explicit
+    ``--out`` wins over both. Use with :func:`report_folder` and :class:`common_utils.cli.HelpFormatter`.
+    """
+    if tag is not None:
+        parser.add_argument("--tag", default=tag, help="names the runs and the report (cpu, gpu, ...)")
+    parser.set_defaults(study_name=study)
+    if runs:
+        parser.add_argument("--runs", default=None, help=f"folder of the run folders (None: experiments/{study} in "
+                            "the repository)")
+    mine = f"experiments/{study}/report_<tag>" if tag is not None else f"experiments/{study}"
+    where = f"docs/studies/{committed}_<tag>" if tag is not None else f"docs/studies/{committed}"
+    parser.add_argument("--out", default=None, help=f"report folder (None: {mine}; with --publish: the committed "
+                        f"{where})")
+    parser.add_argument("--publish", action="store_true", help=f"write the report to the committed {where}; "
+                        "without it nothing under docs/ is written")
+
+
+def runs_folder(args: Any) -> Path:
+    """``--runs`` as a folder (a path given on the command line is read from the current directory)."""
+    return Path(args.runs).expanduser().resolve() if args.runs else REPO_ROOT / "experiments" / args.study_name
+
+
+def report_folder(args: Any, study: str, committed: str) -> Path:
+    """The report folder :func:`add_output_arguments` describes."""
+    tag = getattr(args, "tag", None)
+    if args.out:
+        return Path(args.out).expanduser().resolve()
+    if args.publish:
+        return REPO_ROOT / "docs" / "studies" / (f"{committed}_{tag}" if tag is not None else committed)
+    base = runs_folder(args) if hasattr(args, "runs") else REPO_ROOT / "experiments" / study
+    return base / f"report_{tag}" if tag is not None else base
+
+
 def run_training(run: StudyRun, root: Path, log_to: Path | None = None) -> float:
     """Train ``run`` (resuming an interrupted one); return the wall time spent in this call.
 

@@ -233,11 +233,23 @@ class TrainerAssembly:
                       f"truth (split seed {seed}); {len(rest)} are withheld")
         return PairSubset(full, labelled), [str(full.pairs[i][0]) for i in rest]
 
+    @property
+    def loader_workers(self) -> int:
+        """``data.num_workers``, at most the usable cores (:func:`common_utils.cli.capped_workers`); said
+        once in the log when it is lowered."""
+        from common_utils.cli import capped_workers
+
+        n = capped_workers(self.cfg.data.num_workers)
+        if n < self.cfg.data.num_workers and not getattr(self, "_said_workers", False):
+            self._said_workers = True
+            self.log.info(f"data.num_workers={self.cfg.data.num_workers} lowered to {n}, the usable cores here")
+        return n
+
     def make_stream(self, dataset: Any, batch_size: int, start_iter: int, seed_offset: int = 0
                     ) -> Iterator[dict[str, Any]]:
         """An endless device-side batch iterator that starts after ``start_iter`` batches of its own."""
         d = self.cfg.data
-        loader, _ = train_loader(dataset, batch_size, d.num_workers, self.cfg.seed + seed_offset,
+        loader, _ = train_loader(dataset, batch_size, self.loader_workers, self.cfg.seed + seed_offset,
                                  start_iter=start_iter, rank=self.dist.rank, world_size=self.dist.world_size,
                                  pin_memory=d.pin_memory and self.device.type == "cuda",
                                  prefetch_factor=d.prefetch_factor)

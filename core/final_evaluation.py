@@ -2,13 +2,23 @@
 
 It goes through :func:`common_utils.evaluation.runner.evaluate_datasets`, the function
 ``eval.py`` uses, so a run's ``results/summary.json`` and ``eval.py`` on the same checkpoint give
-the same numbers. The main network is chosen by the same rule as ``eval.py``'s default
-(:func:`common_utils.checkpoint.default_entry`: the recorded best, else the teacher). A run whose
-main network scores below its own input on PSNR or SSIM ends with a warning in the log and a
-``warnings`` list in the summary (see :func:`common_utils.evaluation.runner.worse_than_input`).
+the same numbers. The main network (the headline number) is chosen by the same rule as
+``eval.py``'s default (:func:`common_utils.checkpoint.default_entry`): the network the run recorded
+as best on its validation set when ``eval.checkpoint: best`` found a ``best.pth``, else the EMA
+teacher. The teacher is the default because it is chosen before any test image is seen (picking
+whichever of student and teacher scores higher on the test set would be selection on the test
+set), and the EMA of the weights is the network the SSLL recipe reports; the student's scores sit
+beside it in the summary. A run whose main network scores below its own input on PSNR or SSIM
+ends with a warning in the log and a ``warnings`` list in the summary (see
+:func:`common_utils.evaluation.runner.worse_than_input`). An evaluation set whose images were read
+in training (its inputs or ground truths are files of ``data.paired`` or ``data.unpaired``, links
+resolved) is scored, but warned about in the log and the summary (``seen_in_training``): its scores
+are not held-out scores.
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +26,7 @@ import torch.nn as nn
 
 from common_utils.checkpoint import default_entry, load_network_weights, safe_load
 from common_utils.evaluation.evaluator import EvalProtocol
+from common_utils.evaluation.report import write_summary
 from common_utils.evaluation.runner import evaluate_datasets, open_datasets
 from core.trainer import BaseTrainer
 
@@ -45,10 +56,59 @@ def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:
     protocol = EvalProtocol(ssim=cfg.eval.ssim, lpips=lpips_metric, lpips_reason=reason, fast=cfg.eval.fast,
                             tile=cfg.eval.tile, tile_overlap=cfg.eval.tile_overlap, resize=cfg.eval.resize)
     datasets, missing = open_datasets(cfg.eval.datasets, cfg.eval.data_root)
+    seen = seen_in_training(datasets, {"data.paired": getattr(trainer, "paired_set", None),
+                                       "data.unpaired": getattr(trainer, "unpaired_set", None)})
+    for key, (n, total, where) in seen.items():
+        trainer.log.warning(f"{key}: {n} of its {total} images were read in training ({where}): its scores are not "
+                            f"held-out scores")
+    why = ("the best on validation" if ckpt.get("best_network") == main else
+           "the EMA teacher" if main == "teacher" else "the trained network")
+    trainer.log.info(f"headline network: {main} ({why}; eval.py scores the same one by default)")
     results_dir = trainer.exp_dir / "results"
+    extra = {"checkpoint": ckpt_path.name, "network": main}
+    title = f"Results of {cfg.name}"
     summary = evaluate_datasets(nets, datasets, missing, protocol, trainer.device, results_dir, main=main,
-                                with_input=True, workers=cfg.data.num_workers, log=trainer.log.info,
-                                extra={"checkpoint": ckpt_path.name, "network": main},
-                                annotate={"checkpoint": ckpt_path.name}, title=f"Results of {cfg.name}")
+                                with_input=True, workers=trainer.loader_workers, log=trainer.log.info,
+                                extra=extra, annotate={"checkpoint": ckpt_path.name}, title=title)
+    if seen:
+        for key, (n, total, where) in seen.items():
+            if isinstance(summary.get(key), dict):
+                summary[key]["seen_in_training"] = {"images": n, "of": total, "in": where}
+        summary["warnings"] = list(summary.get("warnings", [])) + [
+            f"{key}: {n} of {total} images were read in training ({where})" for key, (n, total, where) in seen.items()]
+        write_summary(results_dir, summary, {**protocol.describe(trainer.device), **extra}, title=title)
     trainer.log.info(f"results written to {results_dir / 'summary.json'}")
     return summary
+
+
+def _files_read(dataset: Any) -> set[str]:
+    """Every image file a training dataset reads (real paths: links to one file are one file)."""
+    found: set[str] = set()
+    base = getattr(dataset, "base", dataset)  # a label budget's subset reads only its pairs
+    for lq, gt in getattr(dataset, "pairs", None) or getattr(base, "pairs", None) or []:
+        found.update((os.path.realpath(lq), os.path.realpath(gt)))
+    for f in getattr(dataset, "files", None) or []:
+        found.add(os.path.realpath(f))
+    for item in getattr(dataset, "items", None) or []:  # the haze datasets: tuples holding paths
+        found.update(os.path.realpath(x) for x in item if isinstance(x, Path))
+    return found
+
+
+def seen_in_training(datasets: Mapping[str, Any], training: Mapping[str, Any]) -> dict[str, tuple[int, int, str]]:
+    """Per evaluation set: how many of its pairs have an input or ground truth that a training set
+    reads, of how many, and which training keys (``{"data.paired": dataset, ...}``)."""
+    read = {key: _files_read(ds) for key, ds in training.items() if ds is not None}
+    out: dict[str, tuple[int, int, str]] = {}
+    for key, ds in datasets.items():
+        pairs = getattr(ds, "pairs", None)
+        if not pairs:
+            continue
+        hits, where = 0, set()
+        for lq, gt in pairs:
+            files = {os.path.realpath(lq), os.path.realpath(gt)}
+            owners = [k for k, f in read.items() if files & f]
+            hits += bool(owners)
+            where.update(owners)
+        if hits:
+            out[key] = (hits, len(pairs), ", ".join(sorted(where)))
+    return out

@@ -140,9 +140,6 @@ BASE_SCHEMA: dict[str, Any] = {
         "max_nonfinite": F(int, 5, minimum=1),
         "ema_decay": F(NUM, 0.99, optional=True, minimum=0),
         "find_unused_parameters": F(bool, False),
-        # seconds a rank waits in a collective for the others before it reports a stalled rank and
-        # stops (torchrun runs only); above the longest wait of a healthy run (rank 0 alone writing a
-        # checkpoint or sample pictures)
         "ddp_timeout": F(NUM, 600, minimum=5),
         "output_clamp": F(str, "straight_through", choices=("straight_through", "hard")),
         "sample_images": F(int, 4, minimum=0),
@@ -218,3 +215,165 @@ TRAINER_SECTIONS = {"ssll": "mean_teacher", "iceml": "iceml"}
 def schema_for(trainer: str) -> dict[str, Any]:
     """The schema of ``trainer``: the common sections and its own (see :data:`TRAINER_SECTIONS`)."""
     return {k: v for k, v in BASE_SCHEMA.items() if TRAINER_SECTIONS.get(k, trainer) == trainer}
+
+
+#: keys that only some trainers read (every other key is read by every trainer, or by its section's
+#: owner in :data:`TRAINER_SECTIONS`); a subtree is named by its section or list key
+KEY_READ_BY: dict[str, tuple[str, ...]] = {
+    "losses": ("supervised", "mean_teacher"),
+    "pretrained.teacher_from": ("supervised", "mean_teacher"),
+    "data.unpaired": ("mean_teacher", "iceml"),
+    "data.unlabelled_to_pool": ("mean_teacher", "iceml"),
+    "scheduler.period_epochs": ("supervised", "mean_teacher"),
+    "scheduler.by_epoch": ("supervised", "mean_teacher"),
+    "scheduler.warmup_iters": ("supervised", "mean_teacher"),
+    "train.ema_decay": ("supervised", "mean_teacher"),
+    "train.output_clamp": ("supervised", "mean_teacher"),
+}
+
+#: one line of meaning per key (``docs/config_reference.md`` is generated from the schema and this;
+#: ``tests/test_config_reference.py`` fails when a key has none or the committed page is stale)
+KEY_DOCS: dict[str, str] = {
+    "name": "run name: the run folder is `<output_root>/<name>/`",
+    "seed": "seed of the network initialisation, data order, augmentations, CutMix draws and label split",
+    "trainer": "the trainer that runs the config: `supervised`, `mean_teacher` (SSLL) or `iceml`",
+    "output_root": "folder that holds the run folders (relative paths: from the repository root)",
+    "device": "`auto` (the GPU when there is one, under torchrun the LOCAL_RANK one), `cpu`, `cuda`, `cuda:N`, "
+              "`mps`; a device that is not there is an error",
+    "demo_data.root": "folder of the generated demo data (default `demo_data/`)",
+    "demo_data.seed": "seed of the demo-data synthesis",
+    "demo_data.auto_create": "make the demo data before training when it is not there yet",
+    "demo_data.kind": "which demo data to make: low-light pairs, synthetic haze, or both",
+    "network.name": "registered network (`Restormer`, `NAFNet`, `UNet`, `LLFormer`, `RetinexFormer`, `MIRNet`, "
+                    "`CIDNet`, `RtxICE-Net`, `ASMICE-Net`)",
+    "network.args": "constructor arguments of the network (checked against its signature; default: the paper's "
+                    "configuration)",
+    "network.init": "`normal`: N(0, 0.02) weights and zero biases on conv/linear layers (the SSLL "
+                    "`init_method: normal`); empty: the network's own initialisation",
+    "pretrained.path": "checkpoint whose weights the networks start from (no optimizer state: a new run, unlike "
+                       "`--resume`)",
+    "pretrained.teacher_from": "which network of `pretrained.path` the EMA teacher starts from",
+    "data.paired.type": "dataset type of the paired training set (docs/datasets.md); ICEML: the stage-1 "
+                        "synthetic pairs",
+    "data.paired.args": "arguments of that dataset type (checked against its constructor)",
+    "data.paired.batch_size": "batch size of the paired stream per process (empty: `data.batch_size`)",
+    "data.unpaired.type": "dataset type of the unpaired pool (SSLL: low-light images without ground truth; "
+                          "ICEML stage 2: real hazy images)",
+    "data.unpaired.args": "arguments of that dataset type",
+    "data.unpaired.batch_size": "batch size of the unpaired stream per process (empty: the paired one)",
+    "data.val.type": "dataset type of the validation set (empty: no validation)",
+    "data.val.args": "arguments of that dataset type",
+    "data.val.batch_size": "not used: validation scores whole images one at a time",
+    "data.num_workers": "data-loading worker processes of every training stream, validation and the final "
+                        "evaluation",
+    "data.pin_memory": "pinned host memory for the loaders (CUDA only)",
+    "data.prefetch_factor": "batches each loader worker prepares ahead",
+    "data.batch_size": "batch size per process of every stream that sets none",
+    "data.labelled_pairs": "keep this many pairs of `data.paired` (a seeded choice); the rest lose their ground "
+                           "truth (empty: all pairs)",
+    "data.label_split_seed": "seed of the `data.labelled_pairs` choice (empty: `seed`)",
+    "data.unlabelled_to_pool": "with `data.labelled_pairs`: the inputs of the withheld pairs join the unpaired "
+                               "pool",
+    "optim.type": "optimizer",
+    "optim.lr": "learning rate (ICEML: of stage 1; stage 2 uses `iceml.mutual_lr`)",
+    "optim.betas": "Adam betas",
+    "optim.eps": "Adam epsilon",
+    "optim.weight_decay": "weight decay (decoupled for `adamw`)",
+    "scheduler.type": "`cosine` annealing to `eta_min`, or a `constant` learning rate",
+    "scheduler.period_epochs": "length of the cosine period in epochs (empty: the whole run)",
+    "scheduler.eta_min": "the learning rate the cosine ends at",
+    "scheduler.by_epoch": "the cosine steps once per epoch (as the SSLL recipe) instead of every iteration",
+    "scheduler.warmup_iters": "linear warm-up over this many iterations before the schedule",
+    "train.epochs": "length of the run in epochs of `train.iters_per_epoch` iterations (`train.iters` wins)",
+    "train.iters": "length of the run in iterations (optimizer steps); overrides `train.epochs`",
+    "train.iters_per_epoch": "iterations that make one epoch (empty: whole batches of the paired set per "
+                             "process); every epoch-based key counts in these",
+    "train.log_every": "log the mean loss terms every this many iterations",
+    "train.val_every": "validate every this many iterations (`train.val_every_epochs` if empty; no validation "
+                       "if both are empty)",
+    "train.val_every_epochs": "validate every this many epochs",
+    "train.save_every": "write `last.pth` every this many iterations (empty: at each validation, else once an "
+                        "epoch)",
+    "train.keep_last": "how many of the latest `last.pth` states are kept as `iter_*.pth` hard links (1: only "
+                       "`last.pth`)",
+    "train.amp": "mixed precision: `fp16` (with a gradient scaler on CUDA) or `bf16`",
+    "train.tf32": "TF32 matrix products and convolutions on CUDA",
+    "train.grad_clip": "clip the gradient norm to this value (empty: no clipping)",
+    "train.channels_last": "channels-last memory format for networks and inputs",
+    "train.compile": "`torch.compile` the trained networks",
+    "train.deterministic": "deterministic algorithms (slower; cuDNN benchmark off)",
+    "train.max_nonfinite": "stop after this many non-finite losses in a row (each one skips its step)",
+    "train.ema_decay": "decay of the EMA teacher (empty: no teacher; the mean_teacher trainer needs one)",
+    "train.find_unused_parameters": "DDP `find_unused_parameters` for networks whose forward skips parameters",
+    "train.ddp_timeout": "seconds a rank waits for the others in a collective before it reports a stalled rank "
+                         "and stops (torchrun only); above the longest wait of a healthy run (rank 0 alone "
+                         "writing a checkpoint or sample pictures)",
+    "train.output_clamp": "how student outputs are clamped to [0, 1] before the losses: `straight_through` "
+                          "passes the gradient on, `hard` is the official `torch.clamp`",
+    "train.sample_images": "validation images drawn as input | networks | ground truth at each validation",
+    "train.threads": "torch compute threads: `auto` = usable cores minus `data.num_workers`, at least 1 (an "
+                     "explicit OMP_NUM_THREADS wins), or a number",
+    "losses": "the image losses between the clamped output and the ground truth, summed with their weights",
+    "losses[].name": "registered loss (`l1`, `ssim`, `lpips`, ...)",
+    "losses[].weight": "weight of the term",
+    "losses[].args": "constructor arguments of the loss",
+    "validation.ssim": "SSIM variant: `y` (Y channel, pyiqa style), `rgb`, or `piq` (the ICEML evaluation's)",
+    "validation.lpips": "also score LPIPS at validation (needs the AlexNet weights)",
+    "validation.max_images": "score at most this many validation images (empty: all)",
+    "validation.watch": "the metric whose best value picks `best.pth`",
+    "eval.after_train": "evaluate on `eval.datasets` when training ends (`run.py --no-eval` skips it)",
+    "eval.datasets": "the final evaluation's sets: names of dataset layouts (`LOL-v1`, `SOTS-indoor`, ...) "
+                     "or `{name, type, args}`",
+    "eval.datasets[].name": "a dataset layout name, or the label of a `type` dataset",
+    "eval.datasets[].type": "a dataset type (then `args` say where the images are)",
+    "eval.datasets[].args": "arguments of that dataset type",
+    "eval.data_root": "data root of the named layouts (empty: $SSIR_DATA_ROOT, config/datasets.yaml, "
+                      "`datasets/`)",
+    "eval.ssim": "SSIM variant of the final evaluation",
+    "eval.lpips": "score LPIPS in the final evaluation (unavailable, not guessed, without the AlexNet weights)",
+    "eval.fast": "autocast inference in the final evaluation",
+    "eval.checkpoint": "`best` (`best.pth` when validation wrote one, else `last.pth`) or `last`",
+    "eval.resize": "resize inputs and ground truth to N x N before inference (the ICEML protocol: 1024)",
+    "eval.tile": "tiled inference with this tile size (empty: tiles only above 2048x2048 pixels)",
+    "eval.tile_overlap": "overlap between tiles in pixels",
+    "ssll.semi_start_epoch": "first epoch of the semi-supervised phase (empty: paired training only)",
+    "ssll.curriculum_epochs": "epoch at which the CutMix paired share reaches its smallest mean (empty: "
+                              "`scheduler.period_epochs`, else the whole run)",
+    "ssll.ramp_epochs": "length R of the ramp w(e) of the unpaired terms, in epochs",
+    "ssll.semi_weight": "the ramp's final weight",
+    "ssll.lambda_p": "weight of the paired PICo term",
+    "ssll.gamma_p": "gamma of the paired PICo term",
+    "ssll.margin_p": "margin of the paired PICo term",
+    "ssll.unpaired_losses": "the unpaired terms, each called as loss(student_out, teacher_out, input, mask), "
+                            "times its weight and w(e)",
+    "ssll.unpaired_losses[].name": "registered loss (`consistency`, `pico_unpaired`, ...)",
+    "ssll.unpaired_losses[].weight": "weight of the term",
+    "ssll.unpaired_losses[].args": "constructor arguments of the loss",
+    "ssll.cutmix_sigma": "standard deviation of the CutMix area ratio around its curriculum mean",
+    "ssll.cutmix_min": "smallest CutMix area ratio",
+    "ssll.cutmix_max": "largest CutMix area ratio",
+    "ssll.official_unseeded_cutmix": "draw CutMix boxes unseeded, as the official code (not resumable)",
+    "ssll.official_lpips_range": "feed [0, 1] images to the LPIPS loss, as the official code (it expects "
+                                 "[-1, 1])",
+    "ssll.fused_student_forward": "one student pass over paired and mixed batches (`auto`: on CUDA only)",
+    "iceml.pretrain_epochs": "length of stage 1 (synthetic pairs) in epochs, when `iceml.pretrain_iters` is "
+                             "empty",
+    "iceml.pretrain_iters": "length of stage 1 in iterations; stage 2 (mutual learning) runs the rest",
+    "iceml.mutual_lr": "learning rate at the start of stage 2",
+    "iceml.w_rtx_j": "stage 1: weight of L1(J_ret, clear)",
+    "iceml.w_rtx_inv": "stage 1: weight of L1 of RtxICE-Net's inverse illumination to clear/hazy",
+    "iceml.inv_target_clamp": "largest value of the clear/hazy target of `iceml.w_rtx_inv`",
+    "iceml.w_asm_j": "stage 1: weight of L1(J_asm, clear)",
+    "iceml.w_asm_t": "stage 1: weight of L1 of the transmission map, where the data knows it",
+    "iceml.w_asm_a": "stage 1: weight of L1 of the airlight, where the data knows it",
+    "iceml.w_inverse": "stage 2: weight of MSE(J_ret t + a (1 - t), I), the inverse consistency",
+    "iceml.w_chroma": "stage 2: weight of the chromaticity agreement of the two clean images",
+    "iceml.w_mutual_l1": "stage 2: weight of L1(J_ret, J_asm)",
+    "iceml.w_saturation": "stage 2: weight of |saturation - target| of both outputs",
+    "iceml.saturation_target": "the saturation that term aims at",
+    "iceml.w_dcp_t": "stage 2: weight of L1 of t to the dark-channel-prior estimate",
+    "iceml.w_dcp_a": "stage 2: weight of L1 of a to the dark-channel-prior estimate",
+    "iceml.dcp_patch": "window of the dark-channel prior, in pixels",
+    "iceml.w_supervised": "stage 2: weight of stage-1 batches mixed in as a safeguard (0: none)",
+    "iceml.t_min": "lower bound of t in J = (I - a) / max(t, t_min) + a",
+}

@@ -142,12 +142,13 @@ class BaseTrainer(TrainerAssembly, TrainingLoop, TrainerCheckpoints):
 
     # ------------------------------------------------------------------ validation
     def make_eval_loader(self, dataset: torch.utils.data.Dataset) -> torch.utils.data.DataLoader:
-        """Whole-image loader for validation and the final evaluation, with ``data.num_workers`` workers.
+        """Whole-image loader for validation and the final evaluation, with ``data.num_workers`` workers
+        (at most the usable cores).
 
         Decoding full frames on the main process left the GPU idle most of the evaluation time
         (BENCHMARKS.md section 3d); workers overlap it with the forward passes.
         """
-        workers = min(self.cfg.data.num_workers, len(dataset))
+        workers = min(self.loader_workers, len(dataset))
         return eval_loader(dataset, num_workers=workers, pin_memory=self.device.type == "cuda")
 
     def eval_networks(self) -> dict[str, nn.Module]:

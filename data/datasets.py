@@ -79,7 +79,8 @@ def pair_files(lq_files: Sequence[Path], gt_files: Sequence[Path], lq_dir: Path,
     ``name``: same relative name without extension. ``auto`` (evaluation sets): by name, else by
     the name without role words (LOLv2's ``low00690`` / ``normal00690``); never by position, so
     ``low/22.png`` is not scored against ``normal/99.png``. ``prefix``: the ground truth named by
-    the input's id before the first ``_`` (several inputs may share it). ``sorted``: by sorted
+    the input's id before the first ``_`` (several inputs may share it), else, when every input
+    has one, the ground truth of the same name. ``sorted``: by sorted
     position, only for sets known to pair that way (an error names any count mismatch).
     """
     if pairing == "sorted":
@@ -91,6 +92,10 @@ def pair_files(lq_files: Sequence[Path], gt_files: Sequence[Path], lq_dir: Path,
         raise UserError(f"unknown pairing '{pairing}' (use one of {', '.join(PAIRINGS)})")
     mode = "name" if pairing == "auto" else pairing
     pairs, missing = _pair_by_key(lq_files, gt_files, lq_dir, gt_dir, mode, lambda k: k)
+    if missing and pairing == "prefix":  # hazy and clear files that share their names (a SOTS copy renamed so)
+        found, left = _pair_by_key(lq_files, gt_files, lq_dir, gt_dir, "name", lambda k: k)
+        if not left:
+            return found
     if missing and pairing == "auto":  # sub-folders on one side only, then role words in the names
         for norm in (_base_name, lambda k: role_free_key(_base_name(k))):
             found, left = _pair_by_key(lq_files, gt_files, lq_dir, gt_dir, "name", norm)
@@ -276,7 +281,13 @@ class PairedFolderDataset(TrainingImages, Dataset):
             held-out scenes.
         split_file, split_subset, split_take: keep the ids of a subset of a committed split file
             instead of ``include`` (see :mod:`data.splits`).
-        max_side, small, on_bad_image, resize: see the module docstring.
+        max_side: scale an image whose longer side exceeds this down (area filter) before the crop.
+        small: an image smaller than the crop is scaled up to cover it (``upscale``) or
+            reflect-padded (``pad``).
+        on_bad_image: in training, an unreadable file is skipped with a warning naming it (``skip``)
+            or stops the run (``stop``).
+        resize: scale every image to ``resize`` x ``resize`` instead (aspect not kept; the official
+            ICEML loaders' whole-image resize).
     """
 
     def __init__(self, lq_dir: str, gt_dir: str, pairing: str = "name", crop_size: int | None = None,

@@ -28,6 +28,7 @@ class SyntheticHazeDataset(TrainingImages, Dataset):
     Args:
         root: folder holding ``hazy/``, ``clear/`` and (optionally) ``trans/``.
         crop_size, flip: identical random crop/flips on hazy, clear and transmission.
+        recursive: also look in sub-folders.
         require_trans: fail when a transmission map is missing (else t is not supervised: NaN map).
         max_side, small, on_bad_image, repeat: as for :class:`data.datasets.PairedFolderDataset`.
     """
@@ -110,8 +111,8 @@ class FieldHazeDataset(TrainingImages, Dataset):
 
     Args:
         gt_dir: folder of clear images.
-        lq_dir: folder of real hazy images paired with them (optional; ``pairing`` as for
-            :class:`data.datasets.PairedFolderDataset`).
+        lq_dir: folder of real hazy images paired with them (optional).
+        pairing: how ``lq_dir`` pairs with ``gt_dir``, as for :class:`data.datasets.PairedFolderDataset`.
         include, exclude: ids (before the first ``_``) of the scenes to use.
         synthetic_per_clear: synthetic items per clear image and epoch (0: real pairs only).
         beta, depth, airlight: ranges of the scattering coefficient, the depth field and A.

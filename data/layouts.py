@@ -214,6 +214,12 @@ def open_named_dataset(name: str, data_root: str | None = None, **dataset_args: 
 
     The data root follows the same precedence as evaluation (``data_root``, ``SSIR_DATA_ROOT``,
     ``config/datasets.yaml``, ``datasets/``), so one config runs wherever the data lives.
+
+    Args:
+        name: a named layout (the table below), e.g. ``LOL-v1-train``, ``LOLv2``, ``SOTS-indoor``.
+        data_root: the data root (empty: the precedence above).
+        dataset_args: arguments of the ``paired_folder`` dataset it opens (``crop_size``, ``flip``,
+            ``repeat``, ``include``, ...).
     """
     return open_layout(name, data_root, dataset_args=dataset_args)
 

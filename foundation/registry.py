@@ -41,6 +41,7 @@ class Registry:
         self.kind = kind
         self._lazy = {k.lower(): (k, v) for k, v in (lazy or {}).items()}
         self._aliases = {k.lower(): v.lower() for k, v in (aliases or {}).items()}
+        self._alias_spelling = {k.lower(): k for k in (aliases or {})}
         self._entries: dict[str, tuple[str, Callable[..., Any]]] = {}
 
     def register(self, name: str | None = None, aliases: Iterable[str] = ()) -> Callable:
@@ -54,6 +55,7 @@ class Registry:
             self._entries[key] = (display, obj)
             for alias in aliases:
                 self._aliases[alias.lower()] = key
+                self._alias_spelling[alias.lower()] = alias
             return obj
 
         return deco
@@ -63,6 +65,11 @@ class Registry:
         names = {disp for disp, _ in self._entries.values()}
         names.update(disp for disp, _ in self._lazy.values())
         return sorted(names, key=str.lower)
+
+    def aliases(self, name: str) -> list[str]:
+        """The aliases of the entry ``name``, spelt as registered, sorted."""
+        key = self._key(name)
+        return sorted((self._alias_spelling[a] for a, k in self._aliases.items() if k == key), key=str.lower)
 
     def _key(self, name: str) -> str:
         key = str(name).lower()

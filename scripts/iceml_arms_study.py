@@ -22,6 +22,9 @@ rooms (retention) and, on the held-out DAWN photographs, with no-reference stati
     python scripts/iceml_arms_study.py                 # stage 1, the arms, 3 seeds (~2 h on a busy 2-core CPU)
     python scripts/iceml_arms_study.py --dawn          # + the real-haze run of the best arm
     python scripts/iceml_arms_study.py --report-only --dawn
+
+Run folders: ``experiments/iceml_arms/``; report: ``experiments/iceml_arms/report_<tag>/``, or with
+``--publish`` the committed ``docs/studies/iceml_arms_<tag>/``.
 """
 from __future__ import annotations
 
@@ -42,8 +45,17 @@ if str(REPO) not in sys.path:
 import yaml  # noqa: E402
 
 from common_utils.benchmarking import machine_info, markdown_table  # noqa: E402
-from common_utils.cli import run_cli  # noqa: E402
-from common_utils.study import StudyRun, run_training  # noqa: E402
+from common_utils.cli import HelpFormatter, run_cli  # noqa: E402
+from common_utils.study import (  # noqa: E402
+    StudyRun,
+    add_output_arguments,
+    report_folder,
+    run_training,
+    runs_folder,
+)
+
+#: the run folders go to experiments/<STUDY>/; the committed report is docs/studies/<COMMITTED>_<tag>/ (--publish)
+STUDY, COMMITTED = "iceml_arms", "iceml_arms"
 
 CONFIG = "config/study/sots_iceml_arms.yaml"
 SPLIT = REPO / "config" / "study" / "iceml_split.yaml"
@@ -290,26 +302,25 @@ def dawn_section(args: argparse.Namespace, root: Path, out: Path, record: dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=CONFIG)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--stage1-iters", type=int, default=500)
-    ap.add_argument("--stage2-iters", type=int, default=60)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--config", default=CONFIG, help="config of every run")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="stage-2 seeds (stage 1 is shared)")
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), metavar="ARM",
+                    help=f"stage-2 arms to run ({', '.join(ARMS)})")
+    ap.add_argument("--stage1-iters", type=int, default=500, help="iterations of the shared stage-1 run")
+    ap.add_argument("--stage2-iters", type=int, default=60, help="stage-2 iterations of every arm")
     ap.add_argument("--stage1-only", action="store_true", help="train the stage-1 run and stop")
     ap.add_argument("--dawn", action="store_true", help="also the real-haze run of the best arm")
     ap.add_argument("--dawn-arm", default=None, help="run this arm on DAWN instead of the best by validation")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every run")
-    ap.add_argument("--tag", default="cpu")
-    ap.add_argument("--runs", default=str(REPO / "experiments" / "iceml_arms"))
-    ap.add_argument("--out", default=None, help="report folder (default docs/studies/iceml_arms_<tag>)")
-    ap.add_argument("--report-only", action="store_true")
+    add_output_arguments(ap, STUDY, COMMITTED)
+    ap.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
     args = ap.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
 
     def job() -> None:
-        root = Path(args.runs).resolve()
-        out = Path(args.out or REPO / "docs" / "studies" / f"iceml_arms_{args.tag}").resolve()
+        root = runs_folder(args)
+        out = report_folder(args, STUDY, COMMITTED)
         root.mkdir(parents=True, exist_ok=True)
         if not args.report_only:
             s1 = stage1_run(args)

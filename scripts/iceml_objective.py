@@ -20,7 +20,10 @@ images to 512; the DCP window ``iceml.dcp_patch`` should follow the side).
     python scripts/iceml_objective.py --weights pretrained/iceml_sots_stage1.pth \\
         --paired datasets/SOTS/indoor/hazy datasets/SOTS/indoor/gt 1410,1411,1430,1431,1432,1433 \\
         --unpaired datasets/DAWN/Fog --max-unpaired 40 \\
-        --objective configured --objective dcp iceml.w_dcp_t=0.5 iceml.w_dcp_a=0.5 --out docs/studies/iceml_objective
+        --objective configured --objective dcp iceml.w_dcp_t=0.5 iceml.w_dcp_a=0.5
+
+The result (``objective_check.json`` / ``.md``) goes to ``experiments/iceml_objective/``;
+``--publish`` writes the committed ``docs/studies/iceml_objective/`` instead.
 """
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from common_utils.cli import run_cli  # noqa: E402
+from common_utils.cli import HelpFormatter, run_cli  # noqa: E402
+from common_utils.study import add_output_arguments, report_folder  # noqa: E402
 from foundation.errors import UserError  # noqa: E402
 
 NETS = {"rtx": "RtxICE-Net", "asm": "ASMICE-Net"}
@@ -262,7 +266,7 @@ def real_haze_grid(ckpts: dict[str, Path], files: list[str], path: Path, side: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--weights", default=None, help="stage-1 ICEML checkpoint or weights file")
     ap.add_argument("--config", default=DEFAULT_CONFIG, help="config whose iceml section is the base objective")
     ap.add_argument("--objective", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
@@ -271,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="paired set (prefix pairing; IDS comma-separated scene ids, '' for all)")
     ap.add_argument("--unpaired", nargs="+", default=None, help="folders of real hazy images")
     ap.add_argument("--max-unpaired", type=int, default=None, help="evenly spaced subset of each unpaired folder")
-    ap.add_argument("--side", type=int, default=256)
-    ap.add_argument("--out", default=None, help="folder for objective_check.json / .md")
+    ap.add_argument("--side", type=int, default=256, help="images are resized to SIDE x SIDE, as in training")
+    add_output_arguments(ap, "iceml_objective", "iceml_objective", tag=None, runs=False)
     args = ap.parse_args(argv)
 
     def job() -> None:
@@ -283,11 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         result = check(nets, objectives, sets)
         text = markdown(result, args.weights, args.side)
         print(text)
-        if args.out:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "objective_check.json").write_text(json.dumps(result, indent=2))
-            (out / "objective_check.md").write_text(text + "\n")
+        out = report_folder(args, "iceml_objective", "iceml_objective")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "objective_check.json").write_text(json.dumps(result, indent=2))
+        (out / "objective_check.md").write_text(text + "\n")
+        print(f"written to {out}")
 
     return run_cli(job)
 

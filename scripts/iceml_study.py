@@ -12,7 +12,8 @@ grid: real hazy photographs (RTTS, Fattal's set; never trained on) before and af
 
 ``--variant NAME KEY=VALUE ...`` adds a stage-2 run with those overrides, resumed from the same
 stage-1 checkpoint (so a variant costs only the stage-2 iterations); the report compares it with
-stage 1.
+stage 1. Run folders: ``experiments/iceml_study/``; report: ``experiments/iceml_study/report_<tag>/``,
+or with ``--publish`` the committed ``docs/studies/iceml_sots_dawn_<tag>/``.
 """
 from __future__ import annotations
 
@@ -31,9 +32,20 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from common_utils.benchmarking import machine_info, markdown_table  # noqa: E402
-from common_utils.cli import run_cli  # noqa: E402
-from common_utils.study import StudyRun, mean_std, pm, run_training  # noqa: E402
+from common_utils.cli import HelpFormatter, run_cli  # noqa: E402
+from common_utils.study import (  # noqa: E402
+    StudyRun,
+    add_output_arguments,
+    mean_std,
+    pm,
+    report_folder,
+    run_training,
+    runs_folder,
+)
 from common_utils.visual import image_grid, save_jpeg  # noqa: E402
+
+#: the run folders go to experiments/<STUDY>/; the committed report is docs/studies/<COMMITTED>_<tag>/ (--publish)
+STUDY, COMMITTED = "iceml_study", "iceml_sots_dawn"
 
 CONFIG = "config/study/sots_iceml.yaml"
 EVAL_SET = "SOTS-indoor-heldout"
@@ -220,27 +232,27 @@ def write_report(args: argparse.Namespace, root: Path, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=CONFIG)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--stage1-iters", type=int, default=600)
-    ap.add_argument("--stage2-iters", type=int, default=200)
-    ap.add_argument("--no-control", dest="control", action="store_false", help="skip the stage-1-only control")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--config", default=CONFIG, help="config of every run")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds")
+    ap.add_argument("--stage1-iters", type=int, default=600, help="iterations of stage 1 (P)")
+    ap.add_argument("--stage2-iters", type=int, default=200, help="iterations of stage 2 (M)")
+    ap.add_argument("--no-control", dest="control", action="store_false",
+                    help="skip the stage-1-only control run (control runs: %(default)s)")
     ap.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
                     help="a stage-2 variant: a name and its overrides (repeatable)")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every run")
-    ap.add_argument("--tag", default="cpu")
-    ap.add_argument("--runs", default=str(REPO / "experiments" / "iceml_study"))
-    ap.add_argument("--out", default=None, help="report folder (default docs/studies/iceml_sots_dawn_<tag>)")
-    ap.add_argument("--grid-folders", nargs="*", default=["datasets/RTTS/JPEGImages", "datasets/Fattal"])
-    ap.add_argument("--grid-per-folder", type=int, default=3)
-    ap.add_argument("--report-only", action="store_true")
+    add_output_arguments(ap, STUDY, COMMITTED)
+    ap.add_argument("--grid-folders", nargs="*", default=["datasets/RTTS/JPEGImages", "datasets/Fattal"],
+                    help="folders of real hazy photographs for the image grid")
+    ap.add_argument("--grid-per-folder", type=int, default=3, help="grid images per folder")
+    ap.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
     args = ap.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
 
     def job() -> None:
-        root = Path(args.runs).resolve()
-        out = Path(args.out or REPO / "docs" / "studies" / f"iceml_sots_dawn_{args.tag}").resolve()
+        root = runs_folder(args)
+        out = report_folder(args, STUDY, COMMITTED)
         root.mkdir(parents=True, exist_ok=True)
         if not args.report_only:
             for seed in args.seeds:

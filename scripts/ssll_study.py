@@ -4,9 +4,10 @@ For each label budget N and seed, two runs at equal iterations and equal labelle
 (a) the supervised baseline on N labelled LOL-v1 pairs; (b) SSLL with the same N pairs plus an
 unpaired pool (SICE dark frames and the remaining LOL training inputs, their ground truth
 withheld). Every run is scored on LOL-v1 eval15 at full resolution with the paper's protocol
-(PSNR on RGB, SSIM on Y). The report (table, curves, image grid, machine, commands, wall times)
-goes to ``--out``; the run folders to ``--runs``. Interrupted studies continue where they
-stopped; ``--report-only`` rebuilds the report from the run folders.
+(PSNR on RGB, SSIM on Y). The run folders go to ``experiments/ssll_study/`` and the report
+(table, curves, image grid, machine, commands, wall times) to ``experiments/ssll_study/report_<tag>/``;
+only ``--publish`` writes the committed ``docs/studies/ssll_lol_<tag>/``. Interrupted studies
+continue where they stopped; ``--report-only`` rebuilds the report from the run folders.
 
     python scripts/link_datasets.py           # lay ../shared/data out as datasets/LOL, datasets/SICE_dark
     python scripts/ssll_study.py              # 2 budgets x 3 seeds x 2 methods (~3 h on 2 CPU cores)
@@ -33,10 +34,21 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from common_utils.benchmarking import machine_info, markdown_table  # noqa: E402
-from common_utils.cli import run_cli  # noqa: E402
-from common_utils.study import StudyRun, mean_std, pm, run_training  # noqa: E402
+from common_utils.cli import HelpFormatter, run_cli  # noqa: E402
+from common_utils.study import (  # noqa: E402
+    StudyRun,
+    add_output_arguments,
+    mean_std,
+    pm,
+    report_folder,
+    run_training,
+    runs_folder,
+)
 from common_utils.visual import image_grid, save_jpeg  # noqa: E402
 from core.logger import read_scalars  # noqa: E402
+
+#: the run folders go to experiments/<STUDY>/; the committed report is docs/studies/<COMMITTED>_<tag>/ (--publish)
+STUDY, COMMITTED = "ssll_study", "ssll_lol"
 
 METHODS = {"baseline": "config/study/lol_cidnet_sup.yaml", "ssll": "config/study/lol_cidnet_ssll.yaml"}
 EVAL_SET = "LOL-v1"
@@ -250,28 +262,27 @@ def write_report(args: argparse.Namespace, runs: list[tuple[str, int, int, Study
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--baseline", default=METHODS["baseline"], help="config of the supervised baseline")
     p.add_argument("--ssll", default=METHODS["ssll"], help="config of the SSLL run")
     p.add_argument("--budgets", type=int, nargs="+", default=[120, 20], help="numbers of labelled pairs")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (each also seeds its label "
+                   "split)")
     p.add_argument("--set", nargs="*", default=[], help="config overrides for every run (e.g. a GPU recipe)")
     p.add_argument("--set-ssll", nargs="*", default=[], help="config overrides for the SSLL runs only (ssll.*, "
                    "data.unpaired.*)")
     p.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
                    help="an SSLL variant: a name and its overrides (repeatable)")
     p.add_argument("--methods", nargs="*", default=None, help="run only these methods (baseline, ssll, ssll_NAME)")
-    p.add_argument("--tag", default="cpu", help="names the runs and the report (cpu, gpu, ...)")
-    p.add_argument("--runs", default=str(REPO / "experiments" / "ssll_study"), help="folder of the run folders")
-    p.add_argument("--out", default=None, help="report folder (default docs/studies/ssll_lol_<tag>)")
+    add_output_arguments(p, STUDY, COMMITTED)
     p.add_argument("--grid", type=int, default=4, help="eval15 images in the image grid (0: none)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
 
     def job() -> None:
-        root = Path(args.runs).resolve()
-        out = Path(args.out or REPO / "docs" / "studies" / f"ssll_lol_{args.tag}").resolve()
+        root = runs_folder(args)
+        out = report_folder(args, STUDY, COMMITTED)
         root.mkdir(parents=True, exist_ok=True)
         runs = plan(args)
         started = time.time()

@@ -49,3 +49,29 @@ def test_help_text_strips_markup_only():
     out = help_text(doc, "s.py")
     assert out == "Use --x and a.b here:\n\n    %(prog)s -n 1 (100%%)\n"
     assert argparse.ArgumentParser(prog="p", description=out).format_help().count("p -n 1 (100%)") == 1
+
+
+def test_worker_defaults_stay_within_the_cores(monkeypatch):
+    import common_utils.cli as cli
+
+    monkeypatch.setattr(cli, "usable_cores", lambda: 2)
+    assert cli.default_workers() == 1  # the evaluation CLIs on a 2-core machine: no torch warning
+    assert cli.capped_workers(4) == 2  # a paper config's data.num_workers: 4 on a 2-core machine
+    assert cli.capped_workers(0) == 0 and cli.capped_workers(1) == 1
+
+
+def test_every_inference_cli_takes_the_one_threads_rule():
+    import importlib.util
+    from pathlib import Path
+
+    from common_utils import dehaze_tools
+
+    spec = importlib.util.spec_from_file_location("reproduce_tables", Path(run.__file__).parent /
+                                                  "scripts/reproduce_tables.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    builders = [eval_cli.build_parser, eval_with_any_backbone.build_parser, reproduce.build_parser,
+                *(lambda job=job: dehaze_tools.build_parser(job) for job in dehaze_tools.JOBS.values())]
+    for build in builders:
+        threads = [a for a in build()._actions if "--threads" in a.option_strings]
+        assert threads and threads[0].default == "auto", build

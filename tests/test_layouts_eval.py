@@ -418,3 +418,15 @@ def test_no_reference_sets_open_as_inputs_and_are_scored_with_niqe(identity_ckpt
     assert entry["niqe"] == pytest.approx(sum(direct) / 2, abs=1e-4)
     assert entry["input"]["niqe"] == pytest.approx(entry["niqe"], abs=1e-4)
     assert "| NIQE |" in (out / "summary.md").read_text()
+
+
+def test_sots_outdoor_with_shared_names_pairs_in_the_named_layout(tmp_path):
+    # a SOTS-outdoor copy whose clear files carry the hazy files' names (0001_0.8_0.2.png in both)
+    rng = np.random.default_rng(5)
+    for gid, v in (("0001", 30), ("0066", 100)):
+        _pair(tmp_path / f"SOTS/outdoor/hazy/{gid}_0.8_0.2.png", tmp_path / f"SOTS/outdoor/gt/{gid}_0.8_0.2.png", rng,
+              const=v)
+    ds = open_layout("SOTS-outdoor", str(tmp_path))
+    assert [(lq.name, gt.name) for lq, gt in ds.pairs] == [("0001_0.8_0.2.png", "0001_0.8_0.2.png"),
+                                                           ("0066_0.8_0.2.png", "0066_0.8_0.2.png")]
+    _check_pairs(ds)

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,9 +18,11 @@ from common_utils.evaluation.reproduce import (
     find_dehazing_checkpoints,
     load_paper_tables,
     paper_lowlight,
+    parse_weight_spec,
     split_network_args,
 )
 from data.layouts import ALL_LOWLIGHT
+from foundation.errors import UserError
 from models import build_network
 from tests.test_layouts_eval import make_lowlight_root
 
@@ -78,7 +81,8 @@ def test_framework_iceml_checkpoint_is_scored_as_both_networks(tmp_path):
 
 
 def _table_rows(report: str, backbone: str) -> list[list[str]]:
-    section = report.split(f"### {backbone}\n", 1)[1].strip().split("\n\n", 1)[0]
+    blocks = report.split(f"### {backbone}\n", 1)[1].strip().split("\n\n")
+    section = next(b for b in blocks if b.startswith("|"))
     return [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()[2:]]
 
 
@@ -102,9 +106,12 @@ def test_reproduce_tables_end_to_end(tmp_path, capsys):
     paper = load_paper_tables()["ssll"]["results"]["UNet"]
     metrics = ["PSNR", "SSIM", "LPIPS"]
     rows = _table_rows(report, "UNet")
-    assert len(rows) == 15
+    assert len(rows) == 18  # LOL-v1 and the paper's five sets x 3 metrics
     for ds, metric, b_ours, b_paper, _, s_ours, s_paper, *_ in rows:
         i = metrics.index(metric)
+        if ds == "LOL-v1":  # not in the paper's table, not in this data root
+            assert b_paper == s_paper == "–" and b_ours == s_ours == "missing"
+            continue
         assert float(b_paper) == paper["baseline"][ds][i]
         assert float(s_paper) == paper["ssll"][ds][i]
         if ds == "SMID":
@@ -148,5 +155,100 @@ def test_plots_mark_missing_cells_plainly(tmp_path, monkeypatch):
     assert any("UNet\n(ours ssll: missing)" == t for t in texts)
     assert any(t.startswith("not measured") and "baseline/ssll PSNR" in t and "UNet ssll PSNR" in t for t in texts)
     texts.clear()
-    rep.plot_dehazing({"RtxICE-Net": {"RICE-I": {"psnr": 22.0, "ssim": 0.9}}}, rep.paper_dehazing(tables), tmp_path)
+    rep.plot_dehazing({"RtxICE-Net": {"network": "RtxICE-Net", "scores": {"RICE-I": {"psnr": 22.0, "ssim": 0.9}}}},
+                      rep.paper_dehazing(tables), tmp_path)
     assert texts.count("missing") == 6  # 3 unmeasured cells x (PSNR, SSIM)
+
+
+def _weights_file(path: Path, network: str, seed: int, **args) -> None:
+    """A framework weights file like the committed pretrained/ ones (its network recorded, no variant in its name)."""
+    torch.manual_seed(seed)
+    if network == "ICEML":
+        nets = {"rtx": build_network("RtxICE-Net", **args).state_dict(),
+                "asm": build_network("ASMICE-Net", **args).state_dict()}
+        network = "RtxICE-Net"
+    else:
+        nets = {"teacher": build_network(network, **args).state_dict()}
+    torch.save({"format": "ssir-weights-v1", "network": network, "network_args": args, "networks": nets,
+                "best_network": "teacher" if "teacher" in nets else None, "iter": 1}, path)
+
+
+def _lol_and_sots(root: Path) -> Path:
+    from tests.test_layouts_eval import _pair
+
+    rng = np.random.default_rng(7)
+    for n in ("1", "22"):
+        _pair(root / f"LOL/eval15/low/{n}.png", root / f"LOL/eval15/high/{n}.png", rng)
+    _pair(root / "SOTS/indoor/hazy/1400_1.png", root / "SOTS/indoor/gt/1400.png", rng)
+    return root
+
+
+def test_committed_style_weights_in_a_folder_are_identified_and_every_missing_cell_named(tmp_path, capsys):
+    data = _lol_and_sots(tmp_path / "data")
+    ckpts = tmp_path / "pretrained"
+    ckpts.mkdir()
+    _weights_file(ckpts / "unet_lol_real.pth", "UNet", 0, width=4)
+    _weights_file(ckpts / "iceml_sots_stage1.pth", "ICEML", 1, dim=16)
+    (ckpts / "notes.pth").write_bytes(b"not a checkpoint")
+    out = tmp_path / "out"
+    argv = ["--checkpoints", str(ckpts), "--data-root", str(data), "--out", str(out), "--device", "cpu",
+            "--workers", "0", "--no-lpips", "--max-images", "1", "--datasets", "LOL-v1,LOLv2,SOTS-indoor,RICE-I"]
+    assert _script().main(argv) == 0, capsys.readouterr().err
+    report = (out / "report.md").read_text()
+    rows = _table_rows(report, "UNet [unet_lol_real]")
+    assert [r[:2] for r in rows[:3]] == [["LOL-v1", "PSNR"], ["LOL-v1", "SSIM"], ["LOL-v1", "LPIPS"]]
+    assert float(rows[0][2]) > 0 and rows[3][2] == "missing"  # LOL-v1 scored, LOLv2 not on disk
+    assert rows[3][3] == "20.01"  # the paper's UNet baseline on LOLv2 beside it
+    assert "| RtxICE-Net [iceml_sots_stage1] | SOTS-indoor |" in report
+    assert "| ASMICE-Net [iceml_sots_stage1] | RICE-I | missing |" in report
+    cells = report.split("## Cells not measured", 1)[1]
+    assert "- UNet baseline: every cell (no checkpoint given)" in cells
+    assert "- CIDNet w/ SSLL: every cell (no checkpoint given)" in cells
+    assert "- LOLv2, every metric, of UNet [unet_lol_real]: not on disk" in cells
+    assert "- RICE-I, every metric, of RtxICE-Net [iceml_sots_stage1], ASMICE-Net [iceml_sots_stage1]" in cells
+    assert "notes.pth (not a checkpoint of a known network)" in report
+    result = json.loads((out / "report.json").read_text())
+    assert result["lowlight"]["other"]["UNet [unet_lol_real]"]["scores"]["LOL-v1"]["psnr"] > 0
+    assert result["cells_not_measured"] == [line[2:] for line in cells.strip().splitlines()]
+
+
+def test_weight_mapping_places_a_file_in_the_table(tmp_path, capsys):
+    data = _lol_and_sots(tmp_path / "data")
+    _weights_file(tmp_path / "anything.pth", "UNet", 0, width=4)
+    out = tmp_path / "out"
+    argv = ["--weight", f"UNet_baseline={tmp_path / 'anything.pth'}", "--data-root", str(data), "--out", str(out),
+            "--device", "cpu", "--workers", "0", "--no-lpips", "--datasets", "LOL-v1"]
+    assert _script().main(argv) == 0, capsys.readouterr().err
+    rows = _table_rows((out / "report.md").read_text(), "UNet")
+    assert rows[0][:2] == ["LOL-v1", "PSNR"] and float(rows[0][2]) > 0 and rows[0][5] == "–"
+    with pytest.raises(UserError, match="no network named 'Foo'"):
+        parse_weight_spec(f"Foo_ssll={tmp_path / 'anything.pth'}")
+    assert _script().main(["--weight", "UNet_baseline", "--out", str(out)]) == 2
+
+
+def test_radar_footnote_lists_every_missing_cell_inside_the_figure(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    from common_utils.evaluation import reproduce as rep
+
+    seen: list[tuple[str, bool]] = []
+    original = matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        renderer = fig.canvas.get_renderer()
+        box = fig.bbox
+        for t in fig.texts:
+            ext = t.get_window_extent(renderer)
+            seen.append((t.get_text(), ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1 and ext.x0 >= box.x0 - 1
+                         and ext.x1 <= box.x1 + 1))
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    rep.plot_radar({}, rep.paper_lowlight(), tmp_path, datasets=["LOLv2"])
+    note = next((text, inside) for text, inside in seen if text.startswith("not measured"))
+    flat = note[0].replace("\n", " ")
+    for b in rep.paper_lowlight():
+        for m in ("PSNR", "SSIM", "LPIPS"):
+            assert f"{b} baseline/ssll {m}" in flat  # 7 backbones x 3 metrics, none cut off
+    assert "..." not in flat and note[1]
