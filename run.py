@@ -1,7 +1,7 @@
 """Train (and evaluate) from a config.
 
     python run.py -c config/demo_supervised.yaml [--resume CKPT] [--no-eval] [key.sub=value ...]
-    python run.py -c config/local/sup_nafnet.yaml train.iters=20          # a paper config on linked data
+    python run.py -c config/local/sup_nafnet.yaml train.epochs=20         # a paper config on linked data
 
 Overrides are dotted keys (``train.iters=100``, ``data.batch_size=2``, ``validation.max_images=2``);
 every key, its type and default: docs/config_reference.md. ``--no-eval`` skips the final

@@ -1,7 +1,8 @@
 """YAML configs: ``_base_`` inheritance, dotted command-line overrides, validation on load.
 
 - ``_base_: other.yaml`` (or a list) is merged first, paths relative to the including file;
-  mappings merge key by key, everything else is replaced.
+  mappings merge key by key (one that names another ``type`` replaces the mapping whole),
+  everything else is replaced.
 - Overrides ``a.b.c=value`` are parsed as YAML scalars (never evaluated as code).
 - Every key is checked against :mod:`core.schema`: an unknown or misspelt key is an error naming
   the closest valid key; a value of the wrong type names the key and the expected type.
@@ -129,10 +130,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """Return ``base`` updated by ``over`` (mappings recursively, other values replaced)."""
+    """Return ``base`` updated by ``over`` (mappings recursively, other values replaced).
+
+    A mapping that names another ``type`` than the one it overrides (a dataset, loss or optimizer
+    of another kind) replaces it whole: the arguments of one type mean nothing to another.
+    """
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+        other_type = (isinstance(v, Mapping) and isinstance(out.get(k), dict) and "type" in v
+                      and "type" in out[k] and v["type"] != out[k]["type"])
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict) and not other_type:
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)

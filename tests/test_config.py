@@ -286,3 +286,45 @@ def test_seeds_out_of_range_are_config_errors(cfg_file, seed, words):
 def test_device_words_outside_the_rule_are_config_errors(cfg_file, word):
     with pytest.raises(ConfigError, match="config key 'device' must be one of auto, cpu, cuda, cuda:N, mps"):
         load_config(cfg_file, [f"device={word}"])
+
+
+def test_a_mapping_of_another_type_replaces_the_one_it_overrides():
+    from core.config import deep_merge
+
+    base = {"paired": {"type": "haze_synthetic", "args": {"root": "ITS", "crop_size": 256}}, "lr": 1}
+    same = deep_merge(base, {"paired": {"args": {"crop_size": 64}}})
+    assert same["paired"]["args"] == {"root": "ITS", "crop_size": 64}  # same type: merged key by key
+    other = deep_merge(base, {"paired": {"type": "haze_field", "args": {"gt_dir": "gt"}}})
+    assert other["paired"] == {"type": "haze_field", "args": {"gt_dir": "gt"}}  # no 'root' left behind
+    assert deep_merge(base, {"paired": {"type": "haze_synthetic"}})["paired"]["args"]["root"] == "ITS"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+LINKED = ("datasets/LOL/our485", "datasets/LOL/eval15", "datasets/SICE_dark", "datasets/SOTS/indoor",
+          "datasets/DAWN/Fog")  # what scripts/link_datasets.py lays out
+
+
+def _paths(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _paths(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _paths(v)
+    elif isinstance(node, str) and node.startswith("datasets/"):
+        yield node
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config" / "local").glob("*.yaml")), ids=lambda p: p.stem)
+def test_local_variants_run_every_phase_on_linked_data(path):
+    paper = ROOT / "config" / path.name
+    assert paper.is_file(), f"{path.name} has no paper config beside it"
+    raw = load_yaml_with_bases(path)
+    cfg = load_config(str(path))
+    assert cfg.trainer == load_config(str(paper)).trainer and cfg.network.name == load_config(str(paper)).network.name
+    used = set(_paths({k: raw[k] for k in ("data", "eval") if k in raw}))
+    assert used and all(p.startswith(LINKED) for p in used), sorted(used)
+    if cfg.trainer == "mean_teacher":  # the semi-supervised phase starts before the run ends
+        assert cfg.ssll.semi_start_epoch < cfg.train.epochs
+    if cfg.trainer == "iceml":  # stage 2 runs
+        assert cfg.iceml.pretrain_iters < cfg.train.iters
