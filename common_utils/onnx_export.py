@@ -38,7 +38,8 @@ from common_utils.inference import size_multiple_of
 from foundation.errors import UserError
 
 __all__ = ["EXPORTERS", "ExportedForward", "OptionalDependencyMissing", "OnnxNetwork", "export_onnx",
-           "export_torchscript", "compare", "is_onnx_file", "load_onnx_network", "max_abs_diff", "parity_sizes"]
+           "export_torchscript", "compare", "is_onnx_file", "load_onnx_network", "max_abs_diff", "parity_sizes",
+           "trace_size"]
 
 #: ``legacy``: torch.onnx's tracing exporter (``dynamo=False``): exports all nine networks, ~10x faster
 #: here; ``dynamo``: torch.export + onnxscript, torch's recommended one (docs/export.md compares them)
@@ -86,12 +87,21 @@ def _output_names(net: nn.Module, sample: torch.Tensor) -> list[str]:
     return ["output"] + [f"map_{i}" for i in range(1, n)]
 
 
+def trace_size(multiple: int) -> tuple[int, int]:
+    """A tracing size (H, W) for a network of this size multiple: about 67 x 101, sides multiples of
+    ``multiple`` but, for a network that takes any size, odd. The tracing exporters record Python
+    branches on the input's shape as taken for the sample (LLFormer skips its internal padding when
+    the sides are multiples of 16 already): a sample that needs the padding keeps it in the graph."""
+    return -(-67 // multiple) * multiple, -(-101 // multiple) * multiple
+
+
 def export_onnx(net: nn.Module, path: str | os.PathLike, sample: torch.Tensor, network: str,
                 exporter: str = "legacy", weight: str = "", opset: int | None = None) -> Path:
     """Export ``net`` (eval mode, on the CPU) to ``path`` with dynamic H and W; return the path.
 
     ``sample`` (1, 3, H, W), H and W multiples of the network's size multiple, is the tracing
-    input. A failure of the exporter is raised as it is (the caller reports it per network).
+    input (see :func:`trace_size` for a safe one). A failure of the exporter is raised as it is (the
+    caller reports it per network).
     """
     if exporter not in EXPORTERS:
         raise UserError(f"unknown exporter '{exporter}' (use {' or '.join(EXPORTERS)})")

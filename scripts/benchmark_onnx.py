@@ -11,10 +11,11 @@ ONNX file of a network is taken from ``--onnx-dir/<Network>.onnx`` when there (w
 Honest timing (``common_utils/benchmarking.py``): ``--warmup`` untimed calls per backend, then
 the two backends' timed calls interleaved (eager, onnxruntime, eager, ...), each call timed on its
 own, median reported with every sample kept. Both use ``--threads`` threads (torch intra-op and
-onnxruntime intra-op). A network whose warm-up forward took more than ``--max-forward-s`` gets one
-timed call per backend instead of ``--repeats``. A size whose expected cost (the previous size's
-time scaled by the pixel count) does not fit the network's share of what is left of ``--budget-s``
-is skipped and listed with its estimate. The table is printed as Markdown; ``--out`` keeps the
+onnxruntime intra-op). A pair (network, size) whose warm-up forward took more than ``--max-forward-s``
+gets one timed call per backend instead of ``--repeats``. The pairs run cheapest first, by a
+forward's expected time (a probe forward at 128x128, scaled by the pixel count; then the network's
+measured time); a pair whose expected cost no longer fits what is left of ``--budget-s`` is skipped
+and listed with its estimate. The table is printed as Markdown; ``--out`` keeps the
 JSON with the machine (CPU, load average, threads).
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 from common_utils.benchmarking import Timing, command_string, fmt, machine_info, markdown_table, time_fn, write_json
 from common_utils.cli import run_cli
 from common_utils.inference import pad_to_multiple, size_multiple_of
-from common_utils.onnx_export import OnnxNetwork, export_onnx
+from common_utils.onnx_export import OnnxNetwork, export_onnx, trace_size
 from foundation.errors import UserError
 from models import build_network, list_networks, network_name
 
@@ -63,46 +64,29 @@ def probe_seconds_per_pixel(name: str) -> float:
         return time_fn(lambda: net(x), None, 1, 1).median / PROBE ** 2
 
 
-def bench_network(name: str, sizes: list[tuple[int, int]], onnx_path: Path, threads: int, warmup: int, repeats: int,
-                  max_forward_s: float, budget_s: float, per_pixel: float) -> list[dict[str, Any]]:
-    """Rows ``{network, size, eager, onnxruntime, note}`` for one network within ``budget_s`` seconds;
-    ``per_pixel``: the first estimate of a forward's seconds per pixel (then the measured one)."""
-    start = time.perf_counter()
-    if not onnx_path.is_file():  # not exported: not even the smallest size fits the budget
-        return [{"network": name, "size": f"{w}x{h}", "status": "skipped",
-                 "note": f"skipped: about {per_pixel * h * w:.0f} s per forward expected, over this network's share "
-                         f"of the time budget ({budget_s:.0f} s)"} for h, w in sizes]
-    torch.manual_seed(0)
-    net = build_network(name).eval()
-    m = size_multiple_of(net)
-    runner = OnnxNetwork(onnx_path, threads=threads)
-    rows: list[dict[str, Any]] = []
-    for h, w in sizes:
-        row: dict[str, Any] = {"network": name, "size": f"{w}x{h}", "note": ""}
-        rows.append(row)
-        x, _ = pad_to_multiple(torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)), m)
-        left = budget_s - (time.perf_counter() - start)
-        guess = per_pixel * h * w
-        if guess * 2 * (warmup + 1) > left:
-            row.update(status="skipped", note=f"skipped: about {guess:.0f} s per forward expected; 2 x {warmup + 1} "
-                       f"forwards do not fit this network's share of the time budget ({left:.0f} s left)")
-            continue
-        fns = {"eager": lambda x=x: net(x), "onnxruntime": lambda x=x: runner(x)}
-        timings = {k: Timing() for k in fns}
-        with torch.inference_mode():
-            slowest = 0.0
-            for fn in fns.values():  # warm-up, timed to decide the number of repeats
-                t = time_fn(fn, None, 0, max(1, warmup))
-                slowest = max(slowest, t.max)
-            n = repeats if slowest <= max_forward_s else 1
-            if n < repeats:
-                row["note"] = f"1 timed call per backend (warm-up forward {slowest:.0f} s > {max_forward_s:.0f} s)"
-            for _ in range(n):
-                for k, fn in fns.items():  # interleaved: machine noise hits both alike
-                    timings[k].samples += time_fn(fn, None, 0, 1).samples
-        per_pixel = max(t.median for t in timings.values()) / (h * w)
-        row.update(status="ok", **{k: t.to_dict() for k, t in timings.items()})
-    return rows
+def forwards(warmup: int, repeats: int, guess: float, max_forward_s: float) -> int:
+    """Forwards one (network, size) pair costs: both backends' warm-up and timed calls."""
+    return 2 * (max(1, warmup) + (repeats if guess <= max_forward_s else 1))
+
+
+def bench_pair(name: str, size: tuple[int, int], net: torch.nn.Module, runner: OnnxNetwork, warmup: int,
+               repeats: int, max_forward_s: float) -> dict[str, Any]:
+    """One row ``{network, size, eager, onnxruntime, note}``: warm-up per backend, then interleaved timed calls."""
+    h, w = size
+    row: dict[str, Any] = {"network": name, "size": f"{w}x{h}", "note": ""}
+    x, _ = pad_to_multiple(torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)), size_multiple_of(net))
+    fns = {"eager": lambda: net(x), "onnxruntime": lambda: runner(x)}
+    timings = {k: Timing() for k in fns}
+    with torch.inference_mode():
+        slowest = max(time_fn(fn, None, 0, max(1, warmup)).max for fn in fns.values())  # warm-up, timed
+        n = repeats if slowest <= max_forward_s else 1
+        if n < repeats:
+            row["note"] = f"1 timed call per backend (warm-up forward {slowest:.0f} s > {max_forward_s:.0f} s)"
+        for _ in range(n):
+            for k, fn in fns.items():  # interleaved: machine noise hits both alike
+                timings[k].samples += time_fn(fn, None, 0, 1).samples
+    row.update(status="ok", **{k: t.to_dict() for k, t in timings.items()})
+    return row
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -136,31 +120,40 @@ def main(argv: list[str] | None = None) -> int:
         names = list_networks() if args.networks == "all" else [network_name(n) for n in args.networks.split(",")]
         sizes = parse_sizes(args.sizes)
         start = time.perf_counter()
-        cost = {n: probe_seconds_per_pixel(n) for n in names}
-        names = sorted(names, key=cost.get)  # cheapest first: the budget left over goes to the costly ones
+        cost = {n: probe_seconds_per_pixel(n) for n in names}  # seconds per pixel, updated when measured
         print("estimated seconds per forward (probe at 128x128): " + ", ".join(
-            f"{n} {cost[n] * max(h * w for h, w in sizes):.1f} s at the largest size" for n in names), flush=True)
+            f"{n} {cost[n] * h * w:.1f} s at {w}x{h}" for n in names for h, w in sizes), flush=True)
+        # cheapest pairs first: the budget covers as many (network, size) pairs as it can
+        pairs = sorted(((n, hw) for n in names for hw in sizes), key=lambda p: cost[p[0]] * p[1][0] * p[1][1])
         rows: list[dict[str, Any]] = []
+        loaded: tuple[str, torch.nn.Module, OnnxNetwork] | None = None
         with tempfile.TemporaryDirectory() as tmp:
-            for i, name in enumerate(names):
-                share = (args.budget_s - (time.perf_counter() - start)) / (len(names) - i)
-                path = Path(args.onnx_dir or tmp) / f"{name}.onnx"
-                smallest = min(h * w for h, w in sizes)
-                if not path.is_file() and cost[name] * smallest * 2 * (args.warmup + 1) <= share:
+            for name, (h, w) in pairs:
+                left = args.budget_s - (time.perf_counter() - start)
+                guess = cost[name] * h * w
+                need = forwards(args.warmup, args.repeats, guess, args.max_forward_s) * guess
+                if need > left:
+                    rows.append({"network": name, "size": f"{w}x{h}", "status": "skipped",
+                                 "note": f"skipped: about {guess:.0f} s per forward expected ({need:.0f} s for the "
+                                         f"pair), {left:.0f} s of the budget left"})
+                    print(f"{name} {w}x{h}: {rows[-1]['note']}", flush=True)
+                    continue
+                if loaded is None or loaded[0] != name:
+                    loaded = None  # one network in memory at a time
                     torch.manual_seed(0)
                     net = build_network(name).eval()
-                    m = size_multiple_of(net)
-                    sample = torch.rand(1, 3, -(-64 // m) * m, -(-96 // m) * m)
-                    path = export_onnx(net, Path(tmp) / f"{name}.onnx", sample, name)
-                    del net
-                share = (args.budget_s - (time.perf_counter() - start)) / (len(names) - i)  # after the export
-                new = bench_network(name, sizes, path, args.threads, args.warmup, args.repeats,
-                                    args.max_forward_s, share, cost[name])
-                for r in new:
-                    print(f"{r['network']} {r['size']}: " + (r["note"] or "ok") if r.get("status") != "ok" else
-                          f"{r['network']} {r['size']}: eager {r['eager']['median_s']:.3f} s, onnxruntime "
-                          f"{r['onnxruntime']['median_s']:.3f} s {r['note']}", flush=True)
-                rows += new
+                    path = Path(args.onnx_dir or tmp) / f"{name}.onnx"
+                    if not path.is_file():
+                        path = export_onnx(net, Path(tmp) / f"{name}.onnx",
+                                           torch.rand(1, 3, *trace_size(size_multiple_of(net))), name)
+                    loaded = (name, net, OnnxNetwork(path, threads=args.threads))
+                row = bench_pair(name, (h, w), loaded[1], loaded[2], args.warmup, args.repeats, args.max_forward_s)
+                cost[name] = max(row[k]["median_s"] for k in ("eager", "onnxruntime")) / (h * w)
+                rows.append(row)
+                print(f"{name} {w}x{h}: eager {row['eager']['median_s']:.3f} s, onnxruntime "
+                      f"{row['onnxruntime']['median_s']:.3f} s {row['note']}", flush=True)
+        order = {n: i for i, n in enumerate(names)}
+        rows.sort(key=lambda r: (order[r["network"]], r["size"] != f"{sizes[0][1]}x{sizes[0][0]}"))
         print()
         print(table(rows))
         print(f"\ntotal {time.perf_counter() - start:.0f} s", flush=True)
