@@ -190,7 +190,13 @@ class OnnxNetwork(nn.Module):
     def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs: list[list[np.ndarray]] = []
         for item in x.detach().float().cpu().numpy():
-            outs.append(self.session.run(None, {self.input_name: np.ascontiguousarray(item[None])}))
+            try:
+                outs.append(self.session.run(None, {self.input_name: np.ascontiguousarray(item[None])}))
+            except Exception as exc:  # onnxruntime's own error types: a graph that does not run at this size
+                h, w = item.shape[-2:]
+                raise UserError(f"{self.path} does not run at {w}x{h}: {str(exc).strip().splitlines()[0][:200]} "
+                                f"(a traced graph keeps the shape branches of its tracing size; docs/export.md "
+                                f"says which networks need one file per size)") from None
         return [torch.from_numpy(np.concatenate([o[i] for o in outs])).to(x.device) for i in range(len(outs[0]))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -66,6 +66,9 @@ def test_export_is_dynamic_and_matches_eager(tmp_path, name, kwargs) -> None:
         got = runner.forward_maps(x)
         assert runner.output_names == ["output", "map_1"]
         assert max(float((a - b).abs().max()) for a, b in zip(got, want)) < 1e-5
+        # a size the graph cannot take (unpadded, not a multiple of 4) is one line naming the file
+        with pytest.raises(UserError, match=r"net.onnx does not run at 42x30"):
+            runner(torch.rand(1, 3, 30, 42))
 
 
 @needs_onnx
