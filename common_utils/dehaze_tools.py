@@ -23,7 +23,8 @@ differs slightly from one untiled pass).
 
 ``--weights`` accepts whatever :func:`common_utils.checkpoint.read_network_state` reads: the
 official checkpoint (keys ``asm_model.*`` / ``retinex_model.*``), a plain RtxICE-Net or
-ASMICE-Net state dict (any usual wrapper), or this framework's ICEML run checkpoint.
+ASMICE-Net state dict (any usual wrapper), or this framework's ICEML run checkpoint; or an
+``.onnx`` file written by ``scripts/export_onnx.py``, run with onnxruntime (optional dependency).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common_utils.checkpoint import CheckpointError, load_network_weights, read_network_state
+from common_utils.onnx_export import OnnxNetwork, is_onnx_file
 from foundation.errors import UserError
 
 DEFAULT_WEIGHTS = "models/final_dehazing_model.pth"
@@ -162,6 +164,13 @@ def load_network(job: DehazeJob, weights: str | os.PathLike, device: torch.devic
     path = Path(weights)
     if not path.is_file():
         raise CheckpointError(_missing_weights_message(path))
+    if is_onnx_file(path):  # exported by scripts/export_onnx.py: onnxruntime runs it, maps included
+        net = OnnxNetwork(path, device=device)
+        if net.network != job.network:
+            other = next((j for j in JOBS.values() if j.network == net.network), None)
+            raise UserError(f"{path} was exported from {net.network or 'an unknown network'}, not {job.network}"
+                            + (f"; run {other.script} for it" if other else ""))
+        return net
     found = read_network_state(path, job.network)
     net = build_network(job.network, **{**found.network_args, "dim": _dim_of(found.state, job)})
     try:

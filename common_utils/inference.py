@@ -3,10 +3,13 @@
 Networks declare ``size_multiple`` (see ``models``); any input size then works through
 :func:`forward_padded`. Large images can go through :func:`forward_tiled`, which blends
 overlapping tiles with a smooth window so that memory stays bounded and seams do not show.
+:func:`forward_self_ensemble` averages any of these over the eight flips and rotations of the
+input (test-time self-ensemble, "x8" in BasicSR's tables).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -105,3 +108,32 @@ def forward_tiled(net: nn.Module, x: torch.Tensor, tile: int, overlap: int = 32)
             out[..., top:top + th, left:left + tw] += y * wgt
             weight[..., top:top + th, left:left + tw] += wgt
     return (out / weight).to(x.dtype)
+
+
+#: the eight symmetries of the square: (quarter turns, mirror left-right first)
+DIHEDRAL_8: tuple[tuple[int, bool], ...] = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+def _transform(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    x = x.flip(-1) if flip else x
+    return torch.rot90(x, turns, dims=(-2, -1)) if turns else x
+
+
+def _untransform(y: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    y = torch.rot90(y, -turns, dims=(-2, -1)) if turns else y
+    return y.flip(-1) if flip else y
+
+
+def forward_self_ensemble(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``run`` over the 8 flips/rotations of ``x``, each output turned back (float32).
+
+    ``run`` is the whole per-image forward (e.g. ``lambda t: forward_padded(net, t)`` or
+    :func:`forward_tiled`), so padding to the size multiple and tiling are applied to every
+    transformed input: a quarter turn swaps H and W of a non-square image, and the padding is
+    computed for the turned shape. Costs 8 forwards; the memory of one plus the running sum.
+    """
+    total = None
+    for turns, flip in DIHEDRAL_8:
+        y = _untransform(run(_transform(x, turns, flip)), turns, flip).float()
+        total = y.clone() if total is None else total.add_(y)  # y may alias x
+    return total / len(DIHEDRAL_8)

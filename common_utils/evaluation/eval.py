@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size (bounded memory; "
                    "default: 1024 for images above 2048x2048 pixels, 0: never tile)")
     p.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels (default 32)")
+    p.add_argument("--self-ensemble", action="store_true", help="test-time self-ensemble: each output is the mean "
+                   "over the 8 flips/rotations of the input (8x the time; not the papers' protocol)")
     p.add_argument("--gt-mean", action="store_true", help="also report PSNR/SSIM after GT-mean brightness "
                    "correction (extra columns; not the paper's protocol)")
     p.add_argument("--ssim", choices=("y", "rgb", "piq"), default=None, help="SSIM variant (default: the protocol's)")
@@ -193,7 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"note: {', '.join(no_reference)} has no ground truth: scored with NIQE (no reference)", flush=True)
     protocol = build_protocol(args.protocol, args.ssim, args.resize, args.fast_eval, args.tile, args.tile_overlap,
                               args.gt_mean, not args.no_lpips, device, ms_ssim=not args.no_ms_ssim,
-                              niqe=args.niqe or bool(no_reference))
+                              niqe=args.niqe or bool(no_reference), self_ensemble=args.self_ensemble)
     if protocol.lpips is None and protocol.lpips_reason and not args.no_lpips:
         print(f"note: {protocol.lpips_reason}", flush=True)
     if (args.niqe or no_reference) and protocol.niqe is None:

@@ -17,7 +17,9 @@ an image that still runs out of memory, is named in a warning and counted in the
 the rest of the folder is always processed. ``.npy`` arrays (HWC, uint8 or float) are read as RGB like
 the official SMID loader reads them. Each output is a PNG named after its input
 (``photo.jpg`` -> ``photo.png``). Weights load as in ``eval.py`` (plain or wrapped state dicts,
-this framework's checkpoints, the official ``<prefix>_<Net>.pth`` form).
+this framework's checkpoints, the official ``<prefix>_<Net>.pth`` form). A ``--weight`` ending in
+``.onnx`` (written by ``scripts/export_onnx.py``) runs with onnxruntime instead of PyTorch (optional:
+``pip install onnxruntime``), with the same padding, tiling and ``--self-ensemble``.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from common_utils.evaluation.eval import add_weights_arguments
 from common_utils.evaluation.evaluator import evaluate
 from common_utils.evaluation.runner import build_protocol, check_output_dir, parse_network_args, report_left_out
 from common_utils.folders import OutputFolder
+from common_utils.onnx_export import is_onnx_file, load_onnx_network
 from data.image_io import is_image_file, list_images, read_image
 from data.loaders import eval_loader
 from data.transforms import to_tensor_chw
@@ -89,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile size (default: 1024 "
                    "for images above 2048x2048 pixels; 0: never tile)")
     p.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    p.add_argument("--self-ensemble", action="store_true", help="test-time self-ensemble: each output is the mean "
+                   "over the 8 flips/rotations of the input (8x the time)")
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one, default), cpu, cuda, "
                    "cuda:N; a device that is not there is an error")
     p.add_argument("--workers", type=int, default=None,
@@ -104,10 +109,14 @@ def run(args: argparse.Namespace) -> list[Path]:
     files = input_files(args.image, args.set)
     dataset = ImageFiles(files)
     out_dir = check_output_dir(args.output)
-    net, info = load_network(args.network, args.weight, parse_network_args(args.network_args), args.which, device)
     protocol = build_protocol("paper", fast=args.fast_eval, tile=args.tile, tile_overlap=args.tile_overlap,
-                              lpips=False, device=device)
+                              lpips=False, device=device, self_ensemble=args.self_ensemble)
     workers = loader_workers(args.workers, args.threads)
+    if is_onnx_file(args.weight):  # an exported file: onnxruntime runs it (threads as configured above)
+        net, info = load_onnx_network(args.weight, args.network, device)
+    else:
+        net, info = load_network(args.network, args.weight, parse_network_args(args.network_args), args.which,
+                                 device)
     loader = eval_loader(dataset, num_workers=min(workers, len(dataset)), pin_memory=device.type == "cuda")
     with OutputFolder(out_dir):  # locked, earlier outputs moved aside: nothing stale, one writer
         res = evaluate(net, loader, device, protocol, save_dir=out_dir)

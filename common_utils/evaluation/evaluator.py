@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common_utils.inference import forward_padded, forward_tiled
+from common_utils.inference import forward_padded, forward_self_ensemble, forward_tiled
 from common_utils.metrics import SSIM_PROTOCOLS, gt_mean_correct, ms_ssim_y, psnr
 from data.image_io import write_image
 
@@ -65,6 +65,8 @@ class EvalProtocol:
     #: tile images above this many pixels when ``tile`` is not set (None: never); see AUTO_TILE_PIXELS
     auto_tile_pixels: int | None = AUTO_TILE_PIXELS
     auto_tile: int = AUTO_TILE
+    #: test-time self-ensemble: mean over the 8 flips/rotations (8 forwards per image)
+    self_ensemble: bool = False
 
     def tile_for(self, x: torch.Tensor) -> int | None:
         """The tile size an input runs with: ``tile``, else ``auto_tile`` for a large image, else None."""
@@ -96,6 +98,8 @@ class EvalProtocol:
                 f"{self.auto_tile} for images above {self.auto_tile_pixels} pixels" if self.auto_tile_pixels
                 else None),
             "gt_mean_columns": self.gt_mean,
+            **({"self_ensemble": "x8: mean over 4 rotations x 2 flips, each padded/tiled as above"}
+               if self.self_ensemble else {}),
             "device": str(device),
         }
 
@@ -117,13 +121,14 @@ def enhance(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, protoc
     else:
         ctx = contextlib.nullcontext()
     tile = protocol.tile_for(x) if isinstance(net, nn.Module) else None
-    with ctx:
+
+    def run(t: torch.Tensor) -> torch.Tensor:
         if tile:
-            y = forward_tiled(net, x, tile, min(protocol.tile_overlap, tile // 2 - 1))
-        elif isinstance(net, nn.Module):
-            y = forward_padded(net, x)
-        else:
-            y = net(x)
+            return forward_tiled(net, t, tile, min(protocol.tile_overlap, tile // 2 - 1))
+        return forward_padded(net, t) if isinstance(net, nn.Module) else net(t)
+
+    with ctx:
+        y = forward_self_ensemble(run, x) if protocol.self_ensemble else run(x)
     return y.float().clamp_(0, 1)
 
 

@@ -7,6 +7,7 @@ for every network on every dataset and writes ``<dataset>/per_image.csv``, ``sum
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -73,8 +74,11 @@ def score_line(entry: dict[str, Any]) -> str:
 def build_protocol(protocol: str = "paper", ssim: str | None = None, resize: int | None = None, fast: bool = False,
                    tile: int | None = None, tile_overlap: int = 32, gt_mean: bool = False, lpips: bool = True,
                    device: torch.device | str = "cpu", lpips_off_reason: str = "disabled (--no-lpips)",
-                   ms_ssim: bool = False, niqe: bool = False) -> EvalProtocol:
-    """An :class:`EvalProtocol` from a protocol name and overrides; LPIPS and NIQE only when their files exist."""
+                   ms_ssim: bool = False, niqe: bool = False, self_ensemble: bool = False) -> EvalProtocol:
+    """An :class:`EvalProtocol` from a protocol name and overrides; LPIPS and NIQE only when their files exist.
+
+    ``self_ensemble``: every output is the mean over the 8 flips/rotations of the input
+    (:func:`common_utils.inference.forward_self_ensemble`), 8 forwards per image."""
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown protocol '{protocol}' (use {' or '.join(PROTOCOLS)})")
     base = PROTOCOLS[protocol]
@@ -94,7 +98,7 @@ def build_protocol(protocol: str = "paper", ssim: str | None = None, resize: int
     return EvalProtocol(ssim=ssim or base["ssim"], lpips=metric.to(device) if metric is not None else None,
                         lpips_reason=reason, fast=fast, tile=tile, tile_overlap=tile_overlap,
                         resize=resize if resize is not None else base["resize"], gt_mean=gt_mean,
-                        ms_ssim=ms_ssim, niqe=niqe_metric, niqe_reason=niqe_reason,
+                        ms_ssim=ms_ssim, niqe=niqe_metric, niqe_reason=niqe_reason, self_ensemble=self_ensemble,
                         **({} if auto_tile else {"auto_tile_pixels": None}))
 
 
@@ -214,7 +218,8 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
                                       on_image=hook(label))
                       for label, net in nets.items()}
             if with_input:
-                scored["input"] = evaluate(identity, loader, device, protocol, max_images=max_images,
+                as_is = dataclasses.replace(protocol, self_ensemble=False)  # the input is the input
+                scored["input"] = evaluate(identity, loader, device, as_is, max_images=max_images,
                                            time_forward=False, on_image=hook("input"), progress=bar("input"))
         except UserError as exc:
             if book is not None:
