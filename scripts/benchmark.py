@@ -72,9 +72,9 @@ from common_utils.benchmarking import (  # noqa: E402
 )
 from common_utils.cli import run_cli  # noqa: E402
 from foundation.errors import UserError  # noqa: E402
+from models import list_networks  # noqa: E402
 
-NETWORKS = ("UNet", "Restormer", "NAFNet", "LLFormer", "RetinexFormer", "MIRNet", "CIDNet", "RtxICE-Net",
-            "ASMICE-Net")
+NETWORKS = tuple(list_networks())  # every registered network
 SECTIONS = ("inference", "training", "data", "eval")  # the default; "stats" on request
 SEMI_FLOOR = 8 / 3  # teacher fwd 2B + student fwd+bwd 2B (=6B) over fwd+bwd B (=3B), fwd = 1 unit
 REFERENCE = "fp32 eager"
