@@ -32,7 +32,7 @@ def test_scan_finds_exactly_what_importing_the_package_registers(package, variab
 def _write_package(root, name, files):
     pkg = root / name
     pkg.mkdir()
-    (pkg / "__init__.py").write_text(textwrap.dedent(f'''
+    (pkg / "__init__.py").write_text(textwrap.dedent('''
         from foundation.registry import Registry
         THINGS = Registry("thing", package=__name__, variable="THINGS")
     '''))
