@@ -6,10 +6,4 @@ from __future__ import annotations
 
 from foundation.registry import Registry
 
-_TRAINER_MODULES = {
-    "supervised": "core.supervised",
-    "mean_teacher": "core.mean_teacher",
-    "iceml": "core.iceml",
-}
-
-TRAINERS = Registry("trainer", lazy=_TRAINER_MODULES)
+TRAINERS = Registry("trainer", package=__name__, variable="TRAINERS")  # finds the @TRAINERS.register decorators

@@ -393,6 +393,7 @@ def _check_components(data: dict[str, Any], source: str) -> None:
             ctor = DATASETS.get(spec["type"])
             check_constructor_args("dataset", spec["type"], ctor, spec["args"], f"data.{section}.args", source)
     from losses import LOSSES
+    from losses.semi import UnpairedLoss, unpaired_loss_names
 
     specs_by_key = {"losses": data["losses"]}
     if "ssll" in data:
@@ -400,6 +401,10 @@ def _check_components(data: dict[str, Any], source: str) -> None:
     for where, specs in specs_by_key.items():
         for i, spec in enumerate(specs):
             ctor = LOSSES.get(spec["name"])
+            if where == "ssll.unpaired_losses" and not issubclass(ctor, UnpairedLoss):
+                raise ConfigError(f"config key '{where}[{i}]': '{spec['name']}' is not an unpaired loss (called as "
+                                  "loss(student_out, teacher_out, input, mask)); use one of "
+                                  f"{', '.join(unpaired_loss_names())}" + source)
             check_constructor_args("loss", spec["name"], ctor, spec["args"], f"{where}[{i}].args", source)
 
 

@@ -8,18 +8,7 @@ from typing import Any
 
 from foundation.registry import Registry
 
-_DATASET_MODULES = {
-    "haze_synthetic": "data.haze_datasets",
-    "haze_field": "data.haze_datasets",
-    "paired_folder": "data.datasets",
-    "unpaired_folder": "data.datasets",
-    "smid_npy": "data.public_datasets",
-    "flat_paired": "data.public_datasets",
-    "paired_folder_listed": "data.public_datasets",
-    "layout": "data.layouts",
-}
-
-DATASETS = Registry("dataset", lazy=_DATASET_MODULES)
+DATASETS = Registry("dataset", package=__name__, variable="DATASETS")  # finds the @DATASETS.register decorators
 
 
 def build_dataset(name: str, /, **kwargs: Any):

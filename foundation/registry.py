@@ -1,16 +1,20 @@
 """Name -> constructor registries, shared by networks, losses, datasets, layouts and trainers.
 
-A registry maps case-insensitive names (and aliases) to callables. Entries can be *lazy*: the
-registry knows which module defines a name and imports it only when that name is first asked
-for, so one broken optional dependency never breaks ``import models``.
+A registry maps case-insensitive names (and aliases) to callables. A registry made with
+``package=`` finds its entries itself: it reads (``ast``, nothing imported) the modules of that
+package for ``@<variable>.register("Name", aliases=(...))`` decorators and imports a module only
+when one of its names is first asked for. The decorator is thus the one place a name is written,
+and one broken optional dependency never breaks ``import models``.
 
 Standard library only, so every package of the project may import it.
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from foundation.errors import UserError, closest_match
@@ -32,17 +36,41 @@ class Registry:
 
     Args:
         kind: what is registered ("network", "loss", ...), used in error messages.
-        lazy: display name -> module path that registers it when imported.
-        aliases: alternative name -> display name.
+        package: package whose top-level modules are scanned for this registry's decorators
+            (None: only what is registered at run time).
+        variable: the name the registry is bound to in those modules (``NETWORKS``), required
+            with ``package``.
     """
 
-    def __init__(self, kind: str, lazy: dict[str, str] | None = None,
-                 aliases: dict[str, str] | None = None) -> None:
+    def __init__(self, kind: str, package: str | None = None, variable: str | None = None) -> None:
+        if (package is None) != (variable is None):
+            raise ValueError("Registry: package and variable go together")
         self.kind = kind
-        self._lazy = {k.lower(): (k, v) for k, v in (lazy or {}).items()}
-        self._aliases = {k.lower(): v.lower() for k, v in (aliases or {}).items()}
-        self._alias_spelling = {k.lower(): k for k in (aliases or {})}
+        self._package, self._variable = package, variable
+        self._scanned: dict[str, tuple[str, str]] | None = None  # key -> (display name, module)
+        self._aliases: dict[str, str] = {}
+        self._alias_spelling: dict[str, str] = {}  # alias key -> as written
         self._entries: dict[str, tuple[str, Callable[..., Any]]] = {}
+
+    def _known(self) -> dict[str, tuple[str, str]]:
+        """Names found in the package's source (scanned once, on first use)."""
+        if self._scanned is None:
+            self._scanned = {}
+            if self._package is not None:
+                for display, module, aliases in scan_registrations(self._package, self._variable):
+                    key = display.lower()
+                    if key in self._scanned:
+                        raise ValueError(f"{self.kind} '{display}' is registered twice ({self._scanned[key][1]} "
+                                         f"and {module})")
+                    self._scanned[key] = (display, module)
+                    for alias in aliases:
+                        self._aliases.setdefault(alias.lower(), key)
+                        self._alias_spelling.setdefault(alias.lower(), alias)
+        return self._scanned
+
+    def modules(self) -> list[str]:
+        """The modules of the package that register entries here (found by the scan)."""
+        return sorted({module for _, module in self._known().values()})
 
     def register(self, name: str | None = None, aliases: Iterable[str] = ()) -> Callable:
         """Decorator registering a class or function under ``name`` (default: its __name__)."""
@@ -63,7 +91,7 @@ class Registry:
     def names(self) -> list[str]:
         """Display names of every entry (registered or lazily known), sorted."""
         names = {disp for disp, _ in self._entries.values()}
-        names.update(disp for disp, _ in self._lazy.values())
+        names.update(disp for disp, _ in self._known().values())
         return sorted(names, key=str.lower)
 
     def aliases(self, name: str) -> list[str]:
@@ -72,19 +100,20 @@ class Registry:
         return sorted((self._alias_spelling[a] for a, k in self._aliases.items() if k == key), key=str.lower)
 
     def _key(self, name: str) -> str:
+        self._known()  # the scan also fills the aliases
         key = str(name).lower()
         return self._aliases.get(key, key)
 
     def __contains__(self, name: str) -> bool:
         key = self._key(name)
-        return key in self._entries or key in self._lazy
+        return key in self._entries or key in self._known()
 
     def get(self, name: str) -> Callable[..., Any]:
         """Return the constructor registered as ``name``; raise UnknownNameError otherwise."""
         key = self._key(name)
-        if key not in self._entries and key in self._lazy:
+        if key not in self._entries and key in self._known():
             try:
-                importlib.import_module(self._lazy[key][1])
+                importlib.import_module(self._known()[key][1])
             except ModuleNotFoundError as exc:
                 if not exc.name or exc.name.split(".")[0] in ("models", "data", "losses", "core", "common_utils",
                                                               "foundation"):
@@ -133,6 +162,50 @@ class Registry:
             shown = ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items())
             reason = str(exc) or type(exc).__name__
             raise ArgumentsRejected(f"{self.kind} '{name}' rejects the arguments {shown}: {reason}") from None
+
+
+def scan_registrations(package: str, variable: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """``(name, module, aliases)`` of every ``@<variable>.register(...)`` decorator in ``package``.
+
+    Reads the source of the package's top-level modules without importing them. Names and
+    aliases must be string literals (or absent: the decorated object's own name), so that the
+    registry knows them before any import; anything else is a bug, reported with its line.
+    """
+    pkg = importlib.import_module(package)
+    found = []
+    needle = f"{variable}.register"
+    for directory in getattr(pkg, "__path__", ()):
+        for path in sorted(Path(directory).glob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            if needle not in text:
+                continue
+            module = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            for node in ast.walk(ast.parse(text, filename=str(path))):
+                if not isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for dec in node.decorator_list:
+                    if (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)
+                            and dec.func.attr == "register" and isinstance(dec.func.value, ast.Name)
+                            and dec.func.value.id == variable):
+                        name, aliases = _literal_registration(dec, node.name, f"{path}:{dec.lineno}")
+                        found.append((name, module, aliases))
+    return found
+
+
+def _literal_registration(call: ast.Call, default: str, where: str) -> tuple[str, tuple[str, ...]]:
+    """The name and aliases written in one ``register(...)`` call (literals only)."""
+    try:
+        args = [ast.literal_eval(a) for a in call.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    except ValueError:
+        args, kwargs = [None], {}
+    name = args[0] if args else kwargs.get("name", default)
+    aliases = kwargs.get("aliases", args[1] if len(args) > 1 else ())
+    if (not isinstance(name, str) or isinstance(aliases, str) or not isinstance(aliases, (tuple, list))
+            or not all(isinstance(a, str) for a in aliases) or set(kwargs) - {"name", "aliases"}):
+        raise ValueError(f"{where}: register() needs literal string names and aliases, so that the registry "
+                         "finds them without importing the module")
+    return name, tuple(aliases)
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -13,21 +13,7 @@ import torch.nn as nn
 
 from foundation.registry import Registry
 
-_LOSS_MODULES = {
-    "l1": "losses.pixel",
-    "mse": "losses.pixel",
-    "ssim": "losses.pixel",
-    "lpips": "losses.pixel",
-    "masked_l1": "losses.pixel",
-    "pico": "losses.pico",
-    "consistency": "losses.semi",
-    "pico_unpaired": "losses.semi",
-    "chromaticity": "losses.dehaze",
-    "saturation": "losses.dehaze",
-    "inverse_consistency": "losses.dehaze",
-}
-
-LOSSES = Registry("loss", lazy=_LOSS_MODULES)
+LOSSES = Registry("loss", package=__name__, variable="LOSSES")  # finds the @LOSSES.register decorators
 
 
 def build_loss(name: str, **kwargs: Any) -> nn.Module:

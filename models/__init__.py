@@ -4,8 +4,9 @@ Every network maps a ``(B, 3, H, W)`` tensor in [0, 1] to the same shape. A netw
 H and W divisible by ``k`` sets the class attribute ``size_multiple = k`` and the framework pads
 (reflect) and crops around it; networks that pad internally keep ``size_multiple = 1``.
 
-Adding a network: one file in ``models/`` decorated with ``@NETWORKS.register("Name")``, plus
-one line in ``_NETWORK_MODULES`` below.
+Adding a network: one file in ``models/`` whose class is decorated with
+``@NETWORKS.register("Name")``. The registry finds it by reading the modules of ``models/``
+(nothing is imported until the name is asked for).
 """
 from __future__ import annotations
 
@@ -16,20 +17,7 @@ import torch.nn as nn
 from foundation.errors import UserError
 from foundation.registry import Registry, UnknownNameError
 
-# display name -> module defining it (imported on first use)
-_NETWORK_MODULES = {
-    "UNet": "models.unet",
-    "Restormer": "models.restormer",
-    "NAFNet": "models.nafnet",
-    "LLFormer": "models.llformer",
-    "RetinexFormer": "models.retinexformer",
-    "MIRNet": "models.mirnet_v2",
-    "CIDNet": "models.cidnet",
-    "RtxICE-Net": "models.iceml_nets",
-    "ASMICE-Net": "models.iceml_nets",
-}
-
-NETWORKS = Registry("network", lazy=_NETWORK_MODULES, aliases={"MIRNetv2": "MIRNet", "MIRNet_v2": "MIRNet"})
+NETWORKS = Registry("network", package=__name__, variable="NETWORKS")
 
 
 def build_network(name: str, **kwargs: Any) -> nn.Module:

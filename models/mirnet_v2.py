@@ -204,7 +204,7 @@ class RRG(nn.Module):
 _RRG_GROUPS = (1, 2, 4, 4)
 
 
-@NETWORKS.register("MIRNet")
+@NETWORKS.register("MIRNet", aliases=("MIRNetv2", "MIRNet_v2"))
 class MIRNetV2(nn.Module):
     """MIRNet-v2; defaults are the official LOL configuration (5,858,560 parameters).
 

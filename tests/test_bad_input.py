@@ -357,6 +357,9 @@ def test_non_finite_losses_are_skipped_and_counted(tmp_path, monkeypatch):
     finally:
         tr.close()
     assert tr.iter == 8 and tr.nonfinite_total == 3
+    # the schedule follows the iterations, skipped ones included: after all 8 the cosine is at its floor
+    assert tr.scheduler.last_epoch == 8
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(cfg["scheduler"]["eta_min"], rel=1e-6)
     ck = tmp_path / "experiments" / "nan" / "checkpoints"
     at2, at4, at6, at8 = (torch.load(ck / f"iter_{i:08d}.pth", weights_only=True) for i in (2, 4, 6, 8))
     for net in ("student", "teacher"):  # skipped steps change neither the student nor its EMA

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.signal import correlate2d
 
-from common_utils.metrics import gt_mean_correct, psnr, rgb_to_y, ssim_piq, ssim_rgb, ssim_y
+from common_utils.metrics import SSIM_PROTOCOLS, gt_mean_correct, psnr, rgb_to_y, ssim_piq, ssim_rgb, ssim_y
 
 
 def _images(b: int = 2, h: int = 48, w: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,6 +129,20 @@ def test_ssim_protocols_relations():
     big_out, big_gt = _images(b=1, h=392, w=392, seed=5)  # round(392 / 256) = 2
     pooled = ssim_rgb(torch.nn.functional.avg_pool2d(big_out, 2), torch.nn.functional.avg_pool2d(big_gt, 2))
     assert ssim_piq(big_out, big_gt).item() == pytest.approx(pooled.item(), abs=1e-5)
+
+
+def test_ssim_protocol_table_maps_each_name_to_its_variant():
+    """Evaluation looks SSIM up by protocol name: 'y' must be the luma SSIM of the numpy reference,
+    'rgb' pytorch-msssim's RGB SSIM (a swapped table passes every direct function test)."""
+    from pytorch_msssim import ssim
+
+    out, gt = _images(b=1, seed=5)
+    want_y = ref_ssim_y(out[0].numpy(), gt[0].numpy())
+    want_rgb = ssim(out, gt, data_range=1.0).item()
+    assert abs(want_y - want_rgb) > 0.01  # the pair tells the two apart
+    assert SSIM_PROTOCOLS["y"](out, gt).item() == pytest.approx(want_y, abs=1e-5)
+    assert SSIM_PROTOCOLS["rgb"](out, gt).item() == pytest.approx(want_rgb, abs=1e-5)
+    assert SSIM_PROTOCOLS["piq"](out, gt).item() == pytest.approx(ssim_piq(out, gt).item(), abs=1e-6)
 
 
 # --------------------------------------------------------------------------- batching

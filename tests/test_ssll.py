@@ -27,17 +27,25 @@ def _phi(d: float) -> float:
 
 
 def test_pico_equals_formula_without_mask():
-    a = torch.tensor([[[[0.2, 0.4]]], [[[0.9, 0.1]]]])  # (2,1,1,2)
-    p = torch.tensor([[[[0.3, 0.4]]], [[[0.5, 0.5]]]])
-    n = torch.tensor([[[[0.0, 1.0]]], [[[0.9, 0.0]]]])
+    """spec ssll.md §4 by hand: softplus(gamma (phi(d_n) + m - phi(d_p))), batch mean. The samples are
+    no mirror images of each other (d_p, d_n differ per sample), so swapping the positive and the
+    negative, or the sign of the argument, changes the value."""
+    a = torch.tensor([[[[0.2, 0.4, 0.7]]], [[[0.9, 0.1, 0.5]]], [[[0.3, 0.3, 0.3]]]])  # (3,1,1,3)
+    p = torch.tensor([[[[0.3, 0.4, 0.6]]], [[[0.6, 0.4, 0.5]]], [[[0.2, 0.5, 0.3]]]])
+    n = torch.tensor([[[[0.0, 1.0, 0.1]]], [[[0.9, 0.0, 0.2]]], [[[0.9, 0.3, 0.0]]]])
     gamma, m = 10.0, -0.25
     expected = []
-    for b in range(2):
+    for b in range(3):
         dp = (a[b] - p[b]).abs().mean().item()
         dn = (a[b] - n[b]).abs().mean().item()
         expected.append(math.log1p(math.exp(gamma * (_phi(dn) + m - _phi(dp)))))
+    assert len({round(e, 3) for e in expected}) == 3
     loss = build_loss("pico", gamma=gamma, margin=m)(a, p, n)
-    assert loss.item() == pytest.approx(sum(expected) / 2, rel=1e-6)
+    assert loss.item() == pytest.approx(sum(expected) / 3, rel=1e-6)
+    for b in range(3):  # per sample too: the one whose anchor is nearer its negative costs most
+        one = build_loss("pico", gamma=gamma, margin=m)(a[b:b + 1], p[b:b + 1], n[b:b + 1])
+        assert one.item() == pytest.approx(expected[b], rel=1e-5)
+    assert max(expected) == expected[1]
 
 
 def test_pico_equals_formula_with_mask_counting_channels():
@@ -182,6 +190,25 @@ def test_semi_step_terms_weights_and_gradients(tmp_path):
     pico_u = build_loss("pico", gamma=5, margin=0.0)(y_c, t_c, ba, m_u)
     assert terms["pico_unpaired"].item() == pytest.approx(w * 0.1 * pico_u.item(), rel=1e-5)
     tr.close()
+
+
+def test_cutmix_draws_a_new_box_each_iteration_and_the_same_one_on_a_replay(tmp_path):
+    """The trainer's CutMix generator follows the iteration (a fixed one pastes the same box every
+    step) and is reproducible at a given iteration (exact resume)."""
+    tr = _trainer(tmp_path, _ssll_cfg(tmp_path, "boxes"))
+    try:
+        x_p, x_u = torch.zeros(2, 3, 32, 32), torch.ones(2, 3, 32, 32)
+        masks = {}
+        for it in (4, 5, 6, 4):
+            tr.iter = it
+            x_c, m_p = tr.mix(x_p, x_u)
+            assert torch.equal(x_c, 1 - m_p)  # paired content (zeros) exactly inside the box
+            if it in masks:
+                assert torch.equal(m_p, masks[it])
+            masks[it] = m_p
+        assert not torch.equal(masks[4], masks[5]) and not torch.equal(masks[5], masks[6])
+    finally:
+        tr.close()
 
 
 def test_fused_and_two_pass_steps_give_the_same_gradients(tmp_path):
