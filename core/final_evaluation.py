@@ -9,6 +9,7 @@ main network scores below its own input on PSNR or SSIM ends with a warning in t
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -51,4 +52,5 @@ def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:
                                 extra={"checkpoint": ckpt_path.name, "network": main},
                                 annotate={"checkpoint": ckpt_path.name}, title=f"Results of {cfg.name}")
     trainer.log.info(f"results written to {results_dir / 'summary.json'}")
+    trainer.log.summary(json.loads((results_dir / "summary.json").read_text(encoding="utf-8")))
     return summary

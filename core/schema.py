@@ -147,6 +147,25 @@ BASE_SCHEMA: dict[str, Any] = {
         "output_clamp": F(str, "straight_through", choices=("straight_through", "hard")),
         "sample_images": F(int, 4, minimum=0),
         "threads": F((int, str), "auto"),
+        # recompute each block's activations in backward instead of keeping them (less memory, more
+        # time; the same gradients); for networks with supports_grad_checkpoint (models/grad_checkpoint.py)
+        "grad_checkpoint": F(bool, False),
+    },
+    # experiment trackers beside TensorBoard (core/tracking.py); each optional, off by default
+    "logging": {
+        "mlflow": {
+            "enabled": F(bool, False),
+            # None: sqlite:///<output_root>/mlruns/mlflow.db, artifacts in <output_root>/mlruns/artifacts
+            "tracking_uri": F(str, None),
+            "experiment": F(str, None),  # None: the run's name
+        },
+        "wandb": {
+            "enabled": F(bool, False),
+            "project": F(str, None),  # None: the run's name
+            "entity": F(str, None),
+            "mode": F(str, "offline", choices=("offline", "online")),
+            "dir": F(str, None),  # None: the run folder's logs/ (W&B writes logs/wandb/)
+        },
     },
     "losses": ListOf(LOSS, shorthand="name"),
     "validation": {
