@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from data.paths import resolve_path
+from foundation.errors import UserError
 
 #: where a run folder keeps the ids of its tracked runs
 TRACKING_FILE = "tracking.json"
@@ -235,12 +236,23 @@ def open_sinks(logging_cfg: Mapping[str, Any], log_dir: Path, run_name: str, con
     config = yaml.safe_load(config_text) or {}
     state_path = log_dir / TRACKING_FILE
     previous: dict[str, Any] = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
+    starters: dict[str, Callable[[], TrackingSink]] = {
+        "mlflow": lambda: MlflowSink(logging_cfg["mlflow"], run_name, config, config_text, log_dir.parent.parent,
+                                     previous.get("mlflow"), log),
+        "wandb": lambda: WandbSink(logging_cfg["wandb"], run_name, config, log_dir, previous.get("wandb"), log),
+    }
     sinks: list[TrackingSink] = []
-    if logging_cfg["mlflow"]["enabled"]:
-        sinks.append(MlflowSink(logging_cfg["mlflow"], run_name, config, config_text, log_dir.parent.parent,
-                                previous.get("mlflow"), log))
-    if logging_cfg["wandb"]["enabled"]:
-        sinks.append(WandbSink(logging_cfg["wandb"], run_name, config, log_dir, previous.get("wandb"), log))
+    for name, start in starters.items():
+        if not logging_cfg[name]["enabled"]:
+            continue
+        try:
+            sinks.append(start())
+        except Exception as exc:  # the tracker's own errors (store, server, account) vary; name the section
+            for sink in sinks:
+                sink.close("FAILED")
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise UserError(f"logging.{name}: the tracked run could not start ({type(exc).__name__}: {first}); "
+                            f"fix the logging.{name} keys or set logging.{name}.enabled=false") from None
     if sinks:
         from core.run_folder import write_text_atomic
 

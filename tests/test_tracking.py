@@ -16,6 +16,7 @@ from core import TRAINERS
 from core.config import ConfigError, load_config
 from core.final_evaluation import final_evaluation
 from core.logger import ExperimentLogger, read_scalars
+from foundation.errors import UserError
 from tests.helpers import tiny_config, write_yaml
 
 needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
@@ -204,3 +205,15 @@ def test_a_failing_tracker_is_dropped_with_a_warning_and_the_others_go_on(tmp_pa
     assert good.closed == "FINISHED" and bad.closed is None
     text = (tmp_path / "logs" / "train.log").read_text()
     assert text.count("WARNING: bad tracking failed (ConnectionError: server gone)") == 1
+
+
+@needs_mlflow
+def test_a_tracker_that_cannot_start_is_one_error_naming_its_section(tmp_path):
+    from core.tracking import open_sinks
+
+    settings = {"mlflow": {"enabled": True, "tracking_uri": "nosuchscheme://host/x", "experiment": None},
+                "wandb": {"enabled": False}}
+    (tmp_path / "run" / "logs").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"^logging\.mlflow: the tracked run could not start .*logging\.mlflow"):
+        open_sinks(settings, tmp_path / "run" / "logs", "run", "a: 1\n", print)
+    assert not (tmp_path / "run" / "logs" / "tracking.json").exists()
