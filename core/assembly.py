@@ -25,6 +25,7 @@ from data.paths import resolve_dataset_args, resolve_path
 from foundation.errors import UserError
 from losses import build_loss
 from models import build_network, network_name
+from models.grad_checkpoint import set_grad_checkpoint
 
 
 def init_normal_(net: nn.Module, std: float = 0.02) -> None:
@@ -86,6 +87,8 @@ class TrainerAssembly:
         net = build_network(name or self.cfg.network.name, **{**self.cfg.network.args.to_dict(), **extra_args})
         if self.cfg.network.init == "normal":
             init_normal_(net)
+        if self.cfg.train.grad_checkpoint:
+            set_grad_checkpoint(net)
         net = net.to(self.device)
         if self.cfg.train.channels_last:
             net = net.to(memory_format=torch.channels_last)

@@ -374,6 +374,11 @@ def _check_cross_keys(data: Mapping[str, Any], source: str) -> None:
     threads = data["train"]["threads"]
     if isinstance(threads, str) and threads != "auto" or isinstance(threads, int) and threads < 1:
         raise ConfigError(f"config key 'train.threads' must be auto or a positive number, got {threads!r}" + source)
+    from core.tracking import check_tracking_config
+
+    problem = check_tracking_config(data["logging"])
+    if problem:
+        raise ConfigError(problem + source)
     v = data["validation"]
     if v["watch"] == "lpips" and not v["lpips"]:
         raise ConfigError("validation.watch is lpips but validation.lpips is false: no LPIPS score would be "
@@ -387,6 +392,12 @@ def _check_components(data: dict[str, Any], source: str) -> None:
     net = data["network"]
     ctor = NETWORKS.get(net["name"])
     check_constructor_args("network", net["name"], ctor, net["args"], "network.args", source)
+    if data["train"]["grad_checkpoint"]:
+        from models.grad_checkpoint import grad_checkpoint_problem
+
+        problem = grad_checkpoint_problem(ctor)
+        if problem:
+            raise ConfigError(problem + source)
     for section in ("paired", "unpaired", "val"):
         spec = data["data"].get(section)
         if spec and spec.get("type"):

@@ -17,6 +17,7 @@ are not held-out scores.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,6 +79,7 @@ def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:
             f"{key}: {n} of {total} images were read in training ({where})" for key, (n, total, where) in seen.items()]
         write_summary(results_dir, summary, {**protocol.describe(trainer.device), **extra}, title=title)
     trainer.log.info(f"results written to {results_dir / 'summary.json'}")
+    trainer.log.summary(json.loads((results_dir / "summary.json").read_text(encoding="utf-8")))
     return summary
 
 

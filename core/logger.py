@@ -1,19 +1,23 @@
-"""Run logging: the console (through tqdm), ``logs/train.log``, a scalar record, TensorBoard if installed.
+"""Run logging: the console (through tqdm), ``logs/train.log``, a scalar record, TensorBoard if installed,
+and the trackers enabled in ``logging:`` (MLflow, Weights & Biases; :mod:`core.tracking`).
 
 A logger starts on the console only; :meth:`ExperimentLogger.attach` adds the run folder's files
 once the run is known to start (the lines logged before are written there too), so a failed
 start writes nothing. ``logs/scalars.jsonl`` holds one JSON object per logged step
 (``{"step": 100, "train/l1": ...}``) whether or not TensorBoard is installed: plots and
 studies read their curves from it. A resumed run appends to it; :func:`read_scalars` keeps the
-last value of each (tag, step).
+last value of each (tag, step). Every scalar, sample image and the final summary also go to each
+tracker; a tracker that fails while the run goes on (a server gone) is dropped with a ``WARNING:``
+line, and the run continues with the others.
 """
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -47,6 +51,7 @@ class ExperimentLogger:
         self.log.propagate = False
         self.tb = None
         self.scalar_file = None
+        self.sinks: list[Any] = []  # core.tracking.TrackingSink
         self._buffer: _Buffer | None = None
         if not enabled:
             self.log.addHandler(logging.NullHandler())
@@ -57,8 +62,10 @@ class ExperimentLogger:
         self._buffer = _Buffer()
         self.log.addHandler(self._buffer)
 
-    def attach(self, log_dir: Path, tensorboard: bool = True) -> None:
-        """Write to ``log_dir`` from now on (and what was logged so far)."""
+    def attach(self, log_dir: Path, tensorboard: bool = True, tracking: Mapping[str, Any] | None = None,
+               config_text: str = "") -> None:
+        """Write to ``log_dir`` from now on (and what was logged so far); start the trackers that the
+        ``logging`` section ``tracking`` enables, handing them the resolved config (its YAML text)."""
         if not self.enabled:
             return
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +85,10 @@ class ExperimentLogger:
                 self.tb = SummaryWriter(str(log_dir / "tb"))
             except ImportError:  # tensorboard is optional
                 self.tb = None
+        if tracking is not None:
+            from core.tracking import open_sinks
+
+            self.sinks = open_sinks(tracking, log_dir, log_dir.parent.name, config_text, self.info)
 
     def info(self, msg: str) -> None:
         self.log.info(msg)
@@ -95,15 +106,42 @@ class ExperimentLogger:
         if self.tb is not None:
             for k, v in values.items():
                 self.tb.add_scalar(f"{prefix}{k}", v, step)
+        if self.sinks:
+            named = {f"{prefix}{k}": float(v) for k, v in values.items()}
+            self._to_sinks(lambda s: s.log_scalars(named, int(step)))
 
     def image(self, tag: str, rgb: np.ndarray, step: int) -> bool:
-        """Add an (H, W, 3) uint8 image to TensorBoard; False when TensorBoard is not in use."""
-        if self.tb is None:
-            return False
-        self.tb.add_image(tag, rgb, step, dataformats="HWC")
-        return True
+        """Add an (H, W, 3) uint8 image to TensorBoard and the trackers; False when none of them is in use."""
+        if self.tb is not None:
+            self.tb.add_image(tag, rgb, step, dataformats="HWC")
+        self._to_sinks(lambda s: s.log_image(tag, rgb, int(step)))
+        return self.tb is not None or bool(self.sinks)
 
-    def close(self) -> None:
+    def summary(self, summary: Mapping[str, Any]) -> None:
+        """Hand the final ``results/summary.json`` to the trackers (the file itself is already written)."""
+        self._to_sinks(lambda s: s.log_summary(summary))
+
+    def _to_sinks(self, call: Callable[[Any], None]) -> None:
+        for sink in list(self.sinks):
+            try:
+                call(sink)
+            except Exception as exc:  # a tracker must not end a training run; said once, then dropped
+                self.sinks.remove(sink)
+                self.warning(f"{sink.name} tracking failed ({type(exc).__name__}: {exc}); it logs nothing more "
+                             f"in this run (the files in logs/ are complete)")
+
+    def close(self, finished: bool = False) -> None:
+        """Close the files and end the tracked runs (``finished``: training reached its last iteration)."""
+        if self.sinks:
+            from core.tracking import run_status
+
+            status = run_status(finished)
+            for sink in self.sinks:
+                try:
+                    sink.close(status)
+                except Exception as exc:  # closing must go on for the files below
+                    self.warning(f"{sink.name} tracking did not close ({type(exc).__name__}: {exc})")
+            self.sinks = []
         if self.tb is not None:
             self.tb.close()
             self.tb = None

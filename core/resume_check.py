@@ -9,8 +9,8 @@ trainer is the next phase of a protocol, not the same run, and is accepted with 
 listed: SSLL resumes the supervised baseline's checkpoint into its Mean-Teacher config (spec
 ssll.md section 3). Adding ``data.unpaired`` (a second stream) leaves the paired stream as it was.
 Keys that only change where, how often or how fast things are written or measured (the
-schedule's length ``train.iters`` / ``train.epochs``, logging, validation, checkpoints, workers,
-device, evaluation) may change and are listed in the log.
+schedule's length ``train.iters`` / ``train.epochs``, logging and trackers, validation, checkpoints,
+workers, device, gradient checkpointing, evaluation) may change and are listed in the log.
 
 A checkpoint at iteration ``k`` cannot resume a run of fewer than ``k`` iterations (exactly ``k``:
 nothing left to train, the final evaluation still runs).
@@ -24,12 +24,12 @@ from foundation.errors import UserError
 
 #: keys (dotted prefixes) whose change keeps the resume exact up to where they apply
 FREE_TO_CHANGE = (
-    "name", "output_root", "device", "demo_data", "pretrained", "eval", "validation",
+    "name", "output_root", "device", "demo_data", "pretrained", "eval", "validation", "logging",
     "data.num_workers", "data.pin_memory", "data.prefetch_factor", "data.unpaired",
     "train.iters", "train.epochs", "train.log_every", "train.val_every", "train.val_every_epochs",
     "train.save_every", "train.keep_last", "train.sample_images", "train.threads", "train.compile",
     "train.ddp_timeout", "train.max_nonfinite", "train.find_unused_parameters", "train.tf32",
-    "train.deterministic",
+    "train.deterministic", "train.grad_checkpoint",
 )
 
 ALLOW_SWITCH = "--allow-config-change"

@@ -144,6 +144,25 @@ BASE_SCHEMA: dict[str, Any] = {
         "output_clamp": F(str, "straight_through", choices=("straight_through", "hard")),
         "sample_images": F(int, 4, minimum=0),
         "threads": F((int, str), "auto"),
+        # recompute each block's activations in backward instead of keeping them (less memory, more
+        # time; the same gradients); for networks with supports_grad_checkpoint (models/grad_checkpoint.py)
+        "grad_checkpoint": F(bool, False),
+    },
+    # experiment trackers beside TensorBoard (core/tracking.py); each optional, off by default
+    "logging": {
+        "mlflow": {
+            "enabled": F(bool, False),
+            # None: sqlite:///<output_root>/mlruns/mlflow.db, artifacts in <output_root>/mlruns/artifacts
+            "tracking_uri": F(str, None),
+            "experiment": F(str, None),  # None: the run's name
+        },
+        "wandb": {
+            "enabled": F(bool, False),
+            "project": F(str, None),  # None: the run's name
+            "entity": F(str, None),
+            "mode": F(str, "offline", choices=("offline", "online")),
+            "dir": F(str, None),  # None: the run folder's logs/ (W&B writes logs/wandb/)
+        },
     },
     "losses": ListOf(LOSS, shorthand="name"),
     "validation": {
@@ -313,6 +332,18 @@ KEY_DOCS: dict[str, str] = {
     "train.sample_images": "validation images drawn as input | networks | ground truth at each validation",
     "train.threads": "torch compute threads: `auto` = usable cores minus `data.num_workers`, at least 1 (an "
                      "explicit OMP_NUM_THREADS wins), or a number",
+    "train.grad_checkpoint": "recompute the activations of the repeated blocks in the backward pass (Restormer, "
+                             "LLFormer, MIRNet): less memory per step for more time; other networks refuse it",
+    "logging.mlflow.enabled": "also log scalars, the resolved config, sample images and the summary to MLflow "
+                              "(optional package; a resumed run continues the same MLflow run)",
+    "logging.mlflow.tracking_uri": "MLflow store; default `sqlite:///<output_root>/mlruns/mlflow.db`",
+    "logging.mlflow.experiment": "MLflow experiment name; default the run's name",
+    "logging.wandb.enabled": "also log the same to Weights & Biases (optional package; resumed runs continue "
+                             "the same W&B run)",
+    "logging.wandb.project": "W&B project; default the run's name",
+    "logging.wandb.entity": "W&B entity (user or team); default the account's",
+    "logging.wandb.mode": "`offline` (no network: files under `dir`, `wandb sync` later) or `online`",
+    "logging.wandb.dir": "where W&B writes; default the run folder's `logs/`",
     "losses": "the image losses between the clamped output and the ground truth, summed with their weights",
     "losses[].name": "registered loss (`l1`, `ssim`, `lpips`, ...)",
     "losses[].weight": "weight of the term",

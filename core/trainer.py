@@ -81,8 +81,9 @@ class BaseTrainer(TrainerAssembly, TrainingLoop, TrainerCheckpoints):
     def _open_run_folder(self) -> None:
         """Claim the run folder now that the run is known to start (rank 0; see core.run_folder)."""
         if self.is_main:
-            self.run_folder.open(config_yaml(self.cfg.to_dict()), environment_banner(self.device))
-            self.log.attach(self.run_folder.logs)
+            config_text = config_yaml(self.cfg.to_dict())
+            self.run_folder.open(config_text, environment_banner(self.device))
+            self.log.attach(self.run_folder.logs, tracking=self.cfg.logging, config_text=config_text)
             self.log.info(f"run folder {self.exp_dir} | device {self.device} | world size {self.dist.world_size} | "
                           f"git {environment_banner(self.device)['git_revision']}")
             for name, net in self.networks.items():
@@ -175,7 +176,7 @@ class BaseTrainer(TrainerAssembly, TrainingLoop, TrainerCheckpoints):
         for name in ("paired_stream", "unpaired_stream"):
             if getattr(self, name, None) is not None:
                 setattr(self, name, None)
-        self.log.close()
+        self.log.close(finished=self.iter >= getattr(self, "total_iters", 0))
         self.run_folder.close()
         if dist.is_available() and dist.is_initialized():
             # every rank reaches teardown before any leaves: a rank exiting while another still

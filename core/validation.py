@@ -3,7 +3,8 @@
 Each rank scores every ``world``-th validation image; the sums are all-reduced so every rank
 gets the same means (a rank whose shard is empty still joins with zeros). The first
 ``train.sample_images`` images of rank 0's shard are drawn as input | each network | ground
-truth, to TensorBoard when it is installed and to ``<run>/samples/iter_<k>.jpg`` otherwise.
+truth, to TensorBoard when it is installed and to the trackers of ``logging:`` (MLflow, W&B), and
+to ``<run>/samples/iter_<k>.jpg`` when none of them is in use.
 """
 from __future__ import annotations
 

@@ -44,6 +44,7 @@ from einops import rearrange
 
 from foundation.errors import UserError
 from models import NETWORKS
+from models.grad_checkpoint import CheckpointedSequential
 from models.restormer import Downsample, LayerNorm, OverlapPatchEmbed, Upsample  # shared building blocks
 
 __all__ = ["LLFormer"]
@@ -154,8 +155,8 @@ class LayerAttention(nn.Module):
 
 
 def _blocks(n: int, dim: int, heads: int, ffn_expansion_factor: float, bias: bool,
-            LayerNorm_type: str) -> nn.Sequential:
-    return nn.Sequential(*[TransformerBlock(dim, heads, ffn_expansion_factor, bias, LayerNorm_type)
+            LayerNorm_type: str) -> CheckpointedSequential:
+    return CheckpointedSequential(*[TransformerBlock(dim, heads, ffn_expansion_factor, bias, LayerNorm_type)
                            for _ in range(n)])
 
 
@@ -203,6 +204,7 @@ class LLFormer(nn.Module):
     """
 
     size_multiple: int = 1  # pads to 16 internally, as the SSLL copy does
+    supports_grad_checkpoint: bool = True  # its blocks are CheckpointedSequential
     # registered by the official code but never used in its forward
     unused_parameters: tuple[str, ...] = ("coefficient", "skip_2_1.")
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from models import NETWORKS
+from models.grad_checkpoint import CheckpointedSequential
 
 __all__ = ["MIRNetV2"]
 
@@ -194,7 +195,7 @@ class RRG(nn.Module):
         super().__init__()
         blocks: list[nn.Module] = [MRB(n_feat, chan_factor, bias, groups) for _ in range(n_MRB)]
         blocks.append(nn.Conv2d(n_feat, n_feat, 3, padding=1, bias=bias))
-        self.body = nn.Sequential(*blocks)
+        self.body = CheckpointedSequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + x
@@ -225,6 +226,7 @@ class MIRNetV2(nn.Module):
     """
 
     size_multiple: int = 4
+    supports_grad_checkpoint: bool = True  # its blocks are CheckpointedSequential
     unused_parameters: tuple[str, ...] = ()
 
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, n_feat: int = 80,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from models import NETWORKS
+from models.grad_checkpoint import CheckpointedSequential
 
 __all__ = ["Restormer"]
 
@@ -175,8 +176,8 @@ class Upsample(nn.Module):
 
 
 def _blocks(n: int, dim: int, heads: int, ffn_expansion_factor: float, bias: bool,
-            LayerNorm_type: str) -> nn.Sequential:
-    return nn.Sequential(*[TransformerBlock(dim, heads, ffn_expansion_factor, bias, LayerNorm_type)
+            LayerNorm_type: str) -> CheckpointedSequential:
+    return CheckpointedSequential(*[TransformerBlock(dim, heads, ffn_expansion_factor, bias, LayerNorm_type)
                            for _ in range(n)])
 
 
@@ -203,6 +204,7 @@ class Restormer(nn.Module):
     """
 
     size_multiple: int = 8
+    supports_grad_checkpoint: bool = True  # its blocks are CheckpointedSequential
     unused_parameters: tuple[str, ...] = ()
 
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
