@@ -1,8 +1,11 @@
 """The evaluation at the end of a run: the selected checkpoint's networks on ``eval.datasets``.
 
-It goes through :func:`common_utils.evaluation.runner.evaluate_datasets`, the function
-``eval.py`` uses, so a run's ``results/summary.json`` and ``eval.py`` on the same checkpoint give
-the same numbers. The main network is chosen by the same rule as ``eval.py``'s default
+It goes the way ``eval.py`` goes: the networks are loaded by the one checkpoint loader
+(:func:`common_utils.checkpoint.load_networks`, the loader of ``eval.py --weight``), each set is
+scored with the protocol of its dataset (:func:`common_utils.evaluation.runner.dataset_protocols`)
+and everything runs through :func:`common_utils.evaluation.runner.evaluate_datasets`, so a run's
+``results/summary.json`` and ``eval.py`` on the same checkpoint give the same numbers. The main
+network is chosen by the same rule as ``eval.py``'s default
 (:func:`common_utils.checkpoint.default_entry`: the recorded best, else the teacher). A run whose
 main network scores below its own input on PSNR or SSIM ends with a warning in the log and a
 ``warnings`` list in the summary (see :func:`common_utils.evaluation.runner.worse_than_input`).
@@ -12,11 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch.nn as nn
-
-from common_utils.checkpoint import default_entry, load_network_weights, safe_load
-from common_utils.evaluation.evaluator import EvalProtocol
-from common_utils.evaluation.runner import evaluate_datasets, open_datasets
+from common_utils.checkpoint import load_networks
+from common_utils.evaluation.runner import dataset_protocols, evaluate_datasets, open_datasets
 from core.trainer import BaseTrainer
 
 
@@ -32,21 +32,14 @@ def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:
     if not trainer.is_main or not cfg.eval.datasets:
         return {}
     ckpt_path = selected_checkpoint(trainer)
-    ckpt = safe_load(ckpt_path)
-    main = default_entry(ckpt)
-    nets: dict[str, nn.Module] = {}
-    for key, sd in ckpt["networks"].items():
-        net = trainer.build_network_for(key)
-        load_network_weights(net, sd, trainer.network_of(key), source=f"{ckpt_path} [{key}]")
-        nets[key] = net.eval()
-    lpips_metric = trainer._lpips_metric() if cfg.eval.lpips else None
-    reason = None if lpips_metric is not None else ("disabled in the config" if not cfg.eval.lpips else
-                                                    "AlexNet weights unavailable (see the log)")
-    protocol = EvalProtocol(ssim=cfg.eval.ssim, lpips=lpips_metric, lpips_reason=reason, fast=cfg.eval.fast,
-                            tile=cfg.eval.tile, tile_overlap=cfg.eval.tile_overlap, resize=cfg.eval.resize)
-    datasets, missing = open_datasets(cfg.eval.datasets, cfg.eval.data_root)
+    nets, main, _ = load_networks(ckpt_path, trainer.device)
+    e = cfg.eval
+    datasets, missing = open_datasets(e.datasets, e.data_root)
+    protocols = dataset_protocols(e.datasets, e.protocol, ssim=e.ssim, resize=e.resize, fast=e.fast, tile=e.tile,
+                                  tile_overlap=e.tile_overlap, lpips=e.lpips, device=trainer.device,
+                                  lpips_off_reason="disabled in the config (eval.lpips)")
     results_dir = trainer.exp_dir / "results"
-    summary = evaluate_datasets(nets, datasets, missing, protocol, trainer.device, results_dir, main=main,
+    summary = evaluate_datasets(nets, datasets, missing, protocols, trainer.device, results_dir, main=main,
                                 with_input=True, workers=cfg.data.num_workers, log=trainer.log.info,
                                 extra={"checkpoint": ckpt_path.name, "network": main},
                                 annotate={"checkpoint": ckpt_path.name}, title=f"Results of {cfg.name}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from common_utils.evaluation.protocols import AUTO, PROTOCOLS
+
 
 @dataclass(frozen=True)
 class Field:
@@ -150,7 +152,8 @@ BASE_SCHEMA: dict[str, Any] = {
     },
     "losses": ListOf(LOSS, shorthand="name"),
     "validation": {
-        "ssim": F(str, "y", choices=("y", "rgb", "piq")),
+        # None: the SSIM of the validation set's protocol (common_utils/evaluation/protocols.py)
+        "ssim": F(str, None, choices=("y", "rgb", "piq", None)),
         "lpips": F(bool, False),
         "max_images": F(int, None, minimum=1),
         "watch": F(str, "psnr", choices=("psnr", "ssim", "lpips")),
@@ -159,7 +162,10 @@ BASE_SCHEMA: dict[str, Any] = {
         "after_train": F(bool, True),
         "datasets": ListOf(EVAL_DATASET, shorthand="name"),
         "data_root": F(str, None),
-        "ssim": F(str, "y", choices=("y", "rgb", "piq")),
+        # auto: each set with the protocol its paper scores it with (its layout's); ssim / resize
+        # (None: the protocol's) override it for every set
+        "protocol": F(str, AUTO, choices=(AUTO, *PROTOCOLS)),
+        "ssim": F(str, None, choices=("y", "rgb", "piq", None)),
         "lpips": F(bool, True),
         "fast": F(bool, False),
         "checkpoint": F(str, "best", choices=("best", "last")),
