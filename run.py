@@ -82,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_resume_against(resume: str, cfg, allow: bool) -> list[str]:
     """:func:`core.resume_check.check_resume` of the config against the checkpoint's stored one."""
-    from core.checkpointing import CheckpointStore
+    from common_utils.checkpoint import read_training_checkpoint
     from core.resume_check import check_resume
 
-    ckpt = CheckpointStore.read_training(resume)
+    ckpt = read_training_checkpoint(resume)
     return check_resume(ckpt.get("config"), cfg.to_dict(), int(ckpt.get("iter", 0)), cfg.train.iters, allow,
                         source=resume)
 

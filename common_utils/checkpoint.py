@@ -1,26 +1,29 @@
-"""Checkpoint I/O: atomic writes, safe reads, and THE reader of network weights.
+"""THE checkpoint format of this framework (written and read here only), atomic writes, safe reads,
+and THE reader of network weights in every supported form.
 
-- :func:`atomic_save` writes to a temporary file in the same folder, fsyncs it and renames it
-  over the target, so a crash or a full disk never leaves a half-written checkpoint behind and
-  the previous file survives.
-- :func:`safe_load` reads with ``torch.load(weights_only=True)`` (a checkpoint cannot run code)
-  and turns a truncated, corrupt or non-weights file into one clear message.
-- :func:`read_network_state` is the one place that knows every supported checkpoint form and
-  returns the state dict of the network asked for:
+**Format** ``{"format": "ssir-checkpoint", "version": FORMAT_VERSION, "kind": "training" | "weights"}``
+plus ``networks`` ({entry: state dict}; entries ``student``/``teacher`` or ICEML's ``rtx``/``asm``),
+``specs`` ({entry: {"network": name, "args": constructor arguments}}: what rebuilds each network,
+ICEML's ``t_min`` included), ``network``, ``iter``, ``best``, optionally ``best_network`` (the entry
+scored by default), ``config``, ``note``, ``scores``. ``training`` adds :data:`TRAINING_KEYS`
+(``rng_ranks`` under DDP); ``weights`` holds float32 networks only. :func:`training_checkpoint`
+and :func:`weights_checkpoint` build them (the trainer's :class:`core.checkpointing.CheckpointStore`
+writes them with :func:`atomic_save` and names a run's files); :func:`check_format` reads them
+back: version 1 (``ssir-train-v1`` / ``ssir-weights-v1``, one ``network_args`` for every entry,
+ICEML's ``t_min`` in ``config.iceml``) is upgraded, a newer version refused.
 
-  * this framework's run checkpoints (``last.pth``, ``iter_*.pth``, ``best*.pth``): ``networks``
-    holds ``student``/``teacher`` (low-light) or ``rtx``/``asm`` (ICEML); the network recorded
-    in the file must match; ``which`` picks student or teacher, by default the network the run
-    recorded as best, else the teacher (EMA) when there is one, else the student;
-  * the official ICEML ``CombinedModel`` (``retinex_model.*`` / ``asm_model.*``): RtxICE-Net or
-    ASMICE-Net is cut out of it;
-  * the official SSLL training folder form ``<prefix>`` -> ``<prefix>_<Net>.pth`` (student) or
-    ``<prefix>_<Net>_ema.pth`` (teacher); ``<prefix>_train_info.pth`` is never taken for weights;
-  * plain state dicts and the usual wrappers (``params``, ``params_ema``, ``state_dict``,
-    ``model``, ``net``, DDP ``module.``, ``torch.compile``'s ``_orig_mod.``).
+:func:`atomic_save` writes a temporary file, fsyncs it and renames it over the target (a crash
+leaves the previous file); :func:`safe_load` reads with ``torch.load(weights_only=True)`` (no code
+runs) and turns a truncated, corrupt or non-weights file into one message.
 
-  :func:`load_network` builds the network and loads that state strictly; a checkpoint of
-  another network is refused naming the network it seems to belong to.
+:func:`read_network_state` returns the state dict of the network asked for from: this framework's
+checkpoints (``which`` picks student or teacher; default ``best_network``, else the teacher, else
+the student); the official ICEML ``CombinedModel`` (``retinex_model.*`` / ``asm_model.*``); the
+official SSLL prefix form ``<prefix>`` -> ``<prefix>_<Net>.pth`` / ``<prefix>_<Net>_ema.pth`` (never
+``<prefix>_train_info.pth``); plain state dicts and the usual wrappers (``params``, ``params_ema``,
+``state_dict``, ``model``, ``net``, ``module.``, ``_orig_mod.``). :func:`load_network` builds the
+network and loads it strictly (a checkpoint of another network is refused, naming the network it
+seems to be); :func:`load_networks` loads every network of a framework checkpoint the same way.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +157,110 @@ def previous_checkpoint(path: str | os.PathLike) -> Path | None:
             return older[-1]
     others.sort(key=lambda f: f.stat().st_mtime)
     return others[-1] if others else None
+
+
+# ------------------------------------------------------------------ the format
+FORMAT = "ssir-checkpoint"
+#: 2: ``format``/``version``/``kind`` and per-entry ``specs``; 1: ``ssir-train-v1`` / ``ssir-weights-v1``
+FORMAT_VERSION = 2
+V1_FORMATS = {"ssir-train-v1": "training", "ssir-weights-v1": "weights"}
+KINDS = ("training", "weights")
+#: what a training checkpoint holds besides the networks, the iteration and the config
+TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "ema_steps_offset", "best", "nonfinite_total",
+                 "nonfinite_streak", "rng", "trainer", "amp")
+#: the entry of each ICEML network in a framework checkpoint (read from ``specs`` in version 2)
+ICEML_NETWORKS = {entry: net for net, entry in ICEML_ENTRIES.items()}
+
+Specs = Mapping[str, tuple[str, Mapping[str, Any]]]
+
+
+def _specs(specs: Specs, entries: Iterable[str]) -> dict[str, dict[str, Any]]:
+    return {k: {"network": network_name(specs[k][0]), "args": dict(specs[k][1])} for k in entries}
+
+
+def _fp32(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()).contiguous()
+            for k, v in sd.items()}
+
+
+def weights_checkpoint(networks: Mapping[str, Mapping[str, torch.Tensor]], specs: Specs, network: str,
+                       iteration: int | None, **meta: Any) -> dict[str, Any]:
+    """A ``weights`` file: ``networks`` as float32 on the CPU, how to build each (``specs``: entry ->
+    (network, args)), and metadata (``best``, ``best_network``, ``config``, ``note``, ``scores``)."""
+    return {"format": FORMAT, "version": FORMAT_VERSION, "kind": "weights", "network": network_name(network),
+            "networks": {k: _fp32(sd) for k, sd in networks.items()}, "specs": _specs(specs, networks),
+            "iter": iteration, **meta}
+
+
+def training_checkpoint(networks: Mapping[str, Mapping[str, torch.Tensor]], specs: Specs, network: str,
+                        iteration: int, config: Mapping[str, Any], **state: Any) -> dict[str, Any]:
+    """A ``training`` file: the networks as they are (exact resume), their ``specs``, the config and every
+    one of :data:`TRAINING_KEYS` in ``state`` (``rng_ranks`` optional)."""
+    missing = [k for k in TRAINING_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"training checkpoint without {', '.join(missing)}")
+    return {"format": FORMAT, "version": FORMAT_VERSION, "kind": "training", "network": network_name(network),
+            "networks": {k: dict(sd) for k, sd in networks.items()}, "specs": _specs(specs, networks),
+            "iter": int(iteration), "config": dict(config), **state}
+
+
+def _upgrade_v1(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 checkpoint in the version-2 layout (one ``network_args`` for every entry -> ``specs``)."""
+    nets, args = ckpt["networks"], dict(ckpt.get("network_args") or {})
+    trained = ckpt.get("network")
+    iceml = bool(set(nets) & set(ICEML_NETWORKS))
+    specs = {}
+    for entry in nets:
+        name = ICEML_NETWORKS.get(entry) if iceml else network_name(trained) if isinstance(trained, str) else None
+        entry_args = dict(args)
+        if name == "ASMICE-Net":  # version 1 kept ASMICE-Net's t_min in the run's config only
+            t_min = ((ckpt.get("config") or {}).get("iceml") or {}).get("t_min")
+            entry_args.update({"t_min": t_min} if t_min is not None else {})
+        specs[entry] = {"network": name, "args": entry_args}
+    kind = V1_FORMATS.get(ckpt.get("format"), "training" if "optimizer" in ckpt else "weights")
+    rest = {k: v for k, v in ckpt.items() if k != "network_args"}
+    return {**rest, "format": FORMAT, "version": 1, "kind": kind, "specs": specs}
+
+
+def check_format(ckpt: Any, source: str = "checkpoint") -> dict[str, Any] | None:
+    """A loaded framework checkpoint in the current layout (older versions upgraded), or None for any
+    other object (released weights, plain state dicts). A newer or unknown version is a CheckpointError."""
+    if not isinstance(ckpt, Mapping):
+        return None
+    fmt = ckpt.get("format")
+    if fmt == FORMAT:
+        version = ckpt.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise CheckpointError(f"{source} has no valid checkpoint format version ({version!r})")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(f"{source} was written by a newer version of this framework (checkpoint format "
+                                  f"version {version}; this one reads versions 1 to {FORMAT_VERSION}): update "
+                                  f"the code to read it")
+        if ckpt.get("kind") not in KINDS or not isinstance(ckpt.get("networks"), Mapping) \
+                or not isinstance(ckpt.get("specs"), Mapping):
+            raise CheckpointError(f"{source} is a damaged {FORMAT} file (no kind, networks or specs)")
+        return dict(ckpt)
+    if fmt in V1_FORMATS or (fmt is None and isinstance(ckpt.get("networks"), Mapping)):
+        return _upgrade_v1(ckpt)
+    if isinstance(fmt, str) and fmt.startswith("ssir-") and "networks" in ckpt:
+        raise CheckpointError(f"{source} has the unknown checkpoint format '{fmt}' (written by a newer version "
+                              f"of this framework?): update the code to read it")
+    return None
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A training checkpoint of this framework (what ``--resume`` takes), in the current layout."""
+    ckpt = check_format(safe_load(path, map_location="cpu"), str(path))
+    if ckpt is None:
+        raise CheckpointError(f"{path} is not a training checkpoint of this framework (use pretrained.path to "
+                              f"start from released weights)")
+    if ckpt["kind"] != "training":
+        raise CheckpointError(f"{path} holds network weights only, no optimizer or RNG state: resume from the "
+                              f"run's last.pth or iter_*.pth, or start from these weights with pretrained.path")
+    missing = [k for k in ("optimizer", "scheduler", "scaler", "rng", "iter") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete training checkpoint (no {', '.join(missing)})")
+    return ckpt
 
 
 def _strip_prefix(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -285,33 +392,27 @@ def default_entry(ckpt: Mapping[str, Any]) -> str:
 
 
 def _framework_state(ckpt: Mapping[str, Any], network: str, which: str | None, source: str) -> NetworkState:
-    nets = ckpt["networks"]
-    args = dict(ckpt.get("network_args") or {})
-    if set(nets) & set(ICEML_ENTRIES.values()):  # an ICEML run: both networks in one file
-        if network not in ICEML_ENTRIES:
-            raise CheckpointError(f"{source} is an ICEML checkpoint holding RtxICE-Net and ASMICE-Net, not "
-                                  f"{network}; use the network RtxICE-Net or ASMICE-Net")
-        entry = ICEML_ENTRIES[network]
+    """``network``'s entry of a framework checkpoint in the current layout (see :func:`check_format`)."""
+    nets, specs = ckpt["networks"], ckpt["specs"]
+    held = list(dict.fromkeys(s["network"] for s in specs.values() if s.get("network")))
+    if len(held) > 1:  # several networks in one file (ICEML): the network picks its entry
+        names = " and ".join(held)
+        if network not in held:
+            raise CheckpointError(f"{source} is a checkpoint holding {names}, not {network}; use the network "
+                                  f"{' or '.join(held)}")
         if which in WHICH:
-            raise CheckpointError(f"{source} is an ICEML checkpoint: it has no student/teacher, only "
-                                  f"RtxICE-Net and ASMICE-Net")
-        if entry not in nets:
-            raise CheckpointError(f"{source} holds no {network} weights (entries: {', '.join(nets)})")
-        if network == "ASMICE-Net":
-            t_min = (ckpt.get("config") or {}).get("iceml", {}).get("t_min")
-            args = {**args, **({"t_min": t_min} if t_min is not None else {})}
-        return NetworkState(dict(nets[entry]), f"{source} [{entry}]", entry, args)
-    trained = ckpt.get("network")
-    if isinstance(trained, str) and network_name(trained) != network:
-        raise CheckpointError(f"{source} was trained for {network_name(trained)}, not {network} "
-                              f"(use the network {network_name(trained)})")
+            raise CheckpointError(f"{source} holds {names}: it has no student/teacher, only {names}")
+        entry = next(k for k, s in specs.items() if s.get("network") == network)
+        return NetworkState(dict(nets[entry]), f"{source} [{entry}]", entry, dict(specs[entry]["args"]))
+    if held and held[0] != network:
+        raise CheckpointError(f"{source} was trained for {held[0]}, not {network} (use the network {held[0]})")
     if which is None:
         entry = default_entry(ckpt)
     elif which in nets:
         entry = which
     else:
         raise CheckpointError(f"{source} holds no {which} weights, only {', '.join(nets)}")
-    return NetworkState(dict(nets[entry]), f"{source} [{entry}]", entry, args)
+    return NetworkState(dict(nets[entry]), f"{source} [{entry}]", entry, dict(specs[entry]["args"]))
 
 
 def network_state(ckpt: Any, network: str, which: str | None = None, source: str = "checkpoint") -> NetworkState:
@@ -319,8 +420,9 @@ def network_state(ckpt: Any, network: str, which: str | None = None, source: str
     network = network_name(network)
     if which is not None and which not in WHICH:
         raise CheckpointError(f"unknown weights '{which}' (use one of {', '.join(WHICH)})")
-    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("networks"), Mapping):
-        return _framework_state(ckpt, network, which, source)
+    framework = check_format(ckpt, source)
+    if framework is not None:
+        return _framework_state(framework, network, which, source)
     sd = extract_state_dict(ckpt, prefer_ema=which == "teacher")
     if any(k.startswith(tuple(COMBINED_PREFIXES.values())) for k in sd):  # official ICEML CombinedModel
         prefix = COMBINED_PREFIXES.get(network)
@@ -341,12 +443,8 @@ def read_network_state(weight: str | os.PathLike, network: str, which: str | Non
     return network_state(safe_load(path), network, which, str(path))
 
 
-def load_network(network: str, weight: str | os.PathLike, network_args: Mapping[str, Any] | None = None,
-                 which: str | None = None, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Build ``network`` with ``network_args`` (default: the arguments recorded in a framework
-    checkpoint, else the paper's), load ``weight`` strictly, return it in eval mode on ``device``."""
-    name = network_name(network)
-    found = read_network_state(weight, name, which)
+def _build_loaded(name: str, found: NetworkState, network_args: Mapping[str, Any] | None,
+                  device: torch.device | str) -> tuple[nn.Module, dict[str, Any]]:
     args = dict(network_args) if network_args else found.network_args
     net = build_network(name, **args)
     load_network_weights(net, found.state, name, source=found.source)
@@ -354,3 +452,29 @@ def load_network(network: str, weight: str | os.PathLike, network_args: Mapping[
     if found.entry:
         info["weights"] = found.entry
     return net.eval().to(device), info
+
+
+def load_network(network: str, weight: str | os.PathLike, network_args: Mapping[str, Any] | None = None,
+                 which: str | None = None, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Build ``network`` with ``network_args`` (default: the arguments recorded in a framework
+    checkpoint, else the paper's), load ``weight`` strictly, return it in eval mode on ``device``."""
+    name = network_name(network)
+    return _build_loaded(name, read_network_state(weight, name, which), network_args, device)
+
+
+def load_networks(weight: str | os.PathLike, device: torch.device | str = "cpu"
+                  ) -> tuple[dict[str, nn.Module], str, dict[str, dict[str, Any]]]:
+    """Every network of a framework checkpoint, each built and loaded as :func:`load_network` does;
+    returns ``({entry: network}, the entry scored by default, {entry: info})``."""
+    path = Path(weight)
+    ckpt = check_format(safe_load(path), str(path))
+    if ckpt is None:
+        raise CheckpointError(f"{path} is not a checkpoint of this framework (give the network with eval.py -n)")
+    nets, infos = {}, {}
+    for entry, spec in ckpt["specs"].items():
+        name = spec.get("network") or ckpt.get("network")
+        if not isinstance(name, str):
+            raise CheckpointError(f"{path} does not say which network its entry '{entry}' is")
+        found = NetworkState(dict(ckpt["networks"][entry]), f"{path} [{entry}]", entry, dict(spec["args"]))
+        nets[entry], infos[entry] = _build_loaded(network_name(name), found, None, device)
+    return nets, default_entry(ckpt), infos

@@ -95,18 +95,18 @@ class TrainerAssembly:
         return net
 
     def build_network_for(self, key: str) -> nn.Module:
-        """A fresh network for checkpoint entry ``key`` (all entries share one architecture by default)."""
-        return self.new_network()
+        """A fresh network for checkpoint entry ``key``: :meth:`network_of` built with :meth:`network_args_of`."""
+        return self.new_network(self.network_of(key), **self.network_args_of(key))
 
     def build_networks(self) -> dict[str, nn.Module]:
         """The trained networks; default one ``student``."""
-        return {"student": self.new_network()}
+        return {"student": self.build_network_for("student")}
 
     def build_teachers(self) -> dict[str, nn.Module]:
         """EMA copies of the trained networks (``teacher``) when ``train.ema_decay`` is set."""
         if self.cfg.train.ema_decay is None:
             return {}
-        teacher = self.new_network()
+        teacher = self.build_network_for("teacher")
         teacher.load_state_dict(self.networks["student"].state_dict())
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -115,6 +115,10 @@ class TrainerAssembly:
     def network_of(self, key: str) -> str:
         """The registered network name behind checkpoint entry ``key``."""
         return network_name(self.cfg.network.name)
+
+    def network_args_of(self, key: str) -> dict[str, Any]:
+        """The constructor arguments of checkpoint entry ``key`` (recorded in every checkpoint)."""
+        return self.cfg.network.args.to_dict()
 
     def pretrained_entry(self, key: str) -> str | None:
         """Which weights of a ``pretrained.path`` checkpoint network ``key`` starts from (None: the
@@ -301,22 +305,17 @@ class TrainerAssembly:
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
 
     def build_validator(self) -> Validator | None:
-        """Validation of every network on ``data.val`` (None without a validation set)."""
+        """Validation of every network on ``data.val`` (None without a validation set), scored with
+        the protocol of its dataset (:func:`common_utils.evaluation.runner.dataset_protocol`)."""
         if self.val_set is None:
             return None
-        from common_utils.evaluation.evaluator import EvalProtocol
+        from common_utils.evaluation.runner import dataset_protocol
 
         v = self.cfg.validation
-        protocol = EvalProtocol(ssim=v.ssim, lpips=self._lpips_metric() if v.lpips else None)
+        protocol = dataset_protocol(self.cfg.data.val.to_dict(), ssim=v.ssim, lpips=v.lpips, device=self.device,
+                                    lpips_off_reason="disabled in the config")
+        if v.lpips and protocol.lpips is None:
+            self.log.info(protocol.lpips_reason)
         return Validator(self.val_set, protocol, v.watch, self.dist, self.device, self.make_eval_loader, self.log,
                          max_images=v.max_images, sample_images=self.cfg.train.sample_images,
                          samples_dir=self.exp_dir / "samples")
-
-    def _lpips_metric(self) -> nn.Module | None:
-        from models.lpips import try_build_lpips
-
-        metric, reason = try_build_lpips()
-        if metric is None:
-            self.log.info(reason)
-            return None
-        return metric.to(self.device)

@@ -1,19 +1,19 @@
 """The evaluation at the end of a run: the selected checkpoint's networks on ``eval.datasets``.
 
-It goes through :func:`common_utils.evaluation.runner.evaluate_datasets`, the function
-``eval.py`` uses, so a run's ``results/summary.json`` and ``eval.py`` on the same checkpoint give
-the same numbers. The main network (the headline number) is chosen by the same rule as
-``eval.py``'s default (:func:`common_utils.checkpoint.default_entry`): the network the run recorded
-as best on its validation set when ``eval.checkpoint: best`` found a ``best.pth``, else the EMA
-teacher. The teacher is the default because it is chosen before any test image is seen (picking
-whichever of student and teacher scores higher on the test set would be selection on the test
-set), and the EMA of the weights is the network the SSLL recipe reports; the student's scores sit
-beside it in the summary. A run whose main network scores below its own input on PSNR or SSIM
-ends with a warning in the log and a ``warnings`` list in the summary (see
-:func:`common_utils.evaluation.runner.worse_than_input`). An evaluation set whose images were read
-in training (its inputs or ground truths are files of ``data.paired`` or ``data.unpaired``, links
-resolved) is scored, but warned about in the log and the summary (``seen_in_training``): its scores
-are not held-out scores.
+It goes the way ``eval.py`` goes: the networks are loaded by the one checkpoint loader
+(:func:`common_utils.checkpoint.load_networks`, the loader of ``eval.py --weight``), each set is
+scored with the protocol of its dataset (:func:`common_utils.evaluation.runner.dataset_protocols`)
+and everything runs through :func:`common_utils.evaluation.runner.evaluate_datasets`, so a run's
+``results/summary.json`` and ``eval.py`` on the same checkpoint give the same numbers. The main
+network is chosen by the same rule as ``eval.py``'s default
+(:func:`common_utils.checkpoint.default_entry`: the recorded best, else the teacher). A run whose
+main network scores below its own input on PSNR or SSIM ends with a warning in the log and a
+``warnings`` list in the summary (see :func:`common_utils.evaluation.runner.worse_than_input`).
+An evaluation set whose images were read in training (its inputs or ground truths are files of
+``data.paired`` or ``data.unpaired``, links resolved) is scored, but warned about in the log and the
+summary (``seen_in_training``): its scores are not held-out scores. The main network is the teacher
+by default because it is chosen before any test image is seen (picking whichever of student and
+teacher scores higher on the test set would be selection on the test set).
 """
 from __future__ import annotations
 
@@ -23,12 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch.nn as nn
-
-from common_utils.checkpoint import default_entry, load_network_weights, safe_load
-from common_utils.evaluation.evaluator import EvalProtocol
+from common_utils.checkpoint import load_networks, safe_load
 from common_utils.evaluation.report import write_summary
-from common_utils.evaluation.runner import evaluate_datasets, open_datasets
+from common_utils.evaluation.runner import dataset_protocols, evaluate_datasets, open_datasets
 from core.trainer import BaseTrainer
 
 
@@ -44,31 +41,25 @@ def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:
     if not trainer.is_main or not cfg.eval.datasets:
         return {}
     ckpt_path = selected_checkpoint(trainer)
-    ckpt = safe_load(ckpt_path)
-    main = default_entry(ckpt)
-    nets: dict[str, nn.Module] = {}
-    for key, sd in ckpt["networks"].items():
-        net = trainer.build_network_for(key)
-        load_network_weights(net, sd, trainer.network_of(key), source=f"{ckpt_path} [{key}]")
-        nets[key] = net.eval()
-    lpips_metric = trainer._lpips_metric() if cfg.eval.lpips else None
-    reason = None if lpips_metric is not None else ("disabled in the config" if not cfg.eval.lpips else
-                                                    "AlexNet weights unavailable (see the log)")
-    protocol = EvalProtocol(ssim=cfg.eval.ssim, lpips=lpips_metric, lpips_reason=reason, fast=cfg.eval.fast,
-                            tile=cfg.eval.tile, tile_overlap=cfg.eval.tile_overlap, resize=cfg.eval.resize)
-    datasets, missing = open_datasets(cfg.eval.datasets, cfg.eval.data_root)
+    nets, main, _ = load_networks(ckpt_path, trainer.device)
+    best_network = safe_load(ckpt_path).get("best_network")
+    e = cfg.eval
+    datasets, missing = open_datasets(e.datasets, e.data_root)
+    protocols = dataset_protocols(e.datasets, e.protocol, ssim=e.ssim, resize=e.resize, fast=e.fast, tile=e.tile,
+                                  tile_overlap=e.tile_overlap, lpips=e.lpips, device=trainer.device,
+                                  lpips_off_reason="disabled in the config (eval.lpips)")
     seen = seen_in_training(datasets, {"data.paired": getattr(trainer, "paired_set", None),
                                        "data.unpaired": getattr(trainer, "unpaired_set", None)})
     for key, (n, total, where) in seen.items():
         trainer.log.warning(f"{key}: {n} of its {total} images were read in training ({where}): its scores are not "
                             f"held-out scores")
-    why = ("the best on validation" if ckpt.get("best_network") == main else
+    why = ("the best on validation" if best_network == main else
            "the EMA teacher" if main == "teacher" else "the trained network")
     trainer.log.info(f"headline network: {main} ({why}; eval.py scores the same one by default)")
     results_dir = trainer.exp_dir / "results"
     extra = {"checkpoint": ckpt_path.name, "network": main}
     title = f"Results of {cfg.name}"
-    summary = evaluate_datasets(nets, datasets, missing, protocol, trainer.device, results_dir, main=main,
+    summary = evaluate_datasets(nets, datasets, missing, protocols, trainer.device, results_dir, main=main,
                                 with_input=True, workers=trainer.loader_workers, log=trainer.log.info,
                                 extra=extra, annotate={"checkpoint": ckpt_path.name}, title=title)
     if seen:
@@ -77,7 +68,9 @@ def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:
                 summary[key]["seen_in_training"] = {"images": n, "of": total, "in": where}
         summary["warnings"] = list(summary.get("warnings", [])) + [
             f"{key}: {n} of {total} images were read in training ({where})" for key, (n, total, where) in seen.items()]
-        write_summary(results_dir, summary, {**protocol.describe(trainer.device), **extra}, title=title)
+        first = next(iter(protocols.values()), None)
+        write_summary(results_dir, summary, {**(first.describe(trainer.device) if first else {}), **extra},
+                      title=title)
     trainer.log.info(f"results written to {results_dir / 'summary.json'}")
     trainer.log.summary(json.loads((results_dir / "summary.json").read_text(encoding="utf-8")))
     return summary

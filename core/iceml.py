@@ -44,9 +44,10 @@ class ICEMLTrainer(BaseTrainer):
     def network_of(self, key: str) -> str:
         return self.NETWORKS[key]
 
-    def build_network_for(self, key: str) -> nn.Module:
-        extra = {"t_min": self.cfg.iceml.t_min} if key == "asm" else {}
-        return self.new_network(self.NETWORKS[key], **extra)
+    def network_args_of(self, key: str) -> dict[str, Any]:
+        """ASMICE-Net's inversion clamp is ``iceml.t_min`` (recorded in each checkpoint's ``specs``)."""
+        args = super().network_args_of(key)
+        return {**args, "t_min": self.cfg.iceml.t_min} if key == "asm" else args
 
     def build_networks(self) -> dict[str, nn.Module]:
         if self.cfg.network.name.lower() not in ("rtxice-net", "asmice-net", "iceml"):

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from common_utils.evaluation.protocols import AUTO, PROTOCOLS
+
 
 @dataclass(frozen=True)
 class Field:
@@ -166,7 +168,8 @@ BASE_SCHEMA: dict[str, Any] = {
     },
     "losses": ListOf(LOSS, shorthand="name"),
     "validation": {
-        "ssim": F(str, "y", choices=("y", "rgb", "piq")),
+        # None: the SSIM of the validation set's protocol (common_utils/evaluation/protocols.py)
+        "ssim": F(str, None, choices=("y", "rgb", "piq", None)),
         "lpips": F(bool, False),
         "max_images": F(int, None, minimum=1),
         "watch": F(str, "psnr", choices=("psnr", "ssim", "lpips")),
@@ -175,7 +178,10 @@ BASE_SCHEMA: dict[str, Any] = {
         "after_train": F(bool, True),
         "datasets": ListOf(EVAL_DATASET, shorthand="name"),
         "data_root": F(str, None),
-        "ssim": F(str, "y", choices=("y", "rgb", "piq")),
+        # auto: each set with the protocol its paper scores it with (its layout's); ssim / resize
+        # (None: the protocol's) override it for every set
+        "protocol": F(str, AUTO, choices=(AUTO, *PROTOCOLS)),
+        "ssim": F(str, None, choices=("y", "rgb", "piq", None)),
         "lpips": F(bool, True),
         "fast": F(bool, False),
         "checkpoint": F(str, "best", choices=("best", "last")),
@@ -360,6 +366,8 @@ KEY_DOCS: dict[str, str] = {
     "eval.datasets[].args": "arguments of that dataset type",
     "eval.data_root": "data root of the named layouts (empty: $SSIR_DATA_ROOT, config/datasets.yaml, "
                       "`datasets/`)",
+    "eval.protocol": "metric protocol of the final evaluation: `auto` = each set's own (data/layouts.py: `iceml` "
+                     "for RICE-I and SOTS-outdoor, `paper` else), or one name for every set",
     "eval.ssim": "SSIM variant of the final evaluation",
     "eval.lpips": "score LPIPS in the final evaluation (unavailable, not guessed, without the AlexNet weights)",
     "eval.fast": "autocast inference in the final evaluation",

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from common_utils.checkpoint import read_training_checkpoint
 from core.assembly import TrainerAssembly, clamp_output
 from core.checkpointing import CheckpointStore, TrainerCheckpoints
 from core.config import Config
@@ -73,7 +74,7 @@ class BaseTrainer(TrainerAssembly, TrainingLoop, TrainerCheckpoints):
         self.validator = self.build_validator()
         self.checkpoints = CheckpointStore(self.ckpt_dir, cfg.train.keep_last)
         if resume:
-            self.load_state_dict(CheckpointStore.read_training(resume))
+            self.load_state_dict(read_training_checkpoint(resume))
             self.log.info(f"resumed from {resume} at iteration {self.iter}")
         self._open_run_folder()
 

@@ -33,6 +33,8 @@ Known sets and the sub-paths tried, in order (relative to the data root):
 - cross-domain sets, one per manifest ``data/cross_domain_<set>.yaml`` (:mod:`data.cross_domain`):
   ``<folder>/{low,high}/<id><ext>``, only the listed pairs, paired by name; built by
   ``scripts/prepare_cross_domain.py``.
+- each set names the metric protocol its paper scores it with (``NamedDataset.protocol``, a name of
+  ``common_utils/evaluation/protocols.py``): ``iceml`` for RICE-I and SOTS-outdoor, ``paper`` else.
 - any folder path holding one of the pairs in ``GENERIC_PAIRS`` (e.g. ``Hazy/`` + ``GT/``, the
   ICEML paired-test layout) can be opened by giving the path instead of a name.
 """
@@ -80,13 +82,15 @@ class Layout:
 
 @dataclass
 class NamedDataset:
-    """A named test set: its folder under the root, its known layouts, or a custom opener."""
+    """A named test set: its folder under the root, its known layouts, or a custom opener, and the
+    metric protocol its paper scores it with (a name in common_utils/evaluation/protocols.py)."""
 
     name: str
     folder: str
     layouts: tuple[Layout, ...] = ()
     opener: Callable[..., Any] | None = None
     task: str = "lowlight"
+    protocol: str = "paper"
     note: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     finish: Callable[[Any, dict[str, Any]], Any] | None = None
@@ -320,12 +324,13 @@ register_layout(NamedDataset("LSRW-Huawei", "LSRW-Huawei",
                 aliases=("LSRW", "Huawei"))
 register_layout(NamedDataset("SOTS-indoor", "SOTS-indoor", _sots("SOTS/indoor", ("nyuhaze500", "SOTS-indoor")),
                              task="haze"))
-register_layout(NamedDataset("SOTS-outdoor", "SOTS-outdoor", _sots("SOTS/outdoor", ("SOTS-outdoor",)), task="haze"),
-                aliases=("SOTS-Outdoors",))
+# the ICEML paper's two test sets, scored as its evaluation does (resized to 1024x1024, piq SSIM)
+register_layout(NamedDataset("SOTS-outdoor", "SOTS-outdoor", _sots("SOTS/outdoor", ("SOTS-outdoor",)), task="haze",
+                             protocol="iceml"), aliases=("SOTS-Outdoors",))
 register_layout(NamedDataset("RICE-I", "RICE-I", (Layout("cloud", "label", under="RICE1"),
                                                   Layout("Hazy", "GT", under="RICE1"),
-                                                  Layout("Hazy", "GT"), Layout("cloud", "label")), task="haze"),
-                aliases=("RICE1", "RICE"))
+                                                  Layout("Hazy", "GT"), Layout("cloud", "label")), task="haze",
+                             protocol="iceml"), aliases=("RICE1", "RICE"))
 register_layout(NamedDataset("O-HAZE", "O-HAZE", _haze_layouts(("O-HAZE", "O-Haze")), task="haze"))
 register_layout(NamedDataset("I-HAZE", "I-HAZE", _haze_layouts(("I-HAZE", "I-Haze")), task="haze"))
 register_layout(NamedDataset("NH-HAZE", "NH-HAZE", _haze_layouts(("NH-HAZE", "NH-Haze")), task="haze"))

@@ -3,10 +3,12 @@
     python scripts/export_weights.py --checkpoint experiments/RUN/checkpoints/last.pth --network CIDNet \\
         [--which teacher|student] --out pretrained/cidnet_lol.pth [--note "what it is"] [--scores results/summary.json]
 
-The file is a framework weights checkpoint (``ssir-weights-v1``): ``networks`` holds the chosen
-network's state dict under its entry name, with the network name and constructor arguments, so
-``eval.py``, ``eval_with_any_backbone.py`` and ``pretrained.path`` load it like any checkpoint.
-ICEML checkpoints keep both networks (``--network RtxICE-Net`` exports the pair).
+The file is a framework weights file (:func:`common_utils.checkpoint.weights_checkpoint`): the chosen
+network's state dict under its entry name with the arguments that build it, so ``eval.py``,
+``eval_with_any_backbone.py`` and ``pretrained.path`` load it like any checkpoint. ICEML
+checkpoints keep both networks (``--network RtxICE-Net`` exports the pair, ASMICE-Net's ``t_min``
+with it). A run writes such files itself (``checkpoints/net_<entry>_iter_<k>.pth``); this script
+adds a note and scores, and takes any checkpoint form the reader knows.
 """
 from __future__ import annotations
 
@@ -18,11 +20,15 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
-from common_utils.checkpoint import ICEML_ENTRIES, atomic_save, read_network_state, safe_load
+from common_utils.checkpoint import (
+    ICEML_ENTRIES,
+    atomic_save,
+    check_format,
+    network_state,
+    safe_load,
+    weights_checkpoint,
+)
 from common_utils.cli import run_cli
-from core.checkpointing import WEIGHTS_FORMAT
 from foundation.errors import UserError
 from models import network_name
 
@@ -31,22 +37,16 @@ def export(checkpoint: Path, network: str, which: str | None, out: Path, note: s
            scores: dict | None = None) -> Path:
     """Write the weights file (see the module docstring); return its path."""
     name = network_name(network)
-    if name in ICEML_ENTRIES:
-        nets = {ICEML_ENTRIES[n]: read_network_state(checkpoint, n).state for n in ICEML_ENTRIES}
-        entry = None
-    else:
-        found = read_network_state(checkpoint, name, which)
-        entry = found.entry or "weights"
-        nets = {entry: found.state}
     src = safe_load(checkpoint)
-    meta = src if isinstance(src, dict) else {}
-    state = {"format": WEIGHTS_FORMAT, "network": name, "network_args": dict(meta.get("network_args") or {}),
-             "networks": {k: {p: t.to(torch.float32).contiguous() for p, t in sd.items()} for k, sd in nets.items()},
-             "iter": meta.get("iter"), "note": note, "scores": scores or {}}
-    if entry:
-        state["best_network"] = entry  # the entry the reader picks by default
-    if isinstance(meta.get("config"), dict) and "iceml" in meta["config"]:
-        state["config"] = {"iceml": meta["config"]["iceml"]}
+    wanted = [(n, None) for n in ICEML_ENTRIES] if name in ICEML_ENTRIES else [(name, which)]
+    found = {n: network_state(src, n, w, str(checkpoint)) for n, w in wanted}
+    entries = {n: ICEML_ENTRIES.get(n) or f.entry or "weights" for n, f in found.items()}
+    meta = check_format(src, str(checkpoint)) or {}
+    state = weights_checkpoint({entries[n]: f.state for n, f in found.items()},
+                               {entries[n]: (n, f.network_args) for n, f in found.items()}, name, meta.get("iter"),
+                               note=note, scores=scores or {})
+    if len(found) == 1:
+        state["best_network"] = entries[name]  # the entry the reader picks by default
     atomic_save(state, out)
     return out
 

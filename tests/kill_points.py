@@ -44,7 +44,7 @@ def _kill() -> None:
 
 def install(spec: str) -> None:
     """Patch the trainer so the process SIGKILLs itself at ``spec`` (see the module docstring)."""
-    import core.checkpointing as checkpointing
+    import common_utils.checkpoint as checkpointing
     from core.loop import TrainingLoop
     from core.validation import Validator
 

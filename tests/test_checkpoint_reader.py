@@ -13,7 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from common_utils.checkpoint import CheckpointError, load_network, read_network_state, resolve_weight, safe_load
+from common_utils.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    atomic_save,
+    load_network,
+    load_networks,
+    read_network_state,
+    read_training_checkpoint,
+    resolve_weight,
+    safe_load,
+    training_checkpoint,
+    weights_checkpoint,
+)
 from common_utils.evaluation import eval as eval_cli
 from common_utils.evaluation import eval_with_any_backbone
 from models import build_network
@@ -42,11 +54,12 @@ def combined_file(tmp_path_factory, iceml_pair):
 
 @pytest.fixture(scope="module")
 def framework_iceml_file(tmp_path_factory, iceml_pair):
-    """A framework ICEML run checkpoint: both networks in ``networks`` (rtx, asm); network RtxICE-Net."""
+    """A framework ICEML run checkpoint of format version 1: both networks in ``networks`` (rtx, asm),
+    one ``network_args`` for both, ASMICE-Net's ``t_min`` only in the config."""
     path = tmp_path_factory.mktemp("run") / "last.pth"
     torch.save({"format": "ssir-train-v1", "network": "RtxICE-Net", "network_args": {"dim": 16},
                 "networks": {k: v.state_dict() for k, v in iceml_pair.items()}, "iter": 4,
-                "config": {"iceml": {"t_min": 0.1}}}, path)
+                "config": {"iceml": {"t_min": 0.25}}}, path)
     return path
 
 
@@ -63,6 +76,7 @@ def test_framework_iceml_checkpoint_gives_either_network(framework_iceml_file, i
     net, info = load_network(network, framework_iceml_file)  # dim 16 comes from the checkpoint
     assert _equal(net.state_dict(), iceml_pair[key].state_dict())
     assert info["weights"] == key
+    assert getattr(net, "t_min", None) == (0.25 if network == "ASMICE-Net" else None)  # read from version 1's config
 
 
 def test_combined_model_with_a_low_light_network_names_the_right_networks(combined_file):
@@ -121,3 +135,46 @@ def test_framework_low_light_checkpoint_default_is_the_teacher_and_network_is_ch
     assert _equal(load_network("UNet", path, which="student")[0].state_dict(), s)
     with pytest.raises(CheckpointError, match="trained for UNet, not CIDNet"):
         read_network_state(path, "CIDNet")
+
+
+def _unet_pair(seed: int = 3):
+    torch.manual_seed(seed)
+    return build_network("UNet", width=4).state_dict(), build_network("UNet", width=4).state_dict()
+
+
+def test_weights_file_is_float32_and_loads_every_network_like_eval_py(tmp_path):
+    s, t = _unet_pair()
+    half = {k: v.half() if v.is_floating_point() else v for k, v in s.items()}
+    path = tmp_path / "best.pth"
+    atomic_save(weights_checkpoint({"student": half, "teacher": t}, {e: ("UNet", {"width": 4}) for e in ("student",
+                                   "teacher")}, "UNet", 5), path)
+    saved = safe_load(path)
+    assert all(v.dtype == torch.float32 for v in saved["networks"]["student"].values() if v.is_floating_point())
+    nets, main, infos = load_networks(path)  # the loader of a run's final evaluation
+    assert main == "teacher" and set(nets) == {"student", "teacher"} and infos["student"]["network_args"] == {
+        "width": 4}
+    assert _equal(nets["teacher"].state_dict(), t)
+    assert _equal(nets["teacher"].state_dict(), load_network("UNet", path)[0].state_dict())  # eval.py's default
+    with pytest.raises(CheckpointError, match="holds network weights only"):
+        read_training_checkpoint(path)
+
+
+@pytest.mark.parametrize("kind", ["weights", "training"])
+def test_a_checkpoint_of_a_newer_format_version_is_one_clear_error(tmp_path, kind):
+    s, _ = _unet_pair()
+    specs = {"student": ("UNet", {"width": 4})}
+    if kind == "weights":
+        state = weights_checkpoint({"student": s}, specs, "UNet", 1)
+    else:
+        state = training_checkpoint({"student": s}, specs, "UNet", 1, {}, optimizer={}, scheduler={}, scaler={},
+                                    ema_steps_offset=0, best={}, nonfinite_total=0, nonfinite_streak=0, rng={},
+                                    trainer={}, amp="off")
+    path = tmp_path / "new.pth"
+    torch.save({**state, "version": FORMAT_VERSION + 1}, path)
+    for read in (lambda: load_network("UNet", path), lambda: read_training_checkpoint(path),
+                 lambda: load_networks(path)):
+        with pytest.raises(CheckpointError) as info:
+            read()
+        assert f"format version {FORMAT_VERSION + 1}" in str(info.value) and "newer version" in str(info.value)
+    torch.save(state, path)  # the same file at the current version reads
+    assert _equal(load_network("UNet", path)[0].state_dict(), s)

@@ -49,13 +49,15 @@ def test_exported_iceml_weights_keep_both_networks(tmp_path):
     torch.manual_seed(1)
     rtx, asm = build_network("RtxICE-Net", dim=16), build_network("ASMICE-Net", dim=16)
     run_ckpt = _run_checkpoint(tmp_path, "RtxICE-Net", {"dim": 16}, {"rtx": rtx, "asm": asm}, iter=3,
-                               config={"iceml": {"t_min": 0.1}})
+                               config={"iceml": {"t_min": 0.3}})
     out = tmp_path / "iceml.pth"
     assert _script("export_weights").main(["--checkpoint", str(run_ckpt), "--network", "RtxICE-Net",
                                            "--out", str(out)]) == 0
     for name, ref in (("RtxICE-Net", rtx), ("ASMICE-Net", asm)):
         net, _ = load_network(name, out)
         assert all(torch.equal(net.state_dict()[k], v) for k, v in ref.state_dict().items())
+    assert load_network("ASMICE-Net", out)[0].t_min == 0.3  # the run's iceml.t_min travels with the weights
+    assert "optimizer" not in torch.load(out, weights_only=True)
 
 
 def test_mean_and_spread_for_study_tables():

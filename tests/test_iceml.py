@@ -289,3 +289,23 @@ def test_stage_one_continued_trains_the_supervised_terms_only(tmp_path):
             tr.train_step(tr.next_batches())
     finally:
         tr.close()
+
+
+def test_t_min_survives_every_checkpoint_and_its_reader(tmp_path):
+    """``iceml.t_min`` is ASMICE-Net's inversion clamp: the trained network, the run's training state,
+    its weights files and the loader of eval.py / the final evaluation all build ASMICE-Net with it."""
+    from common_utils.checkpoint import load_network, load_networks
+
+    tr = TRAINERS.get("iceml")(load_config(_iceml_cfg(tmp_path, iters=2, pretrain=2), ["iceml.t_min=0.3"]))
+    try:
+        assert tr.networks["asm"].t_min == 0.3
+        tr.save_checkpoint("last")
+        tr.save_checkpoint("best")
+    finally:
+        tr.close()
+    ck = tmp_path / "exp" / "iceml_tiny" / "checkpoints"
+    for name in ("last.pth", "best.pth", "net_asm_iter_00000000.pth"):
+        net, info = load_network("ASMICE-Net", ck / name)
+        assert net.t_min == 0.3 and info["network_args"]["t_min"] == 0.3, name
+    nets, _, _ = load_networks(ck / "best.pth")
+    assert nets["asm"].t_min == 0.3 and not hasattr(nets["rtx"], "t_min")

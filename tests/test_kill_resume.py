@@ -9,7 +9,7 @@ mid-checkpoint (the new ``last.pth`` on disk but not yet in place). All runs are
 ``run.py`` processes; the ones that do not depend on each other run concurrently (phase 1: the
 uninterrupted references and the runs to kill; phase 2: the resumes).
 
-Also: only the last ``keep_last`` ``iter_*.pth`` files are kept, and a truncated ``last.pth``
+Also: only the last ``keep_last`` ``iter_*.pth`` (and ``net_*_iter_*.pth``) files are kept, and a truncated ``last.pth``
 is refused with one line that offers the previous, intact checkpoint.
 """
 from __future__ import annotations
@@ -246,6 +246,9 @@ def test_only_the_last_k_iteration_checkpoints_are_kept(runs):
     assert killed_state["ssll_k6"][1] == [f"iter_{i:08d}.pth" for i in (4, 5, 6)]
     ck = tmp / "experiments" / "ssll_k6" / "checkpoints"
     assert sorted(p.name for p in ck.glob("iter_*.pth")) == [f"iter_{i:08d}.pth" for i in (8, 9, 10)]
+    for entry in ("student", "teacher"):  # the weights files of the same saves, no others
+        assert sorted(p.name for p in ck.glob(f"net_{entry}_*.pth")) == [f"net_{entry}_iter_{i:08d}.pth"
+                                                                         for i in (8, 9, 10)]
     for name in ("sup_k6", "ssll_k6", "iceml_k2", "iceml_k6"):
         assert not list((tmp / "experiments" / name / "checkpoints").glob(".*.tmp")), name
     # a kept file is a complete training checkpoint of its iteration

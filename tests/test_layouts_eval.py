@@ -430,3 +430,62 @@ def test_sots_outdoor_with_shared_names_pairs_in_the_named_layout(tmp_path):
     assert [(lq.name, gt.name) for lq, gt in ds.pairs] == [("0001_0.8_0.2.png", "0001_0.8_0.2.png"),
                                                            ("0066_0.8_0.2.png", "0066_0.8_0.2.png")]
     _check_pairs(ds)
+
+
+# ------------------------------------------------------------------------------------------------ protocols
+def test_every_named_set_names_a_protocol_and_the_papers_sets_theirs():
+    from common_utils.evaluation.protocols import PROTOCOLS
+    from common_utils.evaluation.runner import protocol_name_of
+    from data.layouts import LAYOUTS, PAPER_DEHAZING
+
+    assert all(LAYOUTS.get(n).protocol in PROTOCOLS for n in LAYOUTS.names())
+    # the papers' protocols (spec ssll.md §5, iceml.md §5.2): SSIM on Y at full size; piq at 1024x1024
+    assert (PROTOCOLS["paper"]["ssim"], PROTOCOLS["paper"]["resize"]) == ("y", None)
+    assert (PROTOCOLS["iceml"]["ssim"], PROTOCOLS["iceml"]["resize"]) == ("piq", 1024)
+    assert {n: protocol_name_of(n) for n in (*EVAL_ALL, *PAPER_DEHAZING)} == {
+        **{n: "paper" for n in EVAL_ALL}, **{n: "iceml" for n in PAPER_DEHAZING}}
+    assert protocol_name_of({"name": "x", "type": "layout", "args": {"name": "RICE-I"}}) == "iceml"
+    assert protocol_name_of({"name": "RICE-I", "type": "paired_folder", "args": {}}) == "paper"
+
+
+def test_eval_py_and_a_runs_final_evaluation_score_each_set_with_its_papers_protocol(tmp_path, capsys):
+    """LOLv2 (SSIM on Y, full size) and RICE-I (resized to 1024, piq SSIM) in one evaluation: eval.py's
+    per-image SSIM is each protocol's own, recomputed here, and the run's summary equals eval.py's."""
+    import run
+    from common_utils.metrics import ssim_piq, ssim_y
+    from tests.helpers import tiny_config, write_yaml
+
+    rng = np.random.default_rng(5)
+    root = tmp_path / "sets"
+    for i in (1, 2):
+        _pair(root / f"LOLv2/Real_captured/Test/Low/low{i:05d}.png",
+              root / f"LOLv2/Real_captured/Test/Normal/normal{i:05d}.png", rng)
+        _pair(root / f"RICE1/cloud/{i}.png", root / f"RICE1/label/{i}.png", rng)
+    cfg = tiny_config(tmp_path, name="proto", iters=2)
+    cfg["eval"].update({"after_train": True, "lpips": False, "datasets": ["LOLv2", "RICE-I"],
+                        "data_root": str(root)})
+    assert run.main(["-c", str(write_yaml(tmp_path / "proto.yaml", cfg))]) == 0
+    ran = json.loads((tmp_path / "experiments" / "proto" / "results" / "summary.json").read_text())
+    ckpt = tmp_path / "experiments" / "proto" / "checkpoints" / "last.pth"
+    out = tmp_path / "ev"
+    assert eval_cli.main(["-n", "UNet", "-w", str(ckpt), "-d", "LOLv2,RICE-I", "--data-root", str(root), "-o",
+                          str(out), "--device", "cpu", "--workers", "0", "--no-lpips", "--no-input"]) == 0
+    ev = json.loads((out / "summary.json").read_text())
+    net, _ = load_network("UNet", ckpt)
+    for name, ssim, size in (("LOLv2", ssim_y, None), ("RICE-I", ssim_piq, 1024)):
+        ds = open_layout(name, str(root))
+        rows = _rows(out / name / "per_image.csv")
+        for i in range(len(ds)):
+            item = ds[i]
+            lq, gt = item["lq"][None], item["gt"][None]
+            if size:
+                lq, gt = (torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                                                          antialias=True)
+                          for t in (lq, gt))
+            with torch.no_grad():
+                y = net(lq).clamp(0, 1)
+            assert float(rows[item["name"]]["ssim"]) == pytest.approx(float(ssim(y, gt)[0]), abs=2e-4), name
+        assert ran[name]["ssim"] == pytest.approx(ev[name]["ssim"], abs=1e-9), name
+        assert ran[name]["psnr"] == pytest.approx(ev[name]["psnr"], abs=1e-9), name
+    assert ev["_protocol"]["ssim"].startswith("LOLv2: SSIM on Y") and "RICE-I: SSIM on RGB (piq" in ev["_protocol"][
+        "ssim"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from common_utils.checkpoint import FORMAT, FORMAT_VERSION, load_network
 from core import TRAINERS
 from core.config import load_config
 from data.paths import REPO_ROOT
@@ -65,7 +66,8 @@ def test_run_writes_checkpoints_and_logs(run_a):
     assert "validation @ 4" in log and "validation @ 8" in log and f"training finished at iteration {ITERS}" in log
     assert (exp / "config.yaml").is_file()
     last = torch.load(ck / "last.pth", weights_only=True)
-    assert last["format"] == "ssir-train-v1" and last["iter"] == ITERS
+    assert (last["format"], last["version"], last["kind"]) == (FORMAT, FORMAT_VERSION, "training")
+    assert last["iter"] == ITERS
     assert set(last["networks"]) == {"student", "teacher"}
     assert _states_equal(last["networks"]["student"], trainer.networks["student"].state_dict())
     assert _states_equal(last["networks"]["teacher"], trainer.teachers["teacher"].state_dict())
@@ -75,6 +77,15 @@ def test_run_writes_checkpoints_and_logs(run_a):
     assert best["best_network"] in ("student", "teacher")
     assert best["iter"] == trainer.best[best["best_network"]]["iter"]
     assert last["best"]["student"]["psnr"] == pytest.approx(trainer.best["student"]["psnr"])
+    # a small weights file per network and save, no optimizer, kept for the same iterations as the states
+    for entry, net in (("student", trainer.networks["student"]), ("teacher", trainer.teachers["teacher"])):
+        files = sorted(p.name for p in ck.glob(f"net_{entry}_iter_*.pth"))
+        assert files == [f"net_{entry}_iter_{i:08d}.pth" for i in (2, 4, 6, 8)]
+        weights = torch.load(ck / files[-1], weights_only=True)
+        assert weights["kind"] == "weights" and set(weights["networks"]) == {entry} and "optimizer" not in weights
+        assert (ck / files[-1]).stat().st_size < (ck / "last.pth").stat().st_size / 3
+        loaded, info = load_network("UNet", ck / files[-1])
+        assert info["weights"] == entry and _states_equal(loaded.state_dict(), net.state_dict())
     # cosine schedule by iteration reaches eta_min at the end
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
 

@@ -13,22 +13,24 @@ looked for: docs/datasets.md, data/layouts.py), ``demo_lowlight``, or a folder h
 paths looked for, and the others are still evaluated; a set named on its own that is missing, or
 no set at all, stops with exit code 2 before anything is written.
 
-Protocols:
-- ``paper`` (default, the SSLL evaluation): full resolution (padded to the network's size
-  multiple and cropped back), output clamped to [0, 1], PSNR on RGB, SSIM on Y (pyiqa style),
-  LPIPS AlexNet v0.1 on [-1, 1] when torchvision's AlexNet weights are on this machine
-  (otherwise reported as unavailable, with the reason). The official script ran under fp16
-  autocast: add ``--fast-eval`` to do the same.
-- ``iceml`` (the dehazing paper): images resized to 1024x1024, SSIM with piq's defaults.
-``--ssim`` and ``--resize`` override either protocol.
+Protocols (``--protocol``; default ``auto``: each set with its paper's, named in data/layouts.py):
+- ``paper`` (the SSLL evaluation; every set but RICE-I and SOTS-outdoor, and folders): full
+  resolution (padded to the network's size multiple and cropped back), output clamped to [0, 1],
+  PSNR on RGB, SSIM on Y (pyiqa style), LPIPS AlexNet v0.1 on [-1, 1] when torchvision's AlexNet
+  weights are on this machine (otherwise reported as unavailable, with the reason). The official
+  script ran under fp16 autocast: add ``--fast-eval`` to do the same.
+- ``iceml`` (the dehazing paper; RICE-I and SOTS-outdoor): images resized to 1024x1024, SSIM with
+  piq's defaults.
+``--ssim`` and ``--resize`` override the protocol of every set.
 
 Weights (``--weight``): anything :func:`common_utils.checkpoint.read_network_state` reads: a
 plain state dict or a released wrapper (``params``, ``params_ema``, ``state_dict``, ``model``, DDP
-``module.``), this framework's run checkpoints (by default the network the run recorded as best,
-else the teacher; ``--student`` / ``--ema`` choose), the official ICEML CombinedModel (with
-``-n RtxICE-Net`` or ``-n ASMICE-Net``), or the official SSLL training prefix: ``--weight
-ckpt/LOLv2_psnr`` loads ``ckpt/LOLv2_psnr_<Net>.pth`` (``_<Net>_ema.pth`` with ``--ema``). A
-checkpoint of another network is refused with the network it seems to belong to.
+``module.``), this framework's checkpoints of any format version up to this code's (a run's
+weights files ``net_<entry>_iter_<k>.pth``, ``best*.pth``, ``last.pth``; by default the network the
+run recorded as best, else the teacher; ``--student`` / ``--ema`` choose), the official ICEML
+CombinedModel (with ``-n RtxICE-Net`` or ``-n ASMICE-Net``), or the official SSLL training prefix:
+``--weight ckpt/LOLv2_psnr`` loads ``ckpt/LOLv2_psnr_<Net>.pth`` (``_<Net>_ema.pth`` with ``--ema``).
+A checkpoint of another network is refused with the network it seems to belong to.
 ``--compare NETWORK=WEIGHT`` (repeatable) scores more networks on the same images: one row each
 in the summary, one column each on the ``--html`` page, which sorts by the difference of two.
 
@@ -58,13 +60,13 @@ import torch
 from common_utils.checkpoint import load_network
 from common_utils.cli import add_threads_argument, default_workers, help_text, loader_workers, run_cli
 from common_utils.device import select_device
+from common_utils.evaluation.protocols import AUTO, PROTOCOLS
 from common_utils.evaluation.report import markdown_table
 from common_utils.evaluation.runner import (
-    PROTOCOLS,
     SEED,
-    build_protocol,
     check_output_dir,
     dataset_key,
+    dataset_protocols,
     evaluate_datasets,
     open_datasets,
     parse_network_args,
@@ -112,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "correction (extra columns; not the paper's protocol)")
     p.add_argument("--ssim", choices=("y", "rgb", "piq"), default=None, help="SSIM variant (default: the protocol's)")
     p.add_argument("--resize", type=int, default=None, help="resize inputs and GT to NxN before inference")
-    p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="paper", help="paper (SSLL, default) or iceml")
+    p.add_argument("--protocol", choices=(AUTO, *PROTOCOLS), default=AUTO,
+                   help="auto (each set with its paper's protocol, default), paper (SSLL) or iceml")
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one, default), cpu, cuda, "
                    "cuda:N; a device that is not there is an error")
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default: the usable "
@@ -193,19 +196,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     no_reference = sorted(k for k, ds in datasets.items() if isinstance(ds, UnpairedFolderDataset))
     if no_reference and not args.niqe:
         print(f"note: {', '.join(no_reference)} has no ground truth: scored with NIQE (no reference)", flush=True)
-    protocol = build_protocol(args.protocol, args.ssim, args.resize, args.fast_eval, args.tile, args.tile_overlap,
-                              args.gt_mean, not args.no_lpips, device, ms_ssim=not args.no_ms_ssim,
-                              niqe=args.niqe or bool(no_reference), self_ensemble=args.self_ensemble)
+    protocols = dataset_protocols(names, args.protocol, args.ssim, args.resize, fast=args.fast_eval, tile=args.tile,
+                                  tile_overlap=args.tile_overlap, gt_mean=args.gt_mean, lpips=not args.no_lpips,
+                                  device=device, ms_ssim=not args.no_ms_ssim, niqe=args.niqe or bool(no_reference),
+                                  self_ensemble=args.self_ensemble)
+    protocol = next(iter(protocols.values()))  # every set's shares its LPIPS and NIQE
     if protocol.lpips is None and protocol.lpips_reason and not args.no_lpips:
         print(f"note: {protocol.lpips_reason}", flush=True)
     if (args.niqe or no_reference) and protocol.niqe is None:
         print(f"note: {protocol.niqe_reason}", flush=True)
-    extra = {"protocol": f"{args.protocol} ({PROTOCOLS[args.protocol]['description']})", **info,
-             "data_root": data_root, "seed": SEED, **options}
+    extra = {**info, "data_root": data_root, "seed": SEED, **options}
     with OutputFolder(out_dir):  # locked, an earlier result moved aside: nothing stale, one writer
         if len(infos) > 1:
             extra["compared"] = {label: i["weight"] for label, i in zip(labels, infos)}
-        summary = evaluate_datasets(nets, datasets, missing, protocol, device, out_dir, main=labels[0],
+        summary = evaluate_datasets(nets, datasets, missing, protocols, device, out_dir, main=labels[0],
                                     order=order, save=args.save, workers=workers, with_input=not args.no_input,
                                     extra=extra, title=f"Evaluation of {info['network']}", max_images=args.max_images,
                                     on_bad_image=args.on_bad_image, page=args.html,

@@ -48,8 +48,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 @dataclass
 class EvalProtocol:
-    """How outputs are produced and scored (recorded next to every result)."""
+    """How outputs are produced and scored (recorded next to every result); built from a named
+    protocol of :mod:`common_utils.evaluation.protocols` by :func:`common_utils.evaluation.runner.build_protocol`."""
 
+    name: str = "paper"
+    description: str = ""
     ssim: str = "y"
     lpips: nn.Module | None = None
     lpips_reason: str | None = None
@@ -85,6 +88,7 @@ class EvalProtocol:
         prec = "fp16 autocast" if self.fast and device.type == "cuda" else (
             "bf16 autocast" if self.fast else "fp32")
         return {
+            "protocol": f"{self.name} ({self.description})" if self.description else self.name,
             "psnr": "RGB, data range 1, output clamped to [0,1]",
             "ssim": ssim_desc,
             "lpips": getattr(self.lpips, "description", None) if self.lpips is not None else

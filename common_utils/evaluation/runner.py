@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from common_utils.device import select_device
 from common_utils.evaluation.evaluator import EvalProtocol, evaluate
+from common_utils.evaluation.protocols import AUTO, DEFAULT, PROTOCOLS
 from common_utils.evaluation.report import write_rows_csv, write_summary
 from common_utils.no_reference import try_build_niqe
 from data import build_dataset
@@ -30,17 +32,12 @@ from data.paths import resolve_dataset_args
 from foundation.errors import UserError
 from models.lpips import try_build_lpips
 
-__all__ = ["PROTOCOLS", "SEED", "build_protocol", "check_output_dir", "dataset_key", "evaluate_datasets",
-           "identity", "open_datasets", "parse_network_args", "select_device", "worse_than_input"]
+__all__ = ["PROTOCOLS", "SEED", "build_protocol", "check_output_dir", "dataset_key", "dataset_protocol",
+           "dataset_protocols", "evaluate_datasets", "identity", "open_datasets", "parse_network_args",
+           "protocol_name_of", "select_device", "worse_than_input"]
 
 SEED = 1951581  # the official SSLL evaluation's seed
 
-# protocol name -> SSIM variant, resize, description
-PROTOCOLS: dict[str, dict[str, Any]] = {
-    "paper": {"ssim": "y", "resize": None, "description": "SSLL paper: full resolution, PSNR RGB, SSIM on Y, "
-                                                          "LPIPS AlexNet"},
-    "iceml": {"ssim": "piq", "resize": 1024, "description": "ICEML paper: resize to 1024x1024, piq PSNR/SSIM"},
-}
 
 
 def parse_network_args(text: str | None) -> dict[str, Any]:
@@ -95,11 +92,54 @@ def build_protocol(protocol: str = "paper", ssim: str | None = None, resize: int
         raise UserError(f"--resize must be a positive size, got {resize}")
     metric, reason = try_build_lpips() if lpips else (None, lpips_off_reason)
     niqe_metric, niqe_reason = try_build_niqe() if niqe else (None, None)
-    return EvalProtocol(ssim=ssim or base["ssim"], lpips=metric.to(device) if metric is not None else None,
-                        lpips_reason=reason, fast=fast, tile=tile, tile_overlap=tile_overlap,
+    return EvalProtocol(name=protocol, description=base["description"], ssim=ssim or base["ssim"],
+                        lpips=metric.to(device) if metric is not None else None, lpips_reason=reason, fast=fast,
+                        tile=tile, tile_overlap=tile_overlap,
                         resize=resize if resize is not None else base["resize"], gt_mean=gt_mean,
                         ms_ssim=ms_ssim, niqe=niqe_metric, niqe_reason=niqe_reason, self_ensemble=self_ensemble,
                         **({} if auto_tile else {"auto_tile_pixels": None}))
+
+
+def protocol_name_of(spec: str | Mapping[str, Any]) -> str:
+    """The protocol a dataset is scored with: its named layout's (``protocol`` in data/layouts.py,
+    also for ``type: layout``), else :data:`common_utils.evaluation.protocols.DEFAULT`."""
+    spec = {"name": spec} if isinstance(spec, str) else spec
+    if spec.get("type") == "layout":
+        args = spec.get("args") or {}
+        name = args.get("name")
+    else:
+        name = None if spec.get("type") else spec.get("name")
+    return LAYOUTS.get(name).protocol if isinstance(name, str) and name in LAYOUTS else DEFAULT
+
+
+def dataset_protocols(specs: Iterable[str | Mapping[str, Any]], protocol: str = AUTO, ssim: str | None = None,
+                      resize: int | None = None, **options: Any) -> dict[str, EvalProtocol]:
+    """``{dataset key: EvalProtocol}`` for the sets :func:`open_datasets` opens from ``specs``: each
+    set's own protocol (``auto``) or the one named; ``ssim`` / ``resize`` override it, ``options``
+    are :func:`build_protocol`'s (LPIPS is built once for all)."""
+    if protocol != AUTO and protocol not in PROTOCOLS:
+        raise UserError(f"unknown protocol '{protocol}' (use {', '.join((AUTO, *PROTOCOLS))})")
+    built: dict[str, EvalProtocol] = {}
+    out: dict[str, EvalProtocol] = {}
+    for spec in specs:
+        spec, key = _spec_and_key(spec)
+        name = protocol_name_of(spec) if protocol == AUTO else protocol
+        if name not in built:
+            if built:  # the same metrics objects, another protocol's SSIM and size
+                first = next(iter(built.values()))
+                built[name] = replace(first, name=name, description=PROTOCOLS[name]["description"],
+                                      ssim=ssim or PROTOCOLS[name]["ssim"],
+                                      resize=resize if resize is not None else PROTOCOLS[name]["resize"])
+            else:
+                built[name] = build_protocol(name, ssim, resize, **options)
+        out[key] = built[name]
+    return out
+
+
+def dataset_protocol(spec: str | Mapping[str, Any], ssim: str | None = None, resize: int | None = None,
+                     **options: Any) -> EvalProtocol:
+    """The :class:`EvalProtocol` of one dataset spec (a name, or ``{type, args}`` as ``data.val``)."""
+    return build_protocol(protocol_name_of(spec), ssim, resize, **options)
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
@@ -122,6 +162,12 @@ def dataset_key(name: str) -> str:
     return p.name if (len(p.parts) > 1 or p.is_dir()) and p.name else name
 
 
+def _spec_and_key(spec: str | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    """A dataset spec as a mapping, and its result key."""
+    spec = {"name": spec} if isinstance(spec, str) else spec
+    return spec, spec["name"] if spec.get("type") else dataset_key(spec["name"])
+
+
 def open_datasets(specs: Iterable[str | Mapping[str, Any]], data_root: str | None = None,
                   options: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
     """Open evaluation datasets given by name (a named layout or a folder) or as ``{name, type, args}``.
@@ -134,9 +180,8 @@ def open_datasets(specs: Iterable[str | Mapping[str, Any]], data_root: str | Non
     found: dict[str, Any] = {}
     missing: dict[str, dict[str, str]] = {}
     for spec in specs:
-        spec = {"name": spec} if isinstance(spec, str) else spec
+        spec, key = _spec_and_key(spec)
         name = spec["name"]
-        key = name if spec.get("type") else dataset_key(name)
         try:
             if spec.get("type"):
                 args = spec.get("args") or {}
@@ -164,7 +209,8 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
-                      missing: Mapping[str, Mapping[str, str]], protocol: EvalProtocol, device: torch.device,
+                      missing: Mapping[str, Mapping[str, str]], protocol: EvalProtocol | Mapping[str, EvalProtocol],
+                      device: torch.device,
                       out_dir: Path, main: str | None = None, order: Iterable[str] | None = None, save: bool = False,
                       workers: int = 0, with_input: bool = False, extra: Mapping[str, Any] | None = None,
                       title: str = "Evaluation", max_images: int | None = None,
@@ -173,6 +219,8 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
                       ) -> dict[str, Any]:
     """Score every network of ``nets`` on every dataset; write the result files; return the summary.
 
+    ``protocol`` is one for every set or ``{dataset key: protocol}`` (:func:`dataset_protocols`);
+    ``_protocol`` in the summary then names, for each field the sets differ in, every set's value.
     Per dataset the summary holds the ``main`` network's means at the top level (its per-image
     rows in ``per_image.csv``, its outputs under ``images/`` with ``save``), each network under
     its label when there are several, and with ``with_input`` the input's own scores under
@@ -189,7 +237,8 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
     main = main or next(iter(nets))
     summary: dict[str, Any] = {}
     say = log or (lambda _: None)
-    described = {**protocol.describe(device), **dict(extra or {})}
+    protocols = {k: protocol[k] for k in datasets} if isinstance(protocol, Mapping) else {k: protocol for k in datasets}
+    described = {**_describe(protocols, device, protocol), **dict(extra or {})}
     for key in (list(order) if order is not None else [*datasets, *missing]):
         if key in missing:
             summary[key] = dict(missing[key])
@@ -213,12 +262,12 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
             book = ComparisonPage(ds_dir, key, list(nets), main=main, title=f"{title}: {key}")
         hook = book.hook if book is not None else lambda label: None
         try:
-            scored = {label: evaluate(net, loader, device, protocol, max_images=max_images, progress=bar(label),
+            scored = {label: evaluate(net, loader, device, protocols[key], max_images=max_images, progress=bar(label),
                                       save_dir=ds_dir / "images" if save and label == main else None,
                                       on_image=hook(label))
                       for label, net in nets.items()}
             if with_input:
-                as_is = dataclasses.replace(protocol, self_ensemble=False)  # the input is the input
+                as_is = dataclasses.replace(protocols[key], self_ensemble=False)  # the input is the input
                 scored["input"] = evaluate(identity, loader, device, as_is, max_images=max_images,
                                            time_forward=False, on_image=hook("input"), progress=bar("input"))
         except UserError as exc:
@@ -235,7 +284,7 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
             entry.get("input", {}).pop("latency_ms", None)
             entry.get("input", {}).pop("fps", None)
         summary[key] = entry
-        report_left_out(entry.get("skipped", []), len(entry.get("tiled_automatically", [])), protocol,
+        report_left_out(entry.get("skipped", []), len(entry.get("tiled_automatically", [])), protocols[key],
                         lambda line, key=key: say(f"{key}: {line}"))
         if not entry["images"]:
             summary[key] = {**entry, "error": "no image could be evaluated (see the warnings above)"}
@@ -268,6 +317,21 @@ def report_left_out(skipped: Iterable[str], tiled: int, protocol: EvalProtocol,
         (say or (lambda m: print(m, flush=True)))(
             f"note: {tiled} large image(s) ran in tiles of {protocol.auto_tile} pixels (above "
             f"{protocol.auto_tile_pixels} pixels; --tile N to choose, --tile 0 never tiles)")
+
+
+def _describe(protocols: Mapping[str, EvalProtocol], device: torch.device,
+              fallback: EvalProtocol | Mapping[str, EvalProtocol]) -> dict[str, Any]:
+    """The ``_protocol`` of a summary: the protocol's fields, or per set where the sets' protocols differ."""
+    if not protocols:
+        first = next(iter(fallback.values()), None) if isinstance(fallback, Mapping) else fallback
+        return first.describe(device) if first is not None else {}
+    each = {k: p.describe(device) for k, p in protocols.items()}
+    out: dict[str, Any] = {}
+    for field_name in next(iter(each.values())):
+        values = {k: d.get(field_name) for k, d in each.items()}
+        same = len({repr(v) for v in values.values()}) == 1
+        out[field_name] = next(iter(values.values())) if same else "; ".join(f"{k}: {v}" for k, v in values.items())
+    return out
 
 
 def worse_than_input(summary: Mapping[str, Any]) -> list[str]:
