@@ -2,8 +2,9 @@
 non-finite guard, EMA, logging, validation and checkpoints on schedule, and stop signals.
 
 ``SIGTERM`` (what a cluster scheduler sends before it kills a job) and a first ``Ctrl-C`` finish
-the current iteration, write ``last.pth`` and stop with exit code 143 / 130; ``--resume`` then
-continues the same run.
+the current iteration (a validation in progress ends before its next image and is run again on
+resume), write ``last.pth`` and stop with exit code 143 / 130; ``--resume`` then continues the
+same run.
 
 A non-finite loss (on any rank) skips the optimizer step but not the iteration: the weights,
 optimizer state and teachers stay as they were, while the iteration count and the learning-rate
@@ -21,7 +22,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from core.runtime import capture_rng_state, restore_rng_state
 from core.signals import StopSignals
+from core.validation import ValidationInterrupted
 from foundation.errors import UserError
 
 
@@ -59,6 +62,9 @@ class TrainingLoop:
         bar = tqdm(total=self.total_iters, initial=self.iter, disable=None if self.is_main else True,
                    desc=self.cfg.name, dynamic_ncols=True, leave=False)
         with StopSignals() as stop:
+            if self.validation_pending:  # resumed from a stop during this iteration's validation
+                self._validate_unless_stopped(stop)
+                self._checkpoint_or_stop(stop, bar, scheduled=True)  # last.pth as the uninterrupted run wrote it
             while self.iter < self.total_iters:
                 terms = self._one_iteration(t.grad_clip)
                 if terms is not None:
@@ -71,16 +77,9 @@ class TrainingLoop:
                     self._log_train(values, count / max(time.time() - tic, 1e-9), bar)
                     sums, count, tic = {}, 0, time.time()
                 if val_every and (self.iter % val_every == 0 or self.iter == self.total_iters) and self.validator:
-                    self.validate()
-                stopping = self._stop_requested(stop)
-                if self.iter % save_every == 0 or self.iter == self.total_iters or stopping:
-                    self.save_checkpoint("last")
-                if stopping and self.iter < self.total_iters:
-                    bar.close()
-                    signum = stop.received or signal.SIGTERM
-                    self.log.info(f"{signal.Signals(signum).name} received at iteration {self.iter}: "
-                                  f"checkpoint written")
-                    raise TrainingInterrupted(signum, self.ckpt_dir / "last.pth")
+                    self._validate_unless_stopped(stop)
+                self._checkpoint_or_stop(stop, bar, scheduled=self.iter % save_every == 0
+                                         or self.iter == self.total_iters)
         bar.close()
         self.log.info(f"training finished at iteration {self.iter}")
         self.write_curves()
@@ -96,6 +95,39 @@ class TrainingLoop:
         path = plot_curves(curves, self.exp_dir / "results" / "curves.png", title=self.cfg.name)
         self.log.info(f"curves written to {path}" if path else "matplotlib is not installed: no curves.png (the "
                       "values are in logs/scalars.jsonl)")
+
+    def _validate_unless_stopped(self, stop: StopSignals) -> None:
+        """Validate; a stop signal ends it before the next image and leaves ``validation_pending`` set.
+
+        The RNG state is put back as it was before the validation, so that the resumed run, which
+        validates this iteration again, continues as if nothing had happened.
+        """
+        rng = capture_rng_state()
+        try:
+            self.validate(should_stop=lambda: stop.received is not None)
+        except ValidationInterrupted:
+            restore_rng_state(rng)
+            self.validation_pending = True
+        else:
+            self.validation_pending = False
+
+    def _checkpoint_or_stop(self, stop: StopSignals, bar: Any, scheduled: bool) -> None:
+        """Write ``last.pth`` when it is due or a stop signal arrived; after a signal, stop the run.
+
+        A stop at the last iteration stops too (the final evaluation does not start): training is
+        complete in ``last.pth``, and ``--resume`` runs what is left (a pending validation, the
+        evaluation).
+        """
+        stopping = self._stop_requested(stop)
+        if scheduled or stopping:
+            self.save_checkpoint("last", extra={"validation_pending": True} if self.validation_pending else None)
+        if stopping:
+            bar.close()
+            signum = stop.received or signal.SIGTERM
+            where = " during validation" if self.validation_pending else ""
+            self.log.info(f"{signal.Signals(signum).name} received at iteration {self.iter}{where}: "
+                          f"checkpoint written")
+            raise TrainingInterrupted(signum, self.ckpt_dir / "last.pth")
 
     def _stop_requested(self, stop: StopSignals) -> bool:
         """Whether a stop signal arrived (on any rank: the ranks stop at the same iteration)."""

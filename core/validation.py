@@ -4,6 +4,10 @@ Each rank scores every ``world``-th validation image; the sums are all-reduced s
 gets the same means (a rank whose shard is empty still joins with zeros). The first
 ``train.sample_images`` images of rank 0's shard are drawn as input | each network | ground
 truth, to TensorBoard when it is installed and to ``<run>/samples/iter_<k>.jpg`` otherwise.
+
+A stop signal ends a validation between two images (``should_stop``): every rank learns it in
+the same all-reduce that sums the scores, so under DDP all ranks abandon the validation together
+(:class:`ValidationInterrupted`) and no rank is left waiting in a collective.
 """
 from __future__ import annotations
 
@@ -23,6 +27,10 @@ from core.runtime import DistInfo
 
 #: metrics a run can watch to keep its best checkpoint, and whether higher is better
 WATCHABLE = {"psnr": True, "ssim": True, "lpips": False}
+
+
+class ValidationInterrupted(Exception):
+    """A stop signal arrived during validation (on some rank): its scores are incomplete and unused."""
 
 
 class Shard(torch.utils.data.Dataset):
@@ -53,8 +61,13 @@ class Validator:
         self.best: dict[str, dict[str, Any]] = {}
         self._warned: set[str] = set()
 
-    def run(self, networks: dict[str, nn.Module], step: int) -> tuple[dict[str, dict[str, float]], list[str]]:
-        """Mean metrics per network, and the networks that beat their best ``watch`` score."""
+    def run(self, networks: dict[str, nn.Module], step: int, should_stop: Callable[[], bool] | None = None
+            ) -> tuple[dict[str, dict[str, float]], list[str]]:
+        """Mean metrics per network, and the networks that beat their best ``watch`` score.
+
+        Raises :class:`ValidationInterrupted` on every rank once ``should_stop()`` was true on any
+        rank (asked before every image); nothing is logged and no best score changes then.
+        """
         results: dict[str, dict[str, float]] = {}
         samples: dict[str, list[dict[str, Any]]] = {}
         for name, net in networks.items():
@@ -70,13 +83,15 @@ class Validator:
                                  "name": row["name"]})
 
             res = evaluate(net, self.make_loader(self.shard), self.device, self.protocol, time_forward=False,
-                           on_image=keep)
+                           on_image=keep, should_stop=should_stop)
             net.train(was_training)
+            results[name], stopped = self._reduce_means(res.rows, res.stopped)
+            if stopped:
+                raise ValidationInterrupted(f"validation @ {step} interrupted")
             for why in res.skipped:  # an unreadable validation image is left out, never silently
                 if why not in self._warned:
                     self._warned.add(why)
                     self.log.warning(f"validation leaves out {why}")
-            results[name] = self._reduce_means(res.rows)
         if self.dist.is_main:
             text = " | ".join(f"{n}: " + " ".join(f"{k}={v:.4f}" for k, v in r.items() if k != "images")
                               for n, r in results.items())
@@ -107,18 +122,20 @@ class Validator:
         sign = 1 if WATCHABLE[self.watch] else -1
         return max(self.best.items(), key=lambda kv: sign * kv[1]["score"])
 
-    def _reduce_means(self, rows: list[dict[str, Any]]) -> dict[str, float]:
+    def _reduce_means(self, rows: list[dict[str, Any]], stopped: bool = False) -> tuple[dict[str, float], bool]:
+        """The means over every rank's rows, and whether any rank stopped early (one all-reduce)."""
         # the keys must not depend on this rank's rows: a rank whose shard is empty (fewer
         # validation images than ranks) still joins an all-reduce of the same size
         keys = ["psnr", "ssim"] + (["lpips"] if self.protocol.lpips is not None else [])
-        sums = torch.tensor([sum(r[k] for r in rows if r.get(k) is not None) for k in keys] + [len(rows)],
+        sums = torch.tensor([sum(r[k] for r in rows if r.get(k) is not None) for k in keys]
+                            + [len(rows), float(stopped)],
                             dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
         if self.dist.enabled:
             dist.all_reduce(sums)
-        n = max(float(sums[-1]), 1.0)
+        n = max(float(sums[-2]), 1.0)
         out = {k: float(sums[i]) / n for i, k in enumerate(keys)}
-        out["images"] = int(sums[-1])
-        return out
+        out["images"] = int(sums[-2])
+        return out, bool(sums[-1] > 0)
 
     def _write_samples(self, samples: dict[str, list[dict[str, Any]]], step: int) -> None:
         """input | each network | ground truth for the first few validation images."""
