@@ -13,6 +13,7 @@ schedule advance, so logging, validation and checkpoints keep their schedule.
 """
 from __future__ import annotations
 
+import importlib.util
 import signal
 import time
 from pathlib import Path
@@ -54,6 +55,7 @@ class TrainingLoop:
         val_every = t.val_every or (t.val_every_epochs * self.iters_per_epoch if t.val_every_epochs else None)
         save_every = t.save_every or val_every or self.iters_per_epoch
         self.start_streams()
+        start = self.iter
         for net in self.networks.values():
             net.train()
         sums: dict[str, torch.Tensor] = {}
@@ -81,6 +83,10 @@ class TrainingLoop:
                 self._checkpoint_or_stop(stop, bar, scheduled=self.iter % save_every == 0
                                          or self.iter == self.total_iters)
         bar.close()
+        if self.iter == start:
+            # nothing left to train (a resume at the run's last iteration, maybe into a new folder):
+            # this folder still gets the last.pth that its evaluation and a later --resume read
+            self.save_checkpoint("last")
         self.log.info(f"training finished at iteration {self.iter}")
         self.write_curves()
 
@@ -93,8 +99,12 @@ class TrainingLoop:
 
         curves = read_scalars(self.run_folder.logs / "scalars.jsonl")
         path = plot_curves(curves, self.exp_dir / "results" / "curves.png", title=self.cfg.name)
-        self.log.info(f"curves written to {path}" if path else "matplotlib is not installed: no curves.png (the "
-                      "values are in logs/scalars.jsonl)")
+        if path:
+            self.log.info(f"curves written to {path}")
+        elif importlib.util.find_spec("matplotlib") is None:
+            self.log.info("matplotlib is not installed: no curves.png (the values are in logs/scalars.jsonl)")
+        else:
+            self.log.info("no loss or validation values in logs/scalars.jsonl of this run folder yet: no curves.png")
 
     def _validate_unless_stopped(self, stop: StopSignals) -> None:
         """Validate; a stop signal ends it before the next image and leaves ``validation_pending`` set.
