@@ -7,6 +7,9 @@
 - SIGTERM to ``torchrun``: torchrun signals each rank's process group (rank and workers); every
   rank stops at the same iteration, rank 0 writes ``last.pth``, no rank prints a traceback.
 - a rank stopped with SIGSTOP: the other reports it in one line within ``train.ddp_timeout``.
+- Ctrl-C during a validation (in the run and at its last iteration) ends it before the next
+  image with ``last.pth`` written; the resumed run validates that iteration first and ends with
+  the weights and best scores of an uninterrupted run.
 """
 from __future__ import annotations
 
