@@ -64,7 +64,7 @@ class TrainingLoop:
         bar = tqdm(total=self.total_iters, initial=self.iter, disable=None if self.is_main else True,
                    desc=self.cfg.name, dynamic_ncols=True, leave=False)
         with StopSignals() as stop:
-            if self.validation_pending:  # resumed from a stop during this iteration's validation
+            if self.validation_pending and self.validator:  # resumed from a stop during this iteration's validation
                 self._validate_unless_stopped(stop)
                 self._checkpoint_or_stop(stop, bar, scheduled=True)  # last.pth as the uninterrupted run wrote it
             while self.iter < self.total_iters:
