@@ -78,7 +78,7 @@ class BaseTrainer(TrainerAssembly, TrainingLoop, TrainerCheckpoints):
         if resume:
             ckpt = CheckpointStore.read_training(resume)
             self.load_state_dict(ckpt)
-            self.validation_pending = bool(ckpt.get("validation_pending", False))
+            self.validation_pending = bool(ckpt.get("validation_pending", False)) and self.validator is not None
             self.log.info(f"resumed from {resume} at iteration {self.iter}")
         self._open_run_folder()
 
