@@ -2,8 +2,9 @@
 non-finite guard, EMA, logging, validation and checkpoints on schedule, and stop signals.
 
 ``SIGTERM`` (what a cluster scheduler sends before it kills a job) and a first ``Ctrl-C`` finish
-the current iteration, write ``last.pth`` and stop with exit code 143 / 130; ``--resume`` then
-continues the same run.
+the current iteration (a validation in progress ends before its next image and is run again on
+resume), write ``last.pth`` and stop with exit code 143 / 130; ``--resume`` then continues the
+same run.
 
 A non-finite loss (on any rank) skips the optimizer step but not the iteration: the weights,
 optimizer state and teachers stay as they were, while the iteration count and the learning-rate
@@ -12,6 +13,7 @@ schedule advance, so logging, validation and checkpoints keep their schedule.
 """
 from __future__ import annotations
 
+import importlib.util
 import signal
 import time
 from pathlib import Path
@@ -21,7 +23,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from core.runtime import capture_rng_state, restore_rng_state
 from core.signals import StopSignals
+from core.validation import ValidationInterrupted
 from foundation.errors import UserError
 
 
@@ -51,6 +55,7 @@ class TrainingLoop:
         val_every = t.val_every or (t.val_every_epochs * self.iters_per_epoch if t.val_every_epochs else None)
         save_every = t.save_every or val_every or self.iters_per_epoch
         self.start_streams()
+        start = self.iter
         for net in self.networks.values():
             net.train()
         sums: dict[str, torch.Tensor] = {}
@@ -59,6 +64,9 @@ class TrainingLoop:
         bar = tqdm(total=self.total_iters, initial=self.iter, disable=None if self.is_main else True,
                    desc=self.cfg.name, dynamic_ncols=True, leave=False)
         with StopSignals() as stop:
+            if self.validation_pending and self.validator:  # resumed from a stop during this iteration's validation
+                self._validate_unless_stopped(stop)
+                self._checkpoint_or_stop(stop, bar, scheduled=True)  # last.pth as the uninterrupted run wrote it
             while self.iter < self.total_iters:
                 terms = self._one_iteration(t.grad_clip)
                 if terms is not None:
@@ -71,17 +79,14 @@ class TrainingLoop:
                     self._log_train(values, count / max(time.time() - tic, 1e-9), bar)
                     sums, count, tic = {}, 0, time.time()
                 if val_every and (self.iter % val_every == 0 or self.iter == self.total_iters) and self.validator:
-                    self.validate()
-                stopping = self._stop_requested(stop)
-                if self.iter % save_every == 0 or self.iter == self.total_iters or stopping:
-                    self.save_checkpoint("last")
-                if stopping and self.iter < self.total_iters:
-                    bar.close()
-                    signum = stop.received or signal.SIGTERM
-                    self.log.info(f"{signal.Signals(signum).name} received at iteration {self.iter}: "
-                                  f"checkpoint written")
-                    raise TrainingInterrupted(signum, self.ckpt_dir / "last.pth")
+                    self._validate_unless_stopped(stop)
+                self._checkpoint_or_stop(stop, bar, scheduled=self.iter % save_every == 0
+                                         or self.iter == self.total_iters)
         bar.close()
+        if self.iter == start:
+            # nothing left to train (a resume at the run's last iteration, maybe into a new folder):
+            # this folder still gets the last.pth that its evaluation and a later --resume read
+            self.save_checkpoint("last")
         self.log.info(f"training finished at iteration {self.iter}")
         self.write_curves()
 
@@ -94,8 +99,45 @@ class TrainingLoop:
 
         curves = read_scalars(self.run_folder.logs / "scalars.jsonl")
         path = plot_curves(curves, self.exp_dir / "results" / "curves.png", title=self.cfg.name)
-        self.log.info(f"curves written to {path}" if path else "matplotlib is not installed: no curves.png (the "
-                      "values are in logs/scalars.jsonl)")
+        if path:
+            self.log.info(f"curves written to {path}")
+        elif importlib.util.find_spec("matplotlib") is None:
+            self.log.info("matplotlib is not installed: no curves.png (the values are in logs/scalars.jsonl)")
+        else:
+            self.log.info("no loss or validation values in logs/scalars.jsonl of this run folder yet: no curves.png")
+
+    def _validate_unless_stopped(self, stop: StopSignals) -> None:
+        """Validate; a stop signal ends it before the next image and leaves ``validation_pending`` set.
+
+        The RNG state is put back as it was before the validation, so that the resumed run, which
+        validates this iteration again, continues as if nothing had happened.
+        """
+        rng = capture_rng_state()
+        try:
+            self.validate(should_stop=lambda: stop.received is not None)
+        except ValidationInterrupted:
+            restore_rng_state(rng)
+            self.validation_pending = True
+        else:
+            self.validation_pending = False
+
+    def _checkpoint_or_stop(self, stop: StopSignals, bar: Any, scheduled: bool) -> None:
+        """Write ``last.pth`` when it is due or a stop signal arrived; after a signal, stop the run.
+
+        A stop at the last iteration stops too (the final evaluation does not start): training is
+        complete in ``last.pth``, and ``--resume`` runs what is left (a pending validation, the
+        evaluation).
+        """
+        stopping = self._stop_requested(stop)
+        if scheduled or stopping:
+            self.save_checkpoint("last", extra={"validation_pending": True} if self.validation_pending else None)
+        if stopping:
+            bar.close()
+            signum = stop.received or signal.SIGTERM
+            where = " during validation" if self.validation_pending else ""
+            self.log.info(f"{signal.Signals(signum).name} received at iteration {self.iter}{where}: "
+                          f"checkpoint written")
+            raise TrainingInterrupted(signum, self.ckpt_dir / "last.pth")
 
     def _stop_requested(self, stop: StopSignals) -> bool:
         """Whether a stop signal arrived (on any rank: the ranks stop at the same iteration)."""

@@ -74,7 +74,7 @@ def check_resume(stored: Mapping[str, Any] | None, new: Mapping[str, Any], ckpt_
     """
     if total_iters is not None and ckpt_iter > total_iters:
         raise UserError(f"{source} is at iteration {ckpt_iter}, beyond train.iters={total_iters} of this run: nothing "
-                        f"would be trained; set train.iters above {ckpt_iter} (or leave it as it was)")
+                        f"would be trained; set train.iters to {ckpt_iter} or more (or leave it as it was)")
     if not stored:
         return []
     changes = config_changes(stored, new)

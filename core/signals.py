@@ -3,9 +3,9 @@
 A first SIGTERM or Ctrl-C ends the run with ``last.pth`` written and the ``--resume`` line printed:
 
 * **training**: the current iteration finishes, ``last.pth`` is written, exit 143 / 130;
-* **validation**: the validation in progress finishes first, then as in training
-  (:meth:`StopSignals.interruptible` can end a section at once; the loop does not use it for
-  validation yet, and under DDP could not: a rank leaving a collective early hangs the others);
+* **validation**: it ends before its next image (the loop asks ``received`` per image, and under
+  DDP the ranks agree in the all-reduce of the scores, so no rank leaves a collective early),
+  then as in training; ``last.pth`` marks the validation pending and ``--resume`` runs it first;
 * **final evaluation**: it stops at once; training is complete in ``last.pth``, and ``--resume``
   with it only runs the evaluation again.
 

@@ -19,6 +19,7 @@ checkpoint holds the optimizer, scheduler, scaler, EMA and RNG states.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -73,8 +74,12 @@ class BaseTrainer(TrainerAssembly, TrainingLoop, TrainerCheckpoints):
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16" and self.device.type == "cuda")
         self.validator = self.build_validator()
         self.checkpoints = CheckpointStore(self.ckpt_dir, cfg.train.keep_last)
+        #: the validation of the current iteration was interrupted by a stop signal: the loop runs it first
+        self.validation_pending = False
         if resume:
-            self.load_state_dict(read_training_checkpoint(resume))
+            ckpt = read_training_checkpoint(resume)
+            self.load_state_dict(ckpt)
+            self.validation_pending = bool(ckpt.get("validation_pending", False)) and self.validator is not None
             self.log.info(f"resumed from {resume} at iteration {self.iter}")
         self._open_run_folder()
 
@@ -157,9 +162,12 @@ class BaseTrainer(TrainerAssembly, TrainingLoop, TrainerCheckpoints):
         """Networks scored at validation (student and, if any, teacher)."""
         return {**self.networks, **self.teachers}
 
-    def validate(self) -> dict[str, dict[str, float]]:
-        """Score every eval network on the validation set; save ``best_<net>`` / ``best`` on improvement."""
-        results, improved = self.validator.run(self.eval_networks(), self.iter)
+    def validate(self, should_stop: Callable[[], bool] | None = None) -> dict[str, dict[str, float]]:
+        """Score every eval network on the validation set; save ``best_<net>`` / ``best`` on improvement.
+
+        ``should_stop`` is asked before every image (see :meth:`core.validation.Validator.run`).
+        """
+        results, improved = self.validator.run(self.eval_networks(), self.iter, should_stop=should_stop)
         for name in improved:
             self.save_checkpoint(f"best_{name}")
         overall = self.validator.overall_best()

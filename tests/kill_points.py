@@ -71,8 +71,8 @@ def install(spec: str) -> None:
     elif phase == "validation":
         run = Validator.run
 
-        def killing_validation(self, networks, step):
-            out = run(self, networks, step)
+        def killing_validation(self, networks, step, **kwargs):
+            out = run(self, networks, step, **kwargs)
             if step == at:
                 _kill()
             return out

@@ -52,8 +52,19 @@ def test_changes_that_keep_the_run_are_listed_and_accepted(finished, capsys):
 def test_resume_into_a_new_folder_with_fewer_iterations_is_refused_first(tmp_path, finished, capsys):
     path, last = finished
     code = run.main(["-c", str(path), "--no-eval", "--resume", str(last), "name=other", "train.iters=1"])
-    one_line_error(capsys, code, "at iteration 2", "beyond train.iters=1", "set train.iters above 2")
+    one_line_error(capsys, code, "at iteration 2", "beyond train.iters=1", "set train.iters to 2 or more")
     assert not (tmp_path / "experiments" / "other").exists()
+
+
+def test_resume_into_a_new_folder_at_the_checkpoints_iteration_evaluates_it(tmp_path, finished, capsys):
+    path, last = finished  # at iteration 2: nothing is left to train, the evaluation still runs
+    evaluating = write_yaml(tmp_path / "e.yaml", tiny_config(tmp_path, name="res", iters=2, eval_datasets=True))
+    assert run.main(["-c", str(evaluating), "--resume", str(last), "name=other"]) == 0
+    err = capsys.readouterr().err
+    other = tmp_path / "experiments" / "other"
+    assert "error" not in err and "matplotlib is not installed" not in err, err[-2000:]
+    assert "no loss or validation values in logs/scalars.jsonl of this run folder yet: no curves.png" in err
+    assert (other / "checkpoints" / "last.pth").is_file() and (other / "results" / "summary.json").is_file()
 
 
 def test_keys_the_code_added_since_the_checkpoint_are_no_change():

@@ -7,6 +7,9 @@
 - SIGTERM to ``torchrun``: torchrun signals each rank's process group (rank and workers); every
   rank stops at the same iteration, rank 0 writes ``last.pth``, no rank prints a traceback.
 - a rank stopped with SIGSTOP: the other reports it in one line within ``train.ddp_timeout``.
+- Ctrl-C during a validation (in the run and at its last iteration) ends it before the next
+  image with ``last.pth`` written; the resumed run validates that iteration first and ends with
+  the weights and best scores of an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -212,3 +215,84 @@ def test_a_stop_during_the_final_evaluation_ends_it_at_once(tmp_path, capsys, mo
     assert f"--resume {last}" in err and "Traceback" not in err
     assert torch.load(last, weights_only=True)["iter"] == 2
     assert took < 30  # not the minute the evaluation would have taken
+
+
+SLOW_IMAGE_S = 3.0  # each validation image takes this long to arrive (a full-resolution decode and forward)
+
+
+def _slow_validation(monkeypatch, signum: int, at_step: int, sent: list) -> None:
+    """Validation images arrive one per SLOW_IMAGE_S; the signal comes with the first image at ``at_step``."""
+    import core.validation as validation
+
+    run, evaluate = validation.Validator.run, validation.evaluate
+    state = {"step": None}
+
+    def recording_run(self, networks, step, **kwargs):
+        state["step"] = step
+        return run(self, networks, step, **kwargs)
+
+    def slow_evaluate(net, batches, *args, **kwargs):
+        def slow():
+            for batch in batches:
+                if state["step"] == at_step and not sent:
+                    sent.append(time.monotonic())
+                    os.kill(os.getpid(), signum)
+                time.sleep(SLOW_IMAGE_S)
+                yield batch
+        return evaluate(net, slow(), *args, **kwargs)
+
+    monkeypatch.setattr(validation.Validator, "run", recording_run)
+    monkeypatch.setattr(validation, "evaluate", slow_evaluate)
+
+
+def _networks(path: Path) -> dict:
+    return torch.load(path, weights_only=True)["networks"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A 6-iteration run validating every 2 iterations, never stopped: (its config dict, its last.pth)."""
+    import run
+
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    cfg = tiny_config(tmp, name="ref", iters=6, n_val=4, eval_datasets=True)
+    cfg["train"].update({"val_every": 2, "save_every": 100})
+    assert run.main(["-c", str(write_yaml(tmp / "ref.yaml", cfg)), "--no-eval"]) == 0
+    return cfg, tmp / "experiments" / "ref" / "checkpoints" / "last.pth"
+
+
+@pytest.mark.parametrize("at_step", [4, 6])  # a validation within the run, and the one at its last iteration
+def test_a_stop_during_validation_ends_it_before_the_next_image(tmp_path, capsys, monkeypatch, uninterrupted,
+                                                               at_step):
+    import run
+
+    base, ref_last = uninterrupted
+    cut = write_yaml(tmp_path / "cut.yaml", {**base, "name": "cut", "output_root": str(tmp_path / "experiments")})
+    sent: list[float] = []
+    with monkeypatch.context() as patch:
+        _slow_validation(patch, signal.SIGINT, at_step, sent)
+        code = run.main(["-c", str(cut)])
+        took = time.monotonic() - sent[0]
+    err = capsys.readouterr().err
+    exp = tmp_path / "experiments" / "cut"
+    last = exp / "checkpoints" / "last.pth"
+    assert code == 130, err[-3000:]
+    assert f"--resume {last}" in err and "Traceback" not in err, err[-3000:]
+    # 4 images x 2 networks x 3 s = 24 s if the validation ran to its end; one image here
+    assert took < 3 * SLOW_IMAGE_S, took
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["iter"] == at_step and ckpt["validation_pending"] is True
+    assert not (exp / "results" / "summary.json").exists()  # the final evaluation did not start
+    log = (exp / "logs" / "train.log").read_text()
+    assert f"validation @ {at_step}:" not in log and f"SIGINT received at iteration {at_step} during validation" in log
+
+    # the resumed run validates that iteration first and ends as the uninterrupted one did
+    assert run.main(["-c", str(cut), "--resume", str(last)]) == 0
+    log = (exp / "logs" / "train.log").read_text()
+    assert log.count(f"validation @ {at_step}:") == 1
+    for key, sd in _networks(ref_last).items():
+        for name, tensor in sd.items():
+            assert torch.equal(tensor, _networks(last)[key][name]), (key, name)
+    ref_best = torch.load(ref_last, weights_only=True)["best"]
+    assert torch.load(last, weights_only=True)["best"] == ref_best
+    assert (exp / "results" / "summary.json").exists()

@@ -49,3 +49,25 @@ def test_the_best_checkpoint_follows_the_direction_of_the_watched_metric(monkeyp
     assert v.best["student"]["iter"] == 2 and v.best["student"]["score"] == pytest.approx(scores[1][0])
     name, record = v.overall_best()
     assert name == "teacher" and record["iter"] == 2 and record["score"] == pytest.approx(scores[1][1])
+
+
+def test_validation_shows_progress_and_says_once_how_long_it_takes(monkeypatch):
+    seen = []
+
+    def fake_evaluate(net, loader, device, protocol, progress=None, **kwargs):
+        seen.append(progress)
+        for _ in progress(range(3)):  # the bar wraps the loader
+            pass
+        return EvalResult(rows=[{"name": "a", "psnr": 20.0, "ssim": 0.5, "lpips": 0.3}])
+
+    monkeypatch.setattr(validation, "evaluate", fake_evaluate)
+    log = _Log()
+    v = validation.Validator(list(range(3)), EvalProtocol(lpips=torch.nn.Identity()), "psnr", DistInfo(),
+                             torch.device("cpu"), make_loader=lambda shard: [], log=log)
+    nets = {"student": torch.nn.Identity(), "teacher": torch.nn.Identity()}
+    for step in (1, 2):
+        v.run(nets, step)
+    assert len(seen) == 4 and all(callable(p) for p in seen)  # every network's pass has a progress bar
+    assert any("3 image(s) x 2 network(s)" in line for line in log.lines)
+    took = [line for line in log.lines if line.startswith("validation took")]
+    assert len(took) == 1  # said once, after the first validation

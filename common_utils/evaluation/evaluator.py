@@ -146,6 +146,8 @@ class EvalResult:
     skipped: list[str] = field(default_factory=list)
     tiled: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: ``should_stop`` said stop before every image was scored (the rows are a prefix)
+    stopped: bool = False
 
     def summary(self) -> dict[str, Any]:
         """Means of the rows; ``latency_ms`` (median forward, the first image left out as warm-up, as
@@ -173,8 +175,8 @@ class EvalResult:
 def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict[str, Any]], device: torch.device,
              protocol: EvalProtocol, save_dir: Path | None = None, max_images: int | None = None,
              progress: Callable[[Iterable], Iterable] | None = None, time_forward: bool = True,
-             on_image: Callable[[int, dict[str, Any], torch.Tensor, dict[str, Any]], None] | None = None
-             ) -> EvalResult:
+             on_image: Callable[[int, dict[str, Any], torch.Tensor, dict[str, Any]], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> EvalResult:
     """Evaluate ``net`` on batch-1 paired ``batches`` (dicts with lq, gt, name).
 
     ``on_image(index, batch, output, row)`` is called for every image (sample pictures, comparison
@@ -183,12 +185,17 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
     in ``EvalResult.skipped`` with the reason; so is an image that runs out of memory (with the hint
     to use a smaller ``--tile``), and the images after it are still evaluated. Images above the
     protocol's ``auto_tile_pixels`` run in tiles (listed in ``EvalResult.tiled``).
+    ``should_stop()`` is asked before every image: once it is true the loop ends there with
+    ``EvalResult.stopped`` set (a stop signal during validation then waits for one image at most).
     """
     result = EvalResult()
     start = time.perf_counter()
     it = progress(batches) if progress else batches
     for i, batch in enumerate(it):
         if max_images is not None and i >= max_images:
+            break
+        if should_stop is not None and should_stop():
+            result.stopped = True
             break
         if "unreadable" in batch:
             result.skipped.append(batch["unreadable"][0])
