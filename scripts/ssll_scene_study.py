@@ -16,7 +16,8 @@ Design (fixed before any run; see docs/studies/ssll_scenes_cpu/README.md):
   over its last quarter;
 - arms (each seed resumes its baseline's checkpoint at iteration 500, the paper's semi_start - 1,
   so the supervised stage is shared exactly): ``ssll``; ``ssll_no_paired_pico`` (lambda_p = 0);
-  ``paired_pico_only`` (unpaired terms weighted 0); ``ssll_sice`` (pool + 687 SICE dark frames);
+  ``paired_pico_only`` (unpaired terms weighted 0); ``ssll_sice`` (pool + the SICE dark frames of the pool scenes of
+  ``data/splits/sice_dark_scenes.yaml``; its 40 held-out scenes are scored with NIQE);
   ``ssll_transductive`` (pool + the test inputs, as the paper does with SID);
 - scoring: the last checkpoint, teacher and student, on the 30 test scenes (57 images) and eval15
   (15 images) at full resolution, PSNR-RGB / SSIM-Y / LPIPS-alex; differences paired by seed with a
@@ -52,7 +53,8 @@ ARMS: dict[str, tuple[str, ...]] = {
     "ssll": (),
     "ssll_no_paired_pico": ("ssll.lambda_p=0",),
     "paired_pico_only": ("ssll.semi_weight=0",),
-    "ssll_sice": ("data.unpaired.args.extra_roots=[datasets/SICE_dark]",),
+    "ssll_sice": ("data.unpaired.args.extra_roots=[{root: datasets/SICE_dark, split_file: "
+                  "data/splits/sice_dark_scenes.yaml, split_subset: pool}]",),
     "ssll_transductive": ("data.unpaired.args.split_subset=[pool,test]",
                           "data.unpaired.args.extra_roots=[datasets/LOL/eval15/low]"),
 }
@@ -112,28 +114,31 @@ def archive_run(name: str, root: Path, out: Path) -> None:
 #: sets scored after training besides the test sets: no reference (NIQE) and, where on disk, other cameras
 #: (CrossDomain-samples: 3 real pairs from public repositories, data/cross_domain_samples.yaml; too few to
 #: read as a result, scored so the pipeline is in place for a larger set)
-NO_REFERENCE_SETS = ("DICM", "LIME", "NPE")
+NO_REFERENCE_SETS = ("DICM", "LIME", "NPE", "SICE-dark-heldout")
 EXTRA_SETS = (*NO_REFERENCE_SETS, "CrossDomain-samples")
 
 
 def score_extra(run: StudyRun, root: Path, sets: tuple[str, ...] = EXTRA_SETS, who: str = "teacher") -> Path | None:
-    """Score a finished run's last checkpoint (``who``) on ``sets`` with the evaluation CLI; the
-    summary goes to ``results/extra_scores.json`` of the run folder. None when there is no checkpoint."""
+    """Score a finished run's last checkpoint (``who``) on those of ``sets`` it has no score for yet, with
+    the evaluation CLI; the scores are merged into ``results/extra_scores.json`` of the run folder (so a set
+    added later is scored without redoing the others). None when there is no score and no checkpoint."""
     folder = run.folder(root)
     last = folder / "checkpoints" / "last.pth"
     dst = folder / "results" / "extra_scores.json"
-    if dst.is_file() or not last.is_file():
+    done = json.loads(dst.read_text()) if dst.is_file() else {"network": who}
+    missing = [k for k in sets if k not in done]
+    if not missing or not last.is_file():
         return dst if dst.is_file() else None
-    out = folder / "results" / f"extra_eval_{who}"
+    out = folder / "results" / f"extra_eval_{who}_{len(done) - 1}"
     cmd = [sys.executable, str(REPO_ROOT / "common_utils" / "evaluation" / "eval.py"), "-n", "CIDNet", "-w", str(last),
-           "--ema" if who == "teacher" else "--student", "-d", ",".join(sets), "-o", str(out), "--threads", "1",
+           "--ema" if who == "teacher" else "--student", "-d", ",".join(missing), "-o", str(out), "--threads", "1",
            "--workers", "0", "--no-ms-ssim", "--force"]
     with open(folder.with_suffix(".extra.out"), "a") as log:
         code = subprocess.call(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     if code != 0 or not (out / "summary.json").is_file():
-        raise RuntimeError(f"scoring {run.name} on {', '.join(sets)} failed (exit {code}); see {log.name}")
+        raise RuntimeError(f"scoring {run.name} on {', '.join(missing)} failed (exit {code}); see {log.name}")
     summary = json.loads((out / "summary.json").read_text())
-    dst.write_text(json.dumps({"network": who, **summary}, indent=1))
+    dst.write_text(json.dumps({**done, **{k: v for k, v in summary.items() if k in missing}}, indent=1))
     return dst
 
 

@@ -84,3 +84,30 @@ def test_scene_study_report_reads_finished_runs_from_their_records_when_the_fold
     assert "| ssll | 0 | 3.000 | 6.000 | 4.000 |" in text  # NIQE per set and image-weighted (2*3 + 6) / 3
     assert "| input | – | 4.000 | 5.000 | 4.333 |" in text  # the paired set's NIQE is not mixed in
     assert "| ssll | 0 | 15.50 | 0.7900 | 0.2500 |" in text
+
+
+def test_score_extra_scores_only_the_sets_it_lacks_and_keeps_the_others(tmp_path, monkeypatch):
+    mod = _scene_study()
+    run = mod.run_of("baseline", 4, 0, tmp_path)
+    folder = run.folder(tmp_path)
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.pth").write_bytes(b"x")
+    (folder / "results").mkdir()
+    old = {"network": "teacher", "DICM": {"images": 2, "niqe": 3.0}}
+    (folder / "results" / "extra_scores.json").write_text(json.dumps(old))
+    asked: list[list[str]] = []
+
+    def fake_eval(cmd, **_kw):
+        sets = cmd[cmd.index("-d") + 1].split(",")
+        asked.append(sets)
+        out = Path(cmd[cmd.index("-o") + 1])
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text(json.dumps({k: {"images": 1, "niqe": 5.0} for k in sets}))
+        return 0
+
+    monkeypatch.setattr(mod.subprocess, "call", fake_eval)
+    dst = mod.score_extra(run, tmp_path, sets=("DICM", "LIME", "SICE-dark-heldout"))
+    assert asked == [["LIME", "SICE-dark-heldout"]]  # DICM already scored: not run again
+    scores = json.loads(dst.read_text())
+    assert scores["DICM"] == old["DICM"] and scores["LIME"]["niqe"] == 5.0 and scores["network"] == "teacher"
+    assert mod.score_extra(run, tmp_path, sets=("DICM", "LIME")) == dst and len(asked) == 1  # nothing left to do
