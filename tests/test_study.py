@@ -111,3 +111,26 @@ def test_score_extra_scores_only_the_sets_it_lacks_and_keeps_the_others(tmp_path
     scores = json.loads(dst.read_text())
     assert scores["DICM"] == old["DICM"] and scores["LIME"]["niqe"] == 5.0 and scores["network"] == "teacher"
     assert mod.score_extra(run, tmp_path, sets=("DICM", "LIME")) == dst and len(asked) == 1  # nothing left to do
+
+
+def test_shipped_weights_are_chosen_by_validation_never_by_the_test_score(tmp_path):
+    mod = _scene_study()
+    out, root = tmp_path / "report", tmp_path / "runs"
+    root.mkdir()
+    val = {"ssim_l1": {"teacher": (18.00, 0.30), "student": (17.97, 0.25)},  # student within 0.05 dB, lower LPIPS
+           "ssim_lpips": {"teacher": (17.50, 0.20), "student": (17.40, 0.21)}}
+    for cand, nets in val.items():
+        rec = out / "runs" / f"ship_{cand}_s0"
+        rec.mkdir(parents=True)
+        rows = [{"step": 400, "val/teacher/psnr": 1.0}]  # an earlier validation: not the one read
+        rows += [{"step": 800, **{f"val/{who}/{m}": v for m, v in zip(("psnr", "lpips"), pv)}}
+                 for who, pv in nets.items()]
+        (rec / "scalars.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        test = 25.0 if cand == "ssim_lpips" else 19.0  # the test set favours the other recipe: must not matter
+        scores = {who: {"psnr": test, "ssim": 0.8, "lpips": 0.2} for who in ("teacher", "student")}
+        (rec / "summary.json").write_text(json.dumps({"LOL-v1": {"images": 15, **scores}}))
+    result = mod.choose_shipped(root, out)
+    assert result["choice"] == {"recipe": "ssim_l1", "network": "student"}
+    assert "| ssim_l1 | student | 17.97 |" in (out / "ship.md").read_text()
+    (out / "runs" / "ship_ssim_lpips_s0" / "summary.json").unlink()  # a candidate not finished: no choice
+    assert mod.choose_shipped(root, out)["choice"] is None
