@@ -342,33 +342,32 @@ class UnpairedFolderDataset(TrainingImages, Dataset):
             withheld; see ``data.labelled_pairs``).
         split_file, split_subset, split_take: keep only the files of ``root`` whose stem is in a
             subset of a committed split file (see :mod:`data.splits`).
-        extra_roots: further folders taken whole, not filtered by the split (e.g. SICE frames
-            beside a split's LOL inputs).
+        extra_roots: further folders, not filtered by ``root``'s split (e.g. SICE frames beside a
+            split's LOL inputs): each a folder taken whole, or a mapping ``{root, split_file,
+            split_subset[, split_take]}`` that keeps the files of a subset of its own split file (e.g.
+            the SICE frames of ``data/splits/sice_dark_scenes.yaml``'s ``pool``, its held-out scenes left out).
     """
 
     def __init__(self, root: str | list[str] | None = None, crop_size: int | None = None, flip: bool = False,
                  recursive: bool = False, repeat: int = 1, max_side: int | None = None, small: str = "upscale",
                  on_bad_image: str = "skip", extra_files: list[str] | None = None, split_file: str | None = None,
                  split_subset: str | list | None = None, split_take: int | None = None,
-                 extra_roots: list[str] | None = None, resize: int | None = None, include: list | None = None,
-                 exclude: list | None = None) -> None:
-        from data.splits import split_include
-
-        keep = split_include(split_file, split_subset, split_take, None)
+                 extra_roots: list[str | dict[str, Any]] | None = None, resize: int | None = None,
+                 include: list | None = None, exclude: list | None = None) -> None:
         roots = [] if root is None else [root] if isinstance(root, (str, os.PathLike)) else list(root)
         self.roots = [Path(r) for r in roots]
-        self.files = [f for r in roots for f in list_images(r, recursive)]
-        if keep is not None:
-            wanted = set(keep)
-            self.files = [f for f in self.files if f.stem in wanted]
-            absent = wanted - {f.stem for f in self.files}
-            if absent:
-                raise UserError(f"{split_file} subset '{split_subset}' names ids that are not in "
-                                f"{', '.join(map(str, roots))}: {_shown(sorted(absent))}")
+        self.files = _split_files(roots, recursive, split_file, split_subset, split_take)
         if include is not None or exclude:
             self.files = _select_files(self.files, include, exclude)
-        self.roots += [Path(r) for r in extra_roots or []]
-        self.files += [f for r in extra_roots or [] for f in list_images(r, recursive)]
+        for extra in extra_roots or []:
+            spec = dict(extra) if isinstance(extra, dict) else {"root": extra}
+            unknown = set(spec) - {"root", "split_file", "split_subset", "split_take"}
+            if "root" not in spec or unknown:
+                raise UserError(f"extra_roots entry {extra!r}: give a folder or a mapping with root and optionally "
+                                "split_file, split_subset, split_take")
+            self.roots.append(Path(spec["root"]))
+            self.files += _split_files([spec["root"]], recursive, spec.get("split_file"), spec.get("split_subset"),
+                                       spec.get("split_take"))
         self.files += [Path(f) for f in extra_files or []]
         if not self.files:
             raise UserError("the unpaired dataset has no images: give 'root' (a folder or a list of folders)")
@@ -384,6 +383,24 @@ class UnpairedFolderDataset(TrainingImages, Dataset):
         path = self.files[index]
         (img,) = self._augment([read_image_raw(path)], seed)
         return {"lq": to_tensor_chw(image_to_float(img)), "name": path.stem}
+
+
+def _split_files(roots: Sequence[str | os.PathLike], recursive: bool, split_file: str | None,
+                 split_subset: str | list | None, split_take: int | None) -> list[Path]:
+    """The images of ``roots``, only those whose stem is in the split's subset when a split is given."""
+    from data.splits import split_include
+
+    files = [f for r in roots for f in list_images(r, recursive)]
+    keep = split_include(split_file, split_subset, split_take, None)
+    if keep is None:
+        return files
+    wanted = set(keep)
+    files = [f for f in files if f.stem in wanted]
+    absent = wanted - {f.stem for f in files}
+    if absent:
+        raise UserError(f"{split_file} subset '{split_subset}' names ids that are not in "
+                        f"{', '.join(map(str, roots))}: {_shown(sorted(absent))}")
+    return files
 
 
 def _select_files(files: list[Path], include: Sequence[Any] | None, exclude: Sequence[Any] | None) -> list[Path]:

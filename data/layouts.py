@@ -29,7 +29,9 @@ Known sets and the sub-paths tried, in order (relative to the data root):
   Every dehazing set also accepts the ICEML paired-test layout ``<set>/Hazy`` + ``<set>/GT``.
 - without ground truth (inputs only, scored with no-reference metrics such as NIQE): ``DICM``,
   ``LIME``, ``NPE``, ``MEF``, ``VV`` (``--dataset no_reference``: the five), a folder of images or
-  ``<set>/low``; haze: ``RTTS`` (``RTTS/JPEGImages``), ``DAWN-Fog`` (``DAWN/Fog``), ``Fattal``.
+  ``<set>/low``; ``SICE-dark-heldout``: the SICE dark frames of the held-out scenes of
+  ``data/splits/sice_dark_scenes.yaml`` (``SICE_dark/``); haze: ``RTTS`` (``RTTS/JPEGImages``),
+  ``DAWN-Fog`` (``DAWN/Fog``), ``Fattal``.
 - cross-domain sets, one per manifest ``data/cross_domain_<set>.yaml`` (:mod:`data.cross_domain`):
   ``<folder>/{low,high}/<id><ext>``, only the listed pairs, paired by name; built by
   ``scripts/prepare_cross_domain.py``.
@@ -342,6 +344,13 @@ register_layout(NamedDataset("LIME", "LIME", (Layout(".", None), Layout("low", N
 register_layout(NamedDataset("NPE", "NPE", (Layout(".", None), Layout("low", None)), note="NPE: a folder of images"))
 register_layout(NamedDataset("MEF", "MEF", (Layout(".", None), Layout("low", None)), note="MEF: a folder of images"))
 register_layout(NamedDataset("VV", "VV", (Layout(".", None), Layout("low", None)), note="VV: a folder of images"))
+# the SICE dark frames of the held-out scenes of data/splits/sice_dark_scenes.yaml (the pool scenes are training data)
+SICE_SPLIT = REPO_ROOT / "data" / "splits" / "sice_dark_scenes.yaml"
+register_layout(NamedDataset("SICE-dark-heldout", "SICE_dark", (Layout(".", None, recursive=False),),
+                             finish=lambda dataset, _options: UnpairedFolderDataset(
+                                 str(dataset.roots[0]), split_file=str(SICE_SPLIT), split_subset="heldout"),
+                             note=f"SICE_dark: the dark frames; only the held-out scenes of {SICE_SPLIT.name} are "
+                                  "scored"), aliases=("SICE-heldout",))
 register_layout(NamedDataset("RTTS", "RTTS", (Layout("JPEGImages", None), Layout(".", None)), task="haze",
                              note="RTTS: RTTS/JPEGImages"))
 register_layout(NamedDataset("DAWN-Fog", "DAWN", (Layout("Fog", None), Layout(".", None)), task="haze",

@@ -17,9 +17,14 @@ def resolve_path(p: str | os.PathLike | None) -> str | None:
 
 
 def resolve_dataset_args(args: dict[str, Any]) -> dict[str, Any]:
-    """Resolve the path-like dataset arguments (``lq_dir``, ``gt_dir``, ``root``, ``*_dir``)."""
+    """Resolve the path-like dataset arguments (``lq_dir``, ``gt_dir``, ``root``, ``*_dir``, and the
+    folders and split files of ``extra_roots``, whose entries may be mappings of such arguments)."""
     out = dict(args)
     for k, v in args.items():
         if k in ("root", "split_file", "extra_roots") or k.endswith("_dir"):
-            out[k] = [resolve_path(x) for x in v] if isinstance(v, (list, tuple)) else resolve_path(v)
+            out[k] = [_resolve_entry(x) for x in v] if isinstance(v, (list, tuple)) else resolve_path(v)
     return out
+
+
+def _resolve_entry(v: Any) -> Any:
+    return resolve_dataset_args(v) if isinstance(v, dict) else resolve_path(v)

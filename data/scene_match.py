@@ -4,12 +4,14 @@ Each image becomes a 150x100 grey thumbnail (area interpolation, whatever its si
 the Sobel gradient magnitude of that thumbnail. Two images show the same scene when the gradients
 correlate at least :data:`GRADIENT_LINK` or the grey levels at least :data:`GREY_LINK` (Pearson
 correlation). ``../shared/data/README.md`` states the rule; it gives 61 scenes for the 120
-LOL-v1 training pairs. The scene split (``scripts/make_lol_scene_split.py``) and the overlap check
-of new test sets against LOL-v1 (``scripts/prepare_cross_domain.py``) both use it.
+LOL-v1 training pairs. The scene splits (``scripts/make_lol_scene_split.py``, and
+``scripts/make_sice_scene_split.py`` for the SICE exposure sequences) and the overlap check of new test
+sets against LOL-v1 (``scripts/prepare_cross_domain.py``) all use it.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -55,6 +57,47 @@ def linked(grey: float, grad: float) -> bool:
     return grad >= GRADIENT_LINK or grey >= GREY_LINK
 
 
+def scene_rule() -> str:
+    """The rule in words (written into every split file made with it)."""
+    return (f"images as {THUMB_SIZE[0]}x{THUMB_SIZE[1]} grey thumbnails; linked when Sobel-gradient-magnitude "
+            f"correlation >= {GRADIENT_LINK:.2f} or grey correlation >= {GREY_LINK:.2f}; scenes = connected components")
+
+
 def same_scene(a: Thumbnail, b: Thumbnail) -> bool:
     """True when the two images are linked by the scene rule (see the module docstring)."""
     return linked(*similarity(a, b))
+
+
+def _unit_rows(stack: np.ndarray) -> np.ndarray:
+    rows = stack.reshape(len(stack), -1)
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    return rows / np.sqrt((rows * rows).sum(axis=1, keepdims=True) + 1e-12)
+
+
+def group_scenes(paths: Sequence[str | os.PathLike]) -> list[list[int]]:
+    """Scenes of ``paths`` as lists of indices: the connected components of the scene rule.
+
+    All pairs are compared at once (one matrix product per correlation), so the 687 SICE frames
+    take seconds; the result equals linking every pair with :func:`same_scene`. Scenes are ordered
+    by their first index, and each lists its indices in increasing order.
+    """
+    if not paths:
+        return []
+    thumbs = [thumbnail(p) for p in paths]
+    grey = _unit_rows(np.stack([t.grey for t in thumbs]))
+    grad = _unit_rows(np.stack([t.grad for t in thumbs]))
+    links = ((grad @ grad.T) >= GRADIENT_LINK) | ((grey @ grey.T) >= GREY_LINK)
+    parent = list(range(len(paths)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(links, 1))):
+        parent[find(int(i))] = find(int(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(len(paths)):
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])

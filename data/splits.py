@@ -16,6 +16,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from foundation.errors import UserError
@@ -64,3 +65,18 @@ def split_include(split_file: str | Path | None, subset: str | list[str] | None,
     if include is not None:
         raise UserError("give either include or split_file, not both")
     return split_ids(split_file, subset, take)
+
+
+def assign_roles(scene_count: int, sizes: dict[str, int], seed: int, rest: str) -> dict[str, list[int]]:
+    """Scene indices per role: a seeded permutation of the scenes cut into ``sizes`` in order; ``rest``
+    takes the scenes left over. How the committed scene splits were made (``scripts/make_*_scene_split.py``)."""
+    if sum(sizes.values()) > scene_count:
+        raise UserError(f"the roles ask for {sum(sizes.values())} scenes but there are {scene_count}")
+    order = np.random.default_rng(seed).permutation(scene_count)
+    roles: dict[str, list[int]] = {}
+    start = 0
+    for role, n in sizes.items():
+        roles[role] = [int(i) for i in order[start:start + n]]
+        start += n
+    roles[rest] = [int(i) for i in order[start:]]
+    return roles

@@ -20,38 +20,25 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.scene_match import GRADIENT_LINK, GREY_LINK, THUMB_SIZE, same_scene, thumbnail  # noqa: E402
+from data.scene_match import group_scenes, scene_rule  # noqa: E402
+from data.splits import assign_roles  # noqa: E402
 
 SIZES = {"test": 30, "val": 5, "labelled": 8}  # the rest is the pool
 SEED = 2026
 
 
 def scenes_of(high_dir: Path) -> list[list[str]]:
+    """The scenes of the training pairs, as lists of ids, by their *high* images."""
     files = sorted(high_dir.glob("*.png"), key=lambda p: int(p.stem))
-    thumbs = [thumbnail(f) for f in files]
-    parent = list(range(len(files)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(files)):
-        for j in range(i + 1, len(files)):
-            if same_scene(thumbs[i], thumbs[j]):
-                parent[find(i)] = find(j)
-    groups: dict[int, list[str]] = {}
-    for i, f in enumerate(files):
-        groups.setdefault(find(i), []).append(f.stem)
-    return sorted((sorted(g, key=int) for g in groups.values()), key=lambda g: int(g[0]))
+    if not files:
+        raise SystemExit(f"no .png images in {high_dir} (give --high: LOL-v1_train/high of ../shared/data)")
+    return [[files[i].stem for i in group] for group in group_scenes(files)]
 
 
 def main() -> int:
@@ -61,13 +48,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "data/splits/lol_v1_train_scenes.yaml")
     args = p.parse_args()
     scenes = scenes_of(args.high)
-    order = np.random.default_rng(SEED).permutation(len(scenes))
-    roles: dict[str, list[int]] = {}
-    start = 0
-    for role, n in SIZES.items():
-        roles[role] = [int(i) for i in order[start:start + n]]
-        start += n
-    roles["pool"] = [int(i) for i in order[start:]]
+    roles = assign_roles(len(scenes), SIZES, SEED, rest="pool")
     subsets = {
         "test": [i for s in roles["test"] for i in scenes[s]],
         "val": [i for s in roles["val"] for i in scenes[s]],
@@ -77,9 +58,7 @@ def main() -> int:
     doc = {
         "description": "LOL-v1 our485 training pairs (../shared/data LOL-v1_train, 120 pairs) split by scene for the "
                        "SSLL study; made by scripts/make_lol_scene_split.py before any run",
-        "scene_rule": f"high images as {THUMB_SIZE[0]}x{THUMB_SIZE[1]} grey thumbnails; linked when "
-                      f"Sobel-gradient-magnitude correlation >= {GRADIENT_LINK:.2f} or grey correlation >= "
-                      f"{GREY_LINK:.2f}; scenes = connected components",
+        "scene_rule": "high " + scene_rule(),
         "seed": SEED,
         "scene_count": len(scenes),
         "scenes_per_role": {k: len(v) for k, v in roles.items()},

@@ -16,7 +16,8 @@ Design (fixed before any run; see docs/studies/ssll_scenes_cpu/README.md):
   over its last quarter;
 - arms (each seed resumes its baseline's checkpoint at iteration 500, the paper's semi_start - 1,
   so the supervised stage is shared exactly): ``ssll``; ``ssll_no_paired_pico`` (lambda_p = 0);
-  ``paired_pico_only`` (unpaired terms weighted 0); ``ssll_sice`` (pool + 687 SICE dark frames);
+  ``paired_pico_only`` (unpaired terms weighted 0); ``ssll_sice`` (pool + the SICE dark frames of the pool scenes of
+  ``data/splits/sice_dark_scenes.yaml``; its 40 held-out scenes are scored with NIQE);
   ``ssll_transductive`` (pool + the test inputs, as the paper does with SID);
 - scoring: the last checkpoint, teacher and student, on the 30 test scenes (57 images) and eval15
   (15 images) at full resolution, PSNR-RGB / SSIM-Y / LPIPS-alex; differences paired by seed with a
@@ -52,11 +53,25 @@ ARMS: dict[str, tuple[str, ...]] = {
     "ssll": (),
     "ssll_no_paired_pico": ("ssll.lambda_p=0",),
     "paired_pico_only": ("ssll.semi_weight=0",),
-    "ssll_sice": ("data.unpaired.args.extra_roots=[datasets/SICE_dark]",),
+    "ssll_sice": ("data.unpaired.args.extra_roots=[{root: datasets/SICE_dark, split_file: "
+                  "data/splits/sice_dark_scenes.yaml, split_subset: pool}]",),
     "ssll_transductive": ("data.unpaired.args.split_subset=[pool,test]",
                           "data.unpaired.args.extra_roots=[datasets/LOL/eval15/low]"),
 }
 ABLATIONS = ("ssll_no_paired_pico", "paired_pico_only", "ssll_sice", "ssll_transductive")
+#: re-choosing the shipped low-light weights by validation score (config/study/lol_ship_cidnet.yaml): each
+#: candidate recipe on the 100 training pairs outside the validation scenes; the rule is written there
+SHIP = "config/study/lol_ship_cidnet.yaml"
+SHIP_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "ssim_l1": (),  # the recipe of the file shipped so far (config/study/lol_cidnet_sup.yaml)
+    "ssim_lpips": ("losses=[{name: ssim, weight: 1.0}, {name: lpips, weight: 1.0}]",),  # the paper's loss
+}
+SHIP_TIE_DB = 0.05
+
+
+def ship_run(candidate: str, seed: int = 0) -> StudyRun:
+    """The training of one shipped-weights candidate recipe."""
+    return StudyRun(SHIP, f"ship_{candidate}_s{seed}", (f"seed={seed}", *SHIP_CANDIDATES[candidate]))
 
 
 def run_of(arm: str, n: int, seed: int, root: Path) -> StudyRun:
@@ -112,28 +127,31 @@ def archive_run(name: str, root: Path, out: Path) -> None:
 #: sets scored after training besides the test sets: no reference (NIQE) and, where on disk, other cameras
 #: (CrossDomain-samples: 3 real pairs from public repositories, data/cross_domain_samples.yaml; too few to
 #: read as a result, scored so the pipeline is in place for a larger set)
-NO_REFERENCE_SETS = ("DICM", "LIME", "NPE")
+NO_REFERENCE_SETS = ("DICM", "LIME", "NPE", "SICE-dark-heldout")
 EXTRA_SETS = (*NO_REFERENCE_SETS, "CrossDomain-samples")
 
 
 def score_extra(run: StudyRun, root: Path, sets: tuple[str, ...] = EXTRA_SETS, who: str = "teacher") -> Path | None:
-    """Score a finished run's last checkpoint (``who``) on ``sets`` with the evaluation CLI; the
-    summary goes to ``results/extra_scores.json`` of the run folder. None when there is no checkpoint."""
+    """Score a finished run's last checkpoint (``who``) on those of ``sets`` it has no score for yet, with
+    the evaluation CLI; the scores are merged into ``results/extra_scores.json`` of the run folder (so a set
+    added later is scored without redoing the others). None when there is no score and no checkpoint."""
     folder = run.folder(root)
     last = folder / "checkpoints" / "last.pth"
     dst = folder / "results" / "extra_scores.json"
-    if dst.is_file() or not last.is_file():
+    done = json.loads(dst.read_text()) if dst.is_file() else {"network": who}
+    missing = [k for k in sets if k not in done]
+    if not missing or not last.is_file():
         return dst if dst.is_file() else None
-    out = folder / "results" / f"extra_eval_{who}"
+    out = folder / "results" / f"extra_eval_{who}_{len(done) - 1}"
     cmd = [sys.executable, str(REPO_ROOT / "common_utils" / "evaluation" / "eval.py"), "-n", "CIDNet", "-w", str(last),
-           "--ema" if who == "teacher" else "--student", "-d", ",".join(sets), "-o", str(out), "--threads", "1",
+           "--ema" if who == "teacher" else "--student", "-d", ",".join(missing), "-o", str(out), "--threads", "1",
            "--workers", "0", "--no-ms-ssim", "--force"]
     with open(folder.with_suffix(".extra.out"), "a") as log:
         code = subprocess.call(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     if code != 0 or not (out / "summary.json").is_file():
-        raise RuntimeError(f"scoring {run.name} on {', '.join(sets)} failed (exit {code}); see {log.name}")
+        raise RuntimeError(f"scoring {run.name} on {', '.join(missing)} failed (exit {code}); see {log.name}")
     summary = json.loads((out / "summary.json").read_text())
-    dst.write_text(json.dumps({"network": who, **summary}, indent=1))
+    dst.write_text(json.dumps({**done, **{k: v for k, v in summary.items() if k in missing}}, indent=1))
     return dst
 
 
@@ -177,6 +195,63 @@ def t95(values: list[float]) -> tuple[float, float, float] | None:
     m, s = statistics.fmean(values), statistics.stdev(values)
     h = t.ppf(0.975, len(values) - 1) * s / math.sqrt(len(values))
     return m, m - h, m + h
+
+
+def last_validation(folder: Path, who: str) -> dict[str, float] | None:
+    """PSNR/SSIM/LPIPS of ``who`` at a run's last validation (``folder``: a run folder or a record copy)."""
+    path = folder / "logs" / "scalars.jsonl"
+    path = path if path.is_file() else folder / "scalars.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    rows = [r for r in rows if f"val/{who}/psnr" in r]
+    if not rows:
+        return None
+    last = rows[-1]
+    return {"step": int(last["step"]), **{m: float(last[f"val/{who}/{m}"]) for m in ("psnr", "ssim", "lpips")
+                                          if f"val/{who}/{m}" in last}}
+
+
+def choose_shipped(root: Path, out: Path) -> dict[str, Any]:
+    """Apply the rule of config/study/lol_ship_cidnet.yaml to the finished candidates; write ship.json and ship.md.
+
+    Every (recipe, network) at the last checkpoint is a candidate; the highest validation PSNR wins, and a
+    candidate within SHIP_TIE_DB of it with a lower validation LPIPS wins over it. eval15 is only reported.
+    """
+    rows = []
+    for cand in SHIP_CANDIDATES:
+        run = ship_run(cand)
+        path = record(run.name, root, out, "scalars.jsonl")
+        summary = read_record(run.name, root, out, "summary.json")
+        for who in ("teacher", "student"):
+            val = last_validation(path.parent, who) if path is not None else None
+            test = ((summary or {}).get("LOL-v1") or {}).get(who)
+            rows.append({"recipe": cand, "network": who, "run": run.name, "val": val, "eval15": test})
+    done = [r for r in rows if r["val"] is not None and r["eval15"] is not None]
+    choice = None
+    if len(done) == len(rows):
+        best = max(done, key=lambda r: r["val"]["psnr"])
+        near = [r for r in done if best["val"]["psnr"] - r["val"]["psnr"] <= SHIP_TIE_DB]
+        choice = min(near, key=lambda r: r["val"].get("lpips", math.inf))
+    result = {"rule": f"highest validation PSNR (13 images, 5 scenes), ties within {SHIP_TIE_DB} dB: lower LPIPS",
+              "candidates": rows, "choice": None if choice is None else {k: choice[k] for k in ("recipe", "network")}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ship.json").write_text(json.dumps(result, indent=1))
+    lines = ["# Shipped low-light weights, re-chosen by validation score", "",
+             "Rebuilt by `python scripts/ssll_scene_study.py ship`; the rule and the candidates are in "
+             "`config/study/lol_ship_cidnet.yaml` (fixed before the runs). Each candidate trained on the 100 "
+             "LOL-v1 training pairs outside the 5 validation scenes; last checkpoint; eval15 (15 test pairs) is "
+             "shown but plays no part in the choice.", "",
+             "| recipe | network | val PSNR | val SSIM | val LPIPS | eval15 PSNR | eval15 SSIM | eval15 LPIPS | |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        v, t = r["val"] or {}, r["eval15"] or {}
+        mark = "**chosen**" if choice is not None and r is choice else ""
+        lines.append(f"| {r['recipe']} | {r['network']} | {fmt(v.get('psnr'))} | {fmt(v.get('ssim'), 4)} | "
+                     f"{fmt(v.get('lpips'), 4)} | {fmt(t.get('psnr'))} | {fmt(t.get('ssim'), 4)} | "
+                     f"{fmt(t.get('lpips'), 4)} | {mark} |")
+    lines += ["", f"Rule: {result['rule']}." if choice is not None else
+              "Not all candidates have finished: no choice yet."]
+    (out / "ship.md").write_text("\n".join(lines) + "\n")
+    return result
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -357,9 +432,12 @@ def write_report(root: Path, out: Path, n: int, seeds: list[int]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("what", choices=("gate", "study", "score", "report"),
+    p.add_argument("what", choices=("gate", "study", "score", "report", "ship"),
                    help="gate: baseline vs oracle; study: the arms; score: the extra (no-reference) sets of every "
-                        "finished run; report: rebuild the report")
+                        "finished run; report: rebuild the report; ship: the shipped-weights candidates and the "
+                        "choice among them by validation score")
+    p.add_argument("--candidates", nargs="+", choices=tuple(SHIP_CANDIDATES), default=list(SHIP_CANDIDATES),
+                   help="ship: the candidate recipes to train (the choice is made once all have finished)")
     p.add_argument("--n", type=int, default=4, help="labelled pairs (one per scene)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--arms", nargs="+", default=None,
@@ -384,6 +462,15 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 todo = [run_of(a, args.n, s, root) for s in args.seeds for a in ("baseline", "ssll")]
                 todo += [run_of(a, args.n, s, root) for s in args.seeds[:3] for a in ABLATIONS]
+        elif args.what == "ship":
+            for run in (ship_run(c) for c in args.candidates):
+                if run.summary(root) is None and read_record(run.name, root, args.out, "summary.json") is None:
+                    print(f"{run.name}: training", flush=True)
+                    print(f"{run.name}: {run_training(run, root) / 60:.1f} min", flush=True)
+                archive_run(run.name, root, args.out)
+            choice = choose_shipped(root, args.out)["choice"]
+            print(f"choice: {choice or 'not yet (candidates missing)'} -> {args.out / 'ship.md'}")
+            return
         elif args.what == "score":  # the extra sets for every finished run still on disk
             todo = [run_of(a, args.n, s, root) for s in args.seeds for a in ("baseline", "oracle", *ARMS)]
             todo = [r for r in todo if r.summary(root) is not None]

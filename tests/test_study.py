@@ -84,3 +84,53 @@ def test_scene_study_report_reads_finished_runs_from_their_records_when_the_fold
     assert "| ssll | 0 | 3.000 | 6.000 | 4.000 |" in text  # NIQE per set and image-weighted (2*3 + 6) / 3
     assert "| input | – | 4.000 | 5.000 | 4.333 |" in text  # the paired set's NIQE is not mixed in
     assert "| ssll | 0 | 15.50 | 0.7900 | 0.2500 |" in text
+
+
+def test_score_extra_scores_only_the_sets_it_lacks_and_keeps_the_others(tmp_path, monkeypatch):
+    mod = _scene_study()
+    run = mod.run_of("baseline", 4, 0, tmp_path)
+    folder = run.folder(tmp_path)
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.pth").write_bytes(b"x")
+    (folder / "results").mkdir()
+    old = {"network": "teacher", "DICM": {"images": 2, "niqe": 3.0}}
+    (folder / "results" / "extra_scores.json").write_text(json.dumps(old))
+    asked: list[list[str]] = []
+
+    def fake_eval(cmd, **_kw):
+        sets = cmd[cmd.index("-d") + 1].split(",")
+        asked.append(sets)
+        out = Path(cmd[cmd.index("-o") + 1])
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text(json.dumps({k: {"images": 1, "niqe": 5.0} for k in sets}))
+        return 0
+
+    monkeypatch.setattr(mod.subprocess, "call", fake_eval)
+    dst = mod.score_extra(run, tmp_path, sets=("DICM", "LIME", "SICE-dark-heldout"))
+    assert asked == [["LIME", "SICE-dark-heldout"]]  # DICM already scored: not run again
+    scores = json.loads(dst.read_text())
+    assert scores["DICM"] == old["DICM"] and scores["LIME"]["niqe"] == 5.0 and scores["network"] == "teacher"
+    assert mod.score_extra(run, tmp_path, sets=("DICM", "LIME")) == dst and len(asked) == 1  # nothing left to do
+
+
+def test_shipped_weights_are_chosen_by_validation_never_by_the_test_score(tmp_path):
+    mod = _scene_study()
+    out, root = tmp_path / "report", tmp_path / "runs"
+    root.mkdir()
+    val = {"ssim_l1": {"teacher": (18.00, 0.30), "student": (17.97, 0.25)},  # student within 0.05 dB, lower LPIPS
+           "ssim_lpips": {"teacher": (17.50, 0.20), "student": (17.40, 0.21)}}
+    for cand, nets in val.items():
+        rec = out / "runs" / f"ship_{cand}_s0"
+        rec.mkdir(parents=True)
+        rows = [{"step": 400, "val/teacher/psnr": 1.0}]  # an earlier validation: not the one read
+        rows += [{"step": 800, **{f"val/{who}/{m}": v for m, v in zip(("psnr", "lpips"), pv)}}
+                 for who, pv in nets.items()]
+        (rec / "scalars.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        test = 25.0 if cand == "ssim_lpips" else 19.0  # the test set favours the other recipe: must not matter
+        scores = {who: {"psnr": test, "ssim": 0.8, "lpips": 0.2} for who in ("teacher", "student")}
+        (rec / "summary.json").write_text(json.dumps({"LOL-v1": {"images": 15, **scores}}))
+    result = mod.choose_shipped(root, out)
+    assert result["choice"] == {"recipe": "ssim_l1", "network": "student"}
+    assert "| ssim_l1 | student | 17.97 |" in (out / "ship.md").read_text()
+    (out / "runs" / "ship_ssim_lpips_s0" / "summary.json").unlink()  # a candidate not finished: no choice
+    assert mod.choose_shipped(root, out)["choice"] is None
