@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,34 @@ def test_export_is_dynamic_and_matches_eager(tmp_path, name, kwargs) -> None:
         # a size the graph cannot take (unpadded, not a multiple of 4) is one line naming the file
         with pytest.raises(UserError, match=r"net.onnx does not run at 42x30"):
             runner(torch.rand(1, 3, 30, 42))
+
+
+@needs_onnx
+@pytest.mark.parametrize("trace_hw, run_hw", [((16, 20), (56, 72)), ((56, 72), (16, 20))])
+def test_nafnet_local_pooling_exports_for_every_size(tmp_path, trace_hw, run_hw) -> None:
+    # NAFNetLocal pools globally where its window covers the feature map and locally elsewhere;
+    # a graph traced on one side of that switch must still be right on the other side
+    from common_utils.onnx_export import OnnxNetwork, export_onnx
+
+    torch.manual_seed(0)
+    net = build_network("NAFNet", width=4, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1],
+                        train_size=16).eval()  # windows 24, 12, 6: 16x20 pools globally at every level, 56x72 locally
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in net.named_parameters():  # beta/gamma start at zero: make every block count
+            if name.endswith((".beta", ".gamma")):
+                p.copy_(0.5 * torch.randn(p.shape, generator=gen))
+    runner = OnnxNetwork(export_onnx(net, tmp_path / "nafnet.onnx", torch.rand(1, 3, *trace_hw), "NAFNet"), threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic
+        traced = torch.jit.trace(net, torch.rand(1, 3, *trace_hw))
+    for hw in (trace_hw, run_hw, (37, 61)):
+        x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(hw[0]))
+        with torch.no_grad():
+            want = net(x)
+        assert float((runner(x) - want).abs().max()) < 1e-5
+        with torch.no_grad():
+            assert float((traced(x) - want).abs().max()) < 1e-5
 
 
 @needs_onnx
