@@ -3,6 +3,7 @@
 
     python scripts/benchmark_onnx.py [--networks all] [--sizes 600x400,1024x1024] [--threads 1[,2]]
         [--onnx-dir DIR] [--warmup 1] [--repeats 3] [--max-forward-s 60] [--budget-s 900] [--out F.json]
+        [--skip NETWORK@WxH[/THREADS]=REASON ...]
 
 Random weights (seed 0, the papers' configurations): speed does not depend on the values. The
 ONNX file of a network is taken from ``--onnx-dir/<Network>.onnx`` when there (written by
@@ -14,10 +15,10 @@ own, median reported with every sample kept. Both use the same number of threads
 onnxruntime intra-op); ``--threads 1,2`` measures every pair at 1 thread first, then at 2. A pair
 (network, size) whose warm-up forward took more than ``--max-forward-s`` gets one timed call per
 backend instead of ``--repeats``. When a network is loaded (per thread count) both backends make
-one untimed call at 128x128, which pays the first-call costs (library set-up, onnxruntime's first
-run of the session); a pair whose forward is expected to take more than ``--max-forward-s`` gets
-no warm-up at its own size beyond that (the row says so; the warm-up times of the other pairs are
-kept, to show what a first call at a size costs).
+one untimed call at 128x128 (library set-up, onnxruntime's first run of the session), and every
+pair still gets its warm-up calls at its own size: on this VM a first call at a new, larger size
+took up to 2x the later ones (RetinexFormer at 1024x1024: 28.5 s against about 12-15 s), the cost
+of touching fresh memory, so a pair is never timed without one. The warm-up times are kept.
 Networks run cheapest first, by a forward's expected time (a probe forward at 128x128, scaled by
 the pixel count; then the network's measured time); a pair whose expected cost no longer fits
 what is left of ``--budget-s`` is skipped and listed with its estimate. The table is printed as
@@ -60,6 +61,20 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def parse_skips(items: list[str]) -> dict[tuple[str, str, int | None], str]:
+    """``NETWORK@WxH[/THREADS]=REASON`` items -> {(registered name, "WxH", threads or None: all): reason}."""
+    out = {}
+    for item in items:
+        pair, sep, reason = item.partition("=")
+        name, at, size = pair.partition("@")
+        size, slash, threads = size.partition("/")
+        if not (sep and at and reason.strip()) or (slash and not threads.strip().isdigit()):
+            raise UserError(f"--skip takes NETWORK@WxH[/THREADS]=REASON, e.g. Restormer@1024x1024=out of memory; "
+                            f"got '{item}'")
+        out[network_name(name.strip()), size.strip().lower(), int(threads) if slash else None] = reason.strip()
+    return out
+
+
 PROBE = 128  # side of the probe forward that estimates each network's cost
 
 
@@ -73,15 +88,8 @@ def probe_seconds_per_pixel(name: str) -> float:
 
 
 def forwards(warmup: int, repeats: int, guess: float, max_forward_s: float) -> int:
-    """Forwards one (network, size) pair costs: both backends' warm-up and timed calls (``warmup`` 0:
-    the pair is warmed up only by the network's 128x128 call on loading)."""
-    return 2 * (warmup + (repeats if guess <= max_forward_s else 1))
-
-
-def own_warmup(guess: float, warmup: int, max_forward_s: float) -> int:
-    """Untimed calls per backend at a pair's own size: ``warmup`` (at least 1) when a forward is
-    expected to take at most ``max_forward_s``, else 0 (the 128x128 call on loading warmed it up)."""
-    return max(1, warmup) if guess <= max_forward_s else 0
+    """Forwards one (network, size) pair costs: both backends' warm-up and timed calls."""
+    return 2 * (max(1, warmup) + (repeats if guess <= max_forward_s else 1))
 
 
 def load_average() -> list[float] | None:
@@ -94,8 +102,8 @@ def load_average() -> list[float] | None:
 
 def bench_pair(name: str, size: tuple[int, int], net: torch.nn.Module, runner: OnnxNetwork, warmup: int,
                repeats: int, max_forward_s: float) -> dict[str, Any]:
-    """One row ``{network, size, eager, onnxruntime, warmup_s, note}``: ``warmup`` untimed calls per
-    backend (0: warmed up at 128x128 only), then interleaved timed calls."""
+    """One row ``{network, size, eager, onnxruntime, warmup_s, note}``: ``warmup`` (at least 1) calls per
+    backend, the last one timed and kept as ``warmup_s``, then interleaved timed calls."""
     h, w = size
     row: dict[str, Any] = {"network": name, "size": f"{w}x{h}", "threads": torch.get_num_threads(),
                            "load_before": load_average(), "note": ""}
@@ -103,18 +111,12 @@ def bench_pair(name: str, size: tuple[int, int], net: torch.nn.Module, runner: O
     fns = {"eager": lambda: net(x), "onnxruntime": lambda: runner(x)}
     timings = {k: Timing() for k in fns}
     with torch.inference_mode():
-        if warmup:
-            warm = {k: time_fn(fn, None, warmup - 1, 1).max for k, fn in fns.items()}  # the last warm-up, timed
-            row["warmup_s"] = warm
-            slowest = max(warm.values())
-        else:
-            row["note"] = "warmed up at 128x128 only; "
-            slowest = max_forward_s + 1  # a pair without warm-up is a slow one: one timed call
+        warm = {k: time_fn(fn, None, max(1, warmup) - 1, 1).max for k, fn in fns.items()}  # the last one, timed
+        row["warmup_s"] = warm
+        slowest = max(warm.values())
         n = repeats if slowest <= max_forward_s else 1
-        if n < repeats and warmup:
-            row["note"] += f"1 timed call per backend (warm-up forward {slowest:.0f} s > {max_forward_s:.0f} s)"
-        elif n < repeats:
-            row["note"] += "1 timed call per backend"
+        if n < repeats:
+            row["note"] = f"1 timed call per backend (warm-up forward {slowest:.0f} s > {max_forward_s:.0f} s)"
         for _ in range(n):
             for k, fn in fns.items():  # interleaved: machine noise hits both alike
                 timings[k].samples += time_fn(fn, None, 0, 1).samples
@@ -150,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-forward-s", type=float, default=60.0, help="above this warm-up time: 1 timed call")
     p.add_argument("--budget-s", type=float, default=900.0, help="time budget of the whole run (default 900 s)")
     p.add_argument("--out", default=None, help="write the rows and the machine as JSON")
+    p.add_argument("--skip", action="append", default=[], metavar="NETWORK@WxH[/THREADS]=REASON",
+                   help="leave this pair out (at every thread count, or at /THREADS only), listed with the reason; "
+                   "repeatable")
     args = p.parse_args(argv)
 
     def job() -> list[dict[str, Any]]:
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--threads takes counts separated by commas, e.g. 1,2; got '{args.threads}'") from None
         names = list_networks() if args.networks == "all" else [network_name(n) for n in args.networks.split(",")]
         sizes = sorted(parse_sizes(args.sizes), key=lambda hw: hw[0] * hw[1])
+        skips = parse_skips(args.skip)
         start = time.perf_counter()
         torch.set_num_threads(thread_counts[0])
         cost = {n: probe_seconds_per_pixel(n) for n in names}  # seconds per pixel, updated when measured
@@ -179,10 +185,15 @@ def main(argv: list[str] | None = None) -> int:
                 for name in sorted(names, key=lambda n: cost[n]):
                     loaded: tuple[torch.nn.Module, OnnxNetwork] | None = None  # one network in memory at a time
                     for h, w in sizes:
+                        reason = skips.get((name, f"{w}x{h}", threads), skips.get((name, f"{w}x{h}", None)))
+                        if reason:
+                            rows.append({"network": name, "size": f"{w}x{h}", "threads": threads, "status": "skipped",
+                                         "note": f"not run: {reason}"})
+                            save(False)
+                            continue
                         left = args.budget_s - (time.perf_counter() - start)
                         guess = cost[name] * h * w
-                        warmup = own_warmup(guess, args.warmup, args.max_forward_s)
-                        need = forwards(warmup, args.repeats, guess, args.max_forward_s) * guess
+                        need = forwards(args.warmup, args.repeats, guess, args.max_forward_s) * guess
                         if need > left:
                             rows.append({"network": name, "size": f"{w}x{h}", "threads": threads, "status": "skipped",
                                          "note": f"skipped: about {guess:.0f} s per forward expected ({need:.0f} s "
@@ -201,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                             probe = torch.rand(1, 3, PROBE, PROBE)
                             with torch.inference_mode():  # first-call costs of both backends, untimed
                                 loaded[0](probe), loaded[1](probe)
-                        row = bench_pair(name, (h, w), *loaded, warmup, args.repeats, args.max_forward_s)
+                        row = bench_pair(name, (h, w), *loaded, args.warmup, args.repeats, args.max_forward_s)
                         cost[name] = max(row[k]["median_s"] for k in ("eager", "onnxruntime")) / (h * w)
                         rows.append(row)
                         save(False)

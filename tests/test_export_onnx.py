@@ -165,21 +165,22 @@ def test_dehaze_script_runs_an_onnx_file_with_its_transmission_map(tmp_path) -> 
 
 
 @needs_onnx
-def test_onnx_benchmark_warms_up_each_network_once_and_keeps_every_row(tmp_path) -> None:
+def test_onnx_benchmark_warms_up_every_pair_and_keeps_every_row(tmp_path) -> None:
     import json
 
     out = tmp_path / "bench.json"
-    # --max-forward-s 0: every forward counts as slow, so no pair gets a warm-up at its own size
+    # --max-forward-s 0: every forward counts as slow: one timed call, but still a warm-up at its own size
     bench = _script("benchmark_onnx")
     assert bench.main(["--networks", "RtxICE-Net", "--sizes", "48x32,32x32", "--threads", "1,2", "--repeats", "2",
                        "--max-forward-s", "0", "--budget-s", "600", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["complete"] is True
     rows = [(r["threads"], r["size"], "warmup_s" in r, r["eager"]["n"], r["onnxruntime"]["n"]) for r in data["rows"]]
-    assert rows == [(1, "32x32", False, 1, 1), (1, "48x32", False, 1, 1), (2, "32x32", False, 1, 1),
-                    (2, "48x32", False, 1, 1)]
-    assert bench.main(["--networks", "RtxICE-Net", "--sizes", "32x32", "--repeats", "2", "--max-forward-s", "60",
-                       "--out", str(out)]) == 0
-    (row,) = json.loads(out.read_text())["rows"]
+    assert rows == [(1, "32x32", True, 1, 1), (1, "48x32", True, 1, 1), (2, "32x32", True, 1, 1),
+                    (2, "48x32", True, 1, 1)]
+    assert bench.main(["--networks", "RtxICE-Net", "--sizes", "32x32,48x32", "--repeats", "2", "--max-forward-s",
+                       "60", "--skip", "RtxICE-Net@48x32=about 9 GB", "--out", str(out)]) == 0
+    row, skipped = json.loads(out.read_text())["rows"]
     assert "warmup_s" in row and row["eager"]["n"] == row["onnxruntime"]["n"] == 2
+    assert skipped["status"] == "skipped" and skipped["note"] == "not run: about 9 GB"
     assert all(r["load_before"] is not None and r["peak_rss_mib"] > 0 for r in data["rows"])
