@@ -16,9 +16,10 @@ onnxruntime intra-op); ``--threads 1,2`` measures every pair at 1 thread first, 
 (network, size) whose warm-up forward took more than ``--max-forward-s`` gets one timed call per
 backend instead of ``--repeats``. When a network is loaded (per thread count) both backends make
 one untimed call at 128x128 (library set-up, onnxruntime's first run of the session), and every
-pair still gets its warm-up calls at its own size: on this VM a first call at a new, larger size
-took up to 2x the later ones (RetinexFormer at 1024x1024: 28.5 s against about 12-15 s), the cost
-of touching fresh memory, so a pair is never timed without one. The warm-up times are kept.
+pair still gets its warm-up calls at its own size: on this VM an eager call at a new, larger size
+without one took 1.4x a warmed-up call (RetinexFormer at 1024x1024: 28.5 s against 20.2 s, the
+cost of touching fresh memory, BENCHMARKS.md), so a pair is never timed without one. The warm-up
+times are kept.
 Networks run cheapest first, by a forward's expected time (a probe forward at 128x128, scaled by
 the pixel count; then the network's measured time); a pair whose expected cost no longer fits
 what is left of ``--budget-s`` is skipped and listed with its estimate. The table is printed as
