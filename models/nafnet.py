@@ -116,6 +116,8 @@ class LocalAvgPool2d(nn.Module):
         return f"kernel_size={self.kernel_size}, fast_imp={self.fast_imp}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing() and not self.fast_imp:
+            return self._box_mean_any_size(x)
         h, w = x.shape[-2:]
         kh, kw = self.kernel_size
         if kh >= h and kw >= w:
@@ -135,6 +137,27 @@ class LocalAvgPool2d(nn.Module):
         bottom_left = integral[..., kh:, :-kw]
         bottom_right = integral[..., kh:, kw:]
         return (bottom_right + top_left - top_right - bottom_left) / (kh * kw)
+
+    def _box_mean_any_size(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact path without Python branches on the map's size, for the tracing exporters.
+
+        Tracing (ONNX legacy export, ``torch.jit.trace``) records tensor arithmetic on the input's
+        shape but freezes Python decisions (``if kh >= h``, ``min(h, kh)``) as the tracing size took
+        them, so a traced NAFNet ran only at sizes on its tracing size's side of the global/local
+        switch. Here the window is clamped with tensor arithmetic (``min(h, kh)`` as a clamp) and the
+        valid box means are replicate-padded back by (k - 1) // 2 before and k // 2 after, which is
+        the eager path's arithmetic for every size: where the window covers the whole map, the one
+        valid mean (the global mean) is repeated over the map instead of broadcast from 1x1, equal to
+        ``adaptive_avg_pool2d`` up to float rounding (the integral image sums in another order).
+        """
+        h, w = x.shape[-2:]
+        kh = torch.clamp(torch.as_tensor(h), max=self.kernel_size[0])
+        kw = torch.clamp(torch.as_tensor(w), max=self.kernel_size[1])
+        integral = F.pad(x.cumsum(dim=-1).cumsum(dim=-2), (1, 0, 1, 0))
+        rows, cols = h + 1 - kh, w + 1 - kw  # valid window positions
+        box = (integral[..., kh:, kw:] + integral[..., :rows, :cols]
+               - integral[..., :rows, kw:] - integral[..., kh:, :cols]) / (kh * kw)
+        return F.pad(box, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
 
     def _fast_box_mean(self, x: torch.Tensor) -> torch.Tensor:
         """Official approximation: box filter on a strided sub-sample, then nearest up-sampling."""

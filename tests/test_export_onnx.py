@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,34 @@ def test_export_is_dynamic_and_matches_eager(tmp_path, name, kwargs) -> None:
 
 
 @needs_onnx
+@pytest.mark.parametrize("trace_hw, run_hw", [((16, 20), (56, 72)), ((56, 72), (16, 20))])
+def test_nafnet_local_pooling_exports_for_every_size(tmp_path, trace_hw, run_hw) -> None:
+    # NAFNetLocal pools globally where its window covers the feature map and locally elsewhere;
+    # a graph traced on one side of that switch must still be right on the other side
+    from common_utils.onnx_export import OnnxNetwork, export_onnx
+
+    torch.manual_seed(0)
+    net = build_network("NAFNet", width=4, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1],
+                        train_size=16).eval()  # windows 24, 12, 6: 16x20 pools globally at every level, 56x72 locally
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in net.named_parameters():  # beta/gamma start at zero: make every block count
+            if name.endswith((".beta", ".gamma")):
+                p.copy_(0.5 * torch.randn(p.shape, generator=gen))
+    runner = OnnxNetwork(export_onnx(net, tmp_path / "nafnet.onnx", torch.rand(1, 3, *trace_hw), "NAFNet"), threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic
+        traced = torch.jit.trace(net, torch.rand(1, 3, *trace_hw))
+    for hw in (trace_hw, run_hw, (37, 61)):
+        x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(hw[0]))
+        with torch.no_grad():
+            want = net(x)
+        assert float((runner(x) - want).abs().max()) < 1e-5
+        with torch.no_grad():
+            assert float((traced(x) - want).abs().max()) < 1e-5
+
+
+@needs_onnx
 def test_export_script_reports_parity_and_torchscript(tmp_path, capsys) -> None:
     import json
 
@@ -133,3 +162,25 @@ def test_dehaze_script_runs_an_onnx_file_with_its_transmission_map(tmp_path) -> 
         assert np.abs(a - b).max() <= 1 / 255 + 1e-6
     with pytest.raises(UserError, match="exported from ASMICE-Net, not RtxICE-Net; run scripts/test_asmice_only.py"):
         dehaze_folder(JOBS["rtx"], hazy, tmp_path / "bad", tmp_path / "asm.onnx", size=0, device="cpu")
+
+
+@needs_onnx
+def test_onnx_benchmark_warms_up_every_pair_and_keeps_every_row(tmp_path) -> None:
+    import json
+
+    out = tmp_path / "bench.json"
+    # --max-forward-s 0: every forward counts as slow: one timed call, but still a warm-up at its own size
+    bench = _script("benchmark_onnx")
+    assert bench.main(["--networks", "RtxICE-Net", "--sizes", "48x32,32x32", "--threads", "1,2", "--repeats", "2",
+                       "--max-forward-s", "0", "--budget-s", "600", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["complete"] is True
+    rows = [(r["threads"], r["size"], "warmup_s" in r, r["eager"]["n"], r["onnxruntime"]["n"]) for r in data["rows"]]
+    assert rows == [(1, "32x32", True, 1, 1), (1, "48x32", True, 1, 1), (2, "32x32", True, 1, 1),
+                    (2, "48x32", True, 1, 1)]
+    assert bench.main(["--networks", "RtxICE-Net", "--sizes", "32x32,48x32", "--repeats", "2", "--max-forward-s",
+                       "60", "--skip", "RtxICE-Net@48x32=about 9 GB", "--out", str(out)]) == 0
+    row, skipped = json.loads(out.read_text())["rows"]
+    assert "warmup_s" in row and row["eager"]["n"] == row["onnxruntime"]["n"] == 2
+    assert skipped["status"] == "skipped" and skipped["note"] == "not run: about 9 GB"
+    assert all(r["load_before"] is not None and r["peak_rss_mib"] > 0 for r in data["rows"])

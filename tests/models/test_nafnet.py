@@ -119,6 +119,19 @@ def test_local_pool_falls_back_to_global_mean():
     torch.testing.assert_close(LocalAvgPool2d((6, 9))(x), x.mean(dim=(-2, -1), keepdim=True))
 
 
+@pytest.mark.parametrize("kernel", [(5, 7), (6, 4), (18, 18)])
+def test_branch_free_pool_for_tracing_equals_the_eager_pool(kernel):
+    # the path the tracing exporters record has no Python branch on the size: it must give the eager
+    # result on both sides of the global/local switch, and where only one side of the window is clamped
+    pool = LocalAvgPool2d(kernel)
+    for size in [(3, 4), (5, 7), (6, 6), (9, 20), (40, 3), (17, 33), (50, 50)]:
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(size[0]), dtype=torch.float64)
+        eager = pool(x)
+        traced_path = pool._box_mean_any_size(x)
+        assert traced_path.shape == x.shape
+        torch.testing.assert_close(traced_path, eager.expand_as(x), rtol=1e-12, atol=1e-12)
+
+
 def test_internal_padding_accepts_any_size():
     local, _ = _pair({**SMALL, "train_size": 32})
     assert local.size_multiple == 1
