@@ -145,7 +145,7 @@ def score_extra(run: StudyRun, root: Path, sets: tuple[str, ...] = EXTRA_SETS, w
     out = folder / "results" / f"extra_eval_{who}_{len(done) - 1}"
     cmd = [sys.executable, str(REPO_ROOT / "common_utils" / "evaluation" / "eval.py"), "-n", "CIDNet", "-w", str(last),
            "--ema" if who == "teacher" else "--student", "-d", ",".join(missing), "-o", str(out), "--threads", "1",
-           "--workers", "0", "--no-ms-ssim", "--force"]
+           "--workers", "0", "--no-ms-ssim"]
     with open(folder.with_suffix(".extra.out"), "a") as log:
         code = subprocess.call(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     if code != 0 or not (out / "summary.json").is_file():

@@ -98,6 +98,8 @@ def test_score_extra_scores_only_the_sets_it_lacks_and_keeps_the_others(tmp_path
     asked: list[list[str]] = []
 
     def fake_eval(cmd, **_kw):
+        from common_utils.evaluation.eval import build_parser
+        build_parser().parse_args(cmd[2:])  # the command is one the evaluation CLI accepts (it had no --force)
         sets = cmd[cmd.index("-d") + 1].split(",")
         asked.append(sets)
         out = Path(cmd[cmd.index("-o") + 1])
