@@ -82,9 +82,15 @@ def report_folder(args: Any, study: str, committed: str) -> Path:
     return base / f"report_{tag}" if tag is not None else base
 
 
-def run_training(run: StudyRun, root: Path, log_to: Path | None = None) -> float:
+POLL_SECONDS = 5.0
+
+
+def run_training(run: StudyRun, root: Path, log_to: Path | None = None, until: Path | None = None) -> float:
     """Train ``run`` (resuming an interrupted one); return the wall time spent in this call.
 
+    With ``until``, the training is stopped (SIGTERM, which writes its final checkpoint) as soon as that
+    file exists: a finished run whose folder is gone is retrained only as far as another run needs it
+    (an SSLL arm needs its baseline's iteration-500 checkpoint, not the baseline's 2000 iterations).
     The wall time of every call adds up in ``<run folder>/wall.json``.
     """
     folder = run.folder(root)
@@ -101,8 +107,15 @@ def run_training(run: StudyRun, root: Path, log_to: Path | None = None) -> float
         cmd += ["--resume", str(run.start_from), "--allow-config-change"]
     t0 = time.time()
     with open(log_to or folder.with_suffix(".out"), "a") as out:
-        code = subprocess.call(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        while until is not None and proc.poll() is None and not Path(until).is_file():
+            time.sleep(POLL_SECONDS)
+        if until is not None and proc.poll() is None:  # checkpoints are written atomically: there means complete
+            proc.terminate()
+        code = proc.wait()
     spent = time.time() - t0
+    if until is not None and Path(until).is_file():
+        code = 0  # stopped on purpose once the needed checkpoint exists
     if code != 0:
         raise RuntimeError(f"run {run.name} failed with exit code {code}: {' '.join(cmd)}")
     wall = folder / "wall.json"

@@ -102,9 +102,11 @@ RECORD_FILES = {"summary.json": "results/summary.json", "scalars.jsonl": "logs/s
 
 
 def record(name: str, root: Path, out: Path, file: str) -> Path | None:
-    """A run's record file: from its run folder if there, else from the report's copy."""
-    for path in (root / name / RECORD_FILES[file], out / "runs" / name / file):
-        if path.is_file():
+    """A run's record file: from its run folder if that run finished there, else from the report's copy
+    (a folder retrained only up to a checkpoint another run needs holds partial curves and wall time)."""
+    finished = (root / name / RECORD_FILES["summary.json"]).is_file()
+    for path in ((root / name / RECORD_FILES[file]) if finished else None, out / "runs" / name / file):
+        if path is not None and path.is_file():
             return path
     return None
 
@@ -481,12 +483,18 @@ def main(argv: list[str] | None = None) -> int:
         needed = {Path(r.start_from).parents[1].name for r in todo if r.start_from is not None
                   and r.summary(root) is None and not Path(r.start_from).is_file()}
         todo = sorted(todo, key=lambda r: r.name not in needed)
+        starts = {Path(r.start_from).parents[1].name: Path(r.start_from) for r in todo if r.start_from is not None}
         for run in todo:
             if run.summary(root) is None:
-                if run.name not in needed and read_record(run.name, root, args.out, "summary.json") is not None:
+                recorded = read_record(run.name, root, args.out, "summary.json") is not None
+                if recorded and (run.name not in needed or starts[run.name].is_file()):
                     continue  # finished in an earlier session: its record is in the report
-                print(f"{run.name}: training", flush=True)
-                print(f"{run.name}: {run_training(run, root) / 60:.1f} min", flush=True)
+                until = starts[run.name] if recorded else None  # only as far as an arm needs it
+                print(f"{run.name}: training" + (f" until {until.name} exists (its record is kept)" if until else ""),
+                      flush=True)
+                print(f"{run.name}: {run_training(run, root, until=until) / 60:.1f} min", flush=True)
+                if until is not None:
+                    continue  # not finished: nothing to score, the record stays the earlier session's
             if not args.no_extra:
                 try:  # the extra sets never stop the study's trainings
                     if score_extra(run, root) is not None:

@@ -9,15 +9,61 @@ import pytest
 from common_utils import study
 
 
-def _capture(monkeypatch) -> list[list[str]]:
+class _FakeTraining:
+    """Stands in for the run.py subprocess: records its command; ``on_poll`` runs at each poll (a training
+    that writes checkpoints as it goes), and it 'runs' until terminated or ``polls_left`` polls have passed."""
+
     calls: list[list[str]] = []
+    on_poll = None
+    polls_left = 0
 
-    def fake_call(cmd, **kwargs):
-        calls.append(list(cmd))
-        return 0
+    def __init__(self, cmd, **_kw):
+        self.cmd = list(cmd)
+        self.terminated = False
+        _FakeTraining.calls.append(self.cmd)
+        _FakeTraining.last = self
 
-    monkeypatch.setattr(study.subprocess, "call", fake_call)
-    return calls
+    def poll(self):
+        if self.terminated or _FakeTraining.polls_left <= 0:
+            return 0
+        _FakeTraining.polls_left -= 1
+        if _FakeTraining.on_poll is not None:
+            _FakeTraining.on_poll()
+        return None
+
+    def terminate(self):
+        self.terminated = True
+
+    def wait(self):
+        return -15 if self.terminated else 0
+
+
+def _capture(monkeypatch) -> list[list[str]]:
+    _FakeTraining.calls, _FakeTraining.on_poll, _FakeTraining.polls_left = [], None, 0
+    monkeypatch.setattr(study.subprocess, "Popen", _FakeTraining)
+    monkeypatch.setattr(study, "POLL_SECONDS", 0.0)
+    return _FakeTraining.calls
+
+
+def test_a_training_run_only_until_a_checkpoint_is_stopped_once_that_file_exists(tmp_path, monkeypatch):
+    _capture(monkeypatch)
+    needed = tmp_path / "base_s0" / "checkpoints" / "iter_00000500.pth"
+    polls = []
+
+    def progress():  # the checkpoint appears at the third poll of a training that would run for 100
+        polls.append(1)
+        if len(polls) == 3:
+            needed.parent.mkdir(parents=True, exist_ok=True)
+            needed.write_bytes(b"x")
+
+    _FakeTraining.on_poll, _FakeTraining.polls_left = progress, 100
+    (tmp_path / "base_s0").mkdir()
+    study.run_training(study.StudyRun("config/x.yaml", "base_s0"), tmp_path, until=needed)
+    assert _FakeTraining.last.terminated and len(polls) <= 4  # stopped right after, not run to its 100 polls
+    # the same with no ``until``: runs to its end, never terminated
+    _FakeTraining.on_poll, _FakeTraining.polls_left = None, 5
+    study.run_training(study.StudyRun("config/x.yaml", "base_s0"), tmp_path)
+    assert not _FakeTraining.last.terminated
 
 
 def test_a_branch_resumes_the_start_checkpoint_as_a_changed_run_then_its_own(tmp_path, monkeypatch):
@@ -97,7 +143,7 @@ def test_score_extra_scores_only_the_sets_it_lacks_and_keeps_the_others(tmp_path
     (folder / "results" / "extra_scores.json").write_text(json.dumps(old))
     asked: list[list[str]] = []
 
-    def fake_eval(cmd, **_kw):
+    def fake_eval(cmd, **_kw):  # score_extra's own subprocess.call (the evaluation CLI)
         from common_utils.evaluation.eval import build_parser
         build_parser().parse_args(cmd[2:])  # the command is one the evaluation CLI accepts (it had no --force)
         sets = cmd[cmd.index("-d") + 1].split(",")
@@ -136,3 +182,33 @@ def test_shipped_weights_are_chosen_by_validation_never_by_the_test_score(tmp_pa
     assert "| ssim_l1 | student | 17.97 |" in (out / "ship.md").read_text()
     (out / "runs" / "ship_ssim_lpips_s0" / "summary.json").unlink()  # a candidate not finished: no choice
     assert mod.choose_shipped(root, out)["choice"] is None
+
+
+def test_a_recorded_baseline_whose_folder_is_gone_is_retrained_only_up_to_the_arms_start(tmp_path, monkeypatch):
+    mod = _scene_study()
+    root, out = tmp_path / "runs", tmp_path / "report"
+    (out / "runs" / "n4_baseline_s0").mkdir(parents=True)
+    (out / "runs" / "n4_baseline_s0" / "summary.json").write_text(json.dumps(_summary(18.0, 0.25)))
+    (out / "runs" / "n4_baseline_s0" / "scalars.jsonl").write_text('{"iter": 2000, "val/teacher/psnr": 16.0}\n')
+    trained: list[tuple[str, Path | None]] = []
+
+    def fake_training(run, root_, until=None):
+        trained.append((run.name, until))
+        if until is not None:  # the partial retrain leaves its folder with curves up to there only
+            until.parent.mkdir(parents=True, exist_ok=True)
+            until.write_bytes(b"x")
+            (run.folder(root_) / "logs").mkdir(parents=True)
+            (run.folder(root_) / "logs" / "scalars.jsonl").write_text('{"iter": 500}\n')
+        return 1.0
+
+    monkeypatch.setattr(mod, "run_training", fake_training)
+    monkeypatch.setattr(mod, "write_report", lambda *a, **k: out / "README.md")
+    mod.main(["study", "--arms", "baseline", "ssll", "--seeds", "0", "--runs", str(root), "--out", str(out),
+              "--no-extra"])
+    start = root / "n4_baseline_s0" / "checkpoints" / "iter_00000500.pth"
+    assert trained == [("n4_baseline_s0", start), ("n4_ssll_s0", None)]  # only to iteration 500, then the arm
+    # the report still reads the earlier session's full record, not the partial folder's curves
+    assert mod.record("n4_baseline_s0", root, out, "scalars.jsonl") == out / "runs" / "n4_baseline_s0" / "scalars.jsonl"
+    trained.clear()  # once the start exists, nothing of the baseline is trained again
+    mod.main(["study", "--arms", "baseline", "--seeds", "0", "--runs", str(root), "--out", str(out), "--no-extra"])
+    assert trained == []
