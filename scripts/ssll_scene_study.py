@@ -117,8 +117,11 @@ def read_record(name: str, root: Path, out: Path, file: str) -> Any:
 
 
 def archive_run(name: str, root: Path, out: Path) -> None:
-    """Copy a finished run's record files into ``out/runs/<name>/``."""
+    """Copy a finished run's record files into ``out/runs/<name>/`` (nothing from a folder whose run did not
+    finish there: a baseline retrained only up to its arm's start must not overwrite its full record)."""
     dst = out / "runs" / name
+    if not (root / name / RECORD_FILES["summary.json"]).is_file():
+        return
     for file, rel in RECORD_FILES.items():
         src = root / name / rel
         if src.is_file():

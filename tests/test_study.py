@@ -209,6 +209,8 @@ def test_a_recorded_baseline_whose_folder_is_gone_is_retrained_only_up_to_the_ar
     assert trained == [("n4_baseline_s0", start), ("n4_ssll_s0", None)]  # only to iteration 500, then the arm
     # the report still reads the earlier session's full record, not the partial folder's curves
     assert mod.record("n4_baseline_s0", root, out, "scalars.jsonl") == out / "runs" / "n4_baseline_s0" / "scalars.jsonl"
+    mod.archive_run("n4_baseline_s0", root, out)  # the report archives every run it reads: not from a partial one
+    assert (out / "runs" / "n4_baseline_s0" / "scalars.jsonl").read_text().startswith('{"iter": 2000')
     trained.clear()  # once the start exists, nothing of the baseline is trained again
     mod.main(["study", "--arms", "baseline", "--seeds", "0", "--runs", str(root), "--out", str(out), "--no-extra"])
     assert trained == []
