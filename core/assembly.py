@@ -151,11 +151,14 @@ class TrainerAssembly:
 
     @staticmethod
     def _pretrained_iteration(path: str) -> int | None:
+        """EMA steps already taken by the run that wrote ``path``: its own offset plus its iteration
+        (a start from a run that itself started pretrained continues that run's EMA count); None for a
+        plain weights file."""
         from common_utils.checkpoint import safe_load
 
         ckpt = safe_load(path)
         if isinstance(ckpt, dict) and "iter" in ckpt:
-            return int(ckpt.get("ema_steps", ckpt["iter"]))
+            return int(ckpt.get("ema_steps_offset", 0)) + int(ckpt["iter"])
         return None
 
     def _wrap_networks(self) -> dict[str, nn.Module]:

@@ -60,3 +60,17 @@ def test_a_pretrained_start_continues_the_teachers_ema_count(tmp_path):
     assert alpha != ema_decay_at(1, 0.99)
     for a, b, s in zip(t1, t0, s1):
         torch.testing.assert_close(a, alpha * b + (1 - alpha) * s, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pretrained_start_from_a_pretrained_run_adds_that_runs_ema_offset(tmp_path):
+    """A run that itself started pretrained (offset 3) and trained 2 iterations has taken 5 EMA steps:
+    the next start continues from 5, not from its 2 iterations."""
+    from core.assembly import TrainerAssembly
+
+    path = tmp_path / "chained.pth"
+    torch.save({"iter": 2, "ema_steps_offset": 3, "networks": {}}, path)
+    assert TrainerAssembly._pretrained_iteration(str(path)) == 5
+    torch.save({"iter": 2, "networks": {}}, path)  # written before the offset was recorded
+    assert TrainerAssembly._pretrained_iteration(str(path)) == 2
+    torch.save({"student": {}}, path)  # a plain weights file: no count to continue
+    assert TrainerAssembly._pretrained_iteration(str(path)) is None
