@@ -186,6 +186,10 @@ def test_run_py_end_to_end(tmp_path):
     assert "unavailable" in summary["_protocol"]["lpips"]
     assert (exp / "results" / "tiny_test" / "per_image.csv").is_file()
     assert (exp / "results" / "summary.md").is_file()
+    # --resume takes the run folder too: its checkpoints/last.pth
+    proc = _run_py(["-c", str(path), "train.iters=4", "train.val_every=2", "--no-eval", "--resume", str(exp)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed from {exp.resolve() / 'checkpoints' / 'last.pth'} at iteration 2" in proc.stderr
 
 
 def test_run_py_misspelt_key_is_one_line_error(tmp_path):
