@@ -20,13 +20,24 @@ version 3), all written atomically by rank 0:
   ``net_*_iter_*.pth`` that no remaining file names (``last.pth``, the kept states, ``best.pth``) is
   deleted; ``best_<entry>.pth`` keep their bytes through their own link.
 
-Bytes per save, NAFNet of ``config/sup_nafnet.yaml`` (67,888,835 parameters, AdamW, EMA teacher;
-measured with ``config/local/sup_nafnet.yaml``, 2 iterations, a save at each): format 2 wrote
-``last.pth`` 1,087,193,181 B (both networks and both Adam moments) + two weights files of
-271,761,231 B = 1,630,715,643 B per save, and 1,087,042,245 B more for ``best.pth`` +
-``best_<entry>.pth``. Format 3 writes two weights files of 271,761,231 B + a ``last.pth`` of
-543,656,xxx B (the Adam moments; no network tensor) = 1,087,xxx,xxx B per save, and ~1 KB for the best
-files (links and an index).
+Bytes per save, NAFNet of ``config/sup_nafnet.yaml`` (67,888,835 parameters, AdamW, EMA teacher),
+measured with ``run.py -c config/local/sup_nafnet.yaml --no-eval train.iters=2 train.save_every=1
+train.val_every=2 train.keep_last=3`` (a save at each iteration, a best at the second):
+
+============================  ========================  ========================
+file                          format 2                  format 3
+============================  ========================  ========================
+``last.pth`` / ``iter_<k>``   1,087,193,181 (networks   543,669,261 (Adam's two
+                              and Adam's two moments)   moments, no network)
+``net_<entry>_iter_<k>`` x2   2 x 271,761,231           2 x 271,761,295
+**per save**                  **1,630,715,643**         **1,087,191,851**
+``best.pth``                  543,519,655               4,397 (an index)
+``best_<entry>.pth`` x2       2 x 271,761,295           0 (hard links)
+folder after 2 saves          4,348,477,051             2,174,391,683
+============================  ========================  ========================
+
+A weights file is 4 bytes per parameter (271,555,340) plus ~0.2 MB of keys; the state is what an
+exact resume needs beyond the networks (AdamW's moments: two more network sizes).
 
 :class:`TrainerCheckpoints` is one of the three parts of :class:`core.trainer.BaseTrainer`.
 """
