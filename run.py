@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True, help="YAML config file")
     parser.add_argument("--resume", default=None, help="training checkpoint to continue from (e.g. "
-                        "experiments/<name>/checkpoints/last.pth)")
+                        "experiments/<name>/checkpoints/last.pth, or the run folder: its last.pth)")
     parser.add_argument("--no-eval", action="store_true", help="skip the final evaluation on eval.datasets")
     parser.add_argument("--allow-config-change", action="store_true",
                         help="with --resume: continue although the config changed keys that make it a different run "
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def job() -> int:
+        from common_utils.checkpoint import run_checkpoint
         from common_utils.cli import capped_workers
         from core import TRAINERS
         from core.config import load_config
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         from data.paths import resolve_path
 
         cfg = load_config(Path(args.config).expanduser(), args.overrides)
-        resume = str(Path(args.resume).expanduser().resolve()) if args.resume else None
+        resume = str(run_checkpoint(Path(args.resume).expanduser().resolve(), "last")) if args.resume else None
         configure_threads(cfg.train.threads, capped_workers(cfg.data.num_workers))
         if cfg.demo_data.auto_create:
             root = resolve_path(cfg.demo_data.root or "demo_data")

@@ -1,5 +1,6 @@
 """THE checkpoint format of this framework (written and read here only), atomic writes, safe reads,
-and THE reader of network weights in every supported form.
+the file layout of a run's ``checkpoints/`` folder, and THE reader of network weights in every
+supported form.
 
 **Format** ``{"format": "ssir-checkpoint", "version": FORMAT_VERSION, "kind": "training" | "weights"}``
 plus ``networks`` ({entry: state dict}; entries ``student``/``teacher`` or ICEML's ``rtx``/``asm``),
@@ -7,10 +8,21 @@ plus ``networks`` ({entry: state dict}; entries ``student``/``teacher`` or ICEML
 ICEML's ``t_min`` included), ``network``, ``iter``, ``best``, optionally ``best_network`` (the entry
 scored by default), ``config``, ``note``, ``scores``. ``training`` adds :data:`TRAINING_KEYS`
 (``rng_ranks`` under DDP); ``weights`` holds float32 networks only. :func:`training_checkpoint`
-and :func:`weights_checkpoint` build them (the trainer's :class:`core.checkpointing.CheckpointStore`
-writes them with :func:`atomic_save` and names a run's files); :func:`check_format` reads them
-back: version 1 (``ssir-train-v1`` / ``ssir-weights-v1``, one ``network_args`` for every entry,
-ICEML's ``t_min`` in ``config.iceml``) is upgraded, a newer version refused.
+and :func:`weights_checkpoint` build them in memory; :func:`check_format` reads them back:
+version 1 (``ssir-train-v1`` / ``ssir-weights-v1``, one ``network_args`` for every entry, ICEML's
+``t_min`` in ``config.iceml``) is upgraded, a newer version refused.
+
+**Version 3 on disk**: a file may hold, instead of ``networks``, ``weight_files`` ({entry: file
+name}, relative to the file's own folder): the weights files (kind ``weights``, one network each)
+that hold those networks. The trainer writes every training state that way (``last.pth`` and
+``iter_<k>.pth`` hold optimizer, scheduler, RNG... but no network tensor) and ``best.pth`` as such an
+index. :func:`read_checkpoint` reads any file and puts the named networks back (a missing file is
+one CheckpointError naming it), so every reader below sees the same in-memory form as for versions
+1 and 2, whose files hold their networks. The writer's side of that layout is here too:
+:func:`save_training_state` (weights files first, the state last: a kill in between leaves the
+previous state and its files), :func:`save_best`, :func:`prune_checkpoints`, :func:`copy_checkpoint`
+(a state with its weights files, for a branch into another run folder) and :func:`run_checkpoint`
+(a run folder or its ``checkpoints/`` folder -> its ``last.pth`` or ``best.pth``).
 
 :func:`atomic_save` writes a temporary file, fsyncs it and renames it over the target (a crash
 leaves the previous file); :func:`safe_load` reads with ``torch.load(weights_only=True)`` (no code
@@ -30,6 +42,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -161,8 +174,9 @@ def previous_checkpoint(path: str | os.PathLike) -> Path | None:
 
 # ------------------------------------------------------------------ the format
 FORMAT = "ssir-checkpoint"
+#: 3: files may name their networks' weights files (``weight_files``) instead of holding them;
 #: 2: ``format``/``version``/``kind`` and per-entry ``specs``; 1: ``ssir-train-v1`` / ``ssir-weights-v1``
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 V1_FORMATS = {"ssir-train-v1": "training", "ssir-weights-v1": "weights"}
 KINDS = ("training", "weights")
 #: what a training checkpoint holds besides the networks, the iteration and the config
@@ -236,8 +250,9 @@ def check_format(ckpt: Any, source: str = "checkpoint") -> dict[str, Any] | None
             raise CheckpointError(f"{source} was written by a newer version of this framework (checkpoint format "
                                   f"version {version}; this one reads versions 1 to {FORMAT_VERSION}): update "
                                   f"the code to read it")
-        if ckpt.get("kind") not in KINDS or not isinstance(ckpt.get("networks"), Mapping) \
-                or not isinstance(ckpt.get("specs"), Mapping):
+        held = isinstance(ckpt.get("networks"), Mapping) or (
+            version >= 3 and isinstance(ckpt.get(WEIGHT_FILES), Mapping))
+        if ckpt.get("kind") not in KINDS or not held or not isinstance(ckpt.get("specs"), Mapping):
             raise CheckpointError(f"{source} is a damaged {FORMAT} file (no kind, networks or specs)")
         return dict(ckpt)
     if fmt in V1_FORMATS or (fmt is None and isinstance(ckpt.get("networks"), Mapping)):
@@ -250,7 +265,7 @@ def check_format(ckpt: Any, source: str = "checkpoint") -> dict[str, Any] | None
 
 def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A training checkpoint of this framework (what ``--resume`` takes), in the current layout."""
-    ckpt = check_format(safe_load(path, map_location="cpu"), str(path))
+    ckpt = check_format(read_checkpoint(path), str(path))
     if ckpt is None:
         raise CheckpointError(f"{path} is not a training checkpoint of this framework (use pretrained.path to "
                               f"start from released weights)")
@@ -261,6 +276,219 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path} is an incomplete training checkpoint (no {', '.join(missing)})")
     return ckpt
+
+
+# ------------------------------------------------------------------ version 3 on disk: a run's files
+#: the key of a file that names its networks' weights files instead of holding them (version 3)
+WEIGHT_FILES = "weight_files"
+LAST = "last.pth"
+BEST = "best.pth"
+CHECKPOINTS = "checkpoints"
+_ITER = re.compile(r"iter_(\d+)\.pth")
+_WEIGHTS = re.compile(r"net_.+_iter_\d+\.pth")
+
+
+def state_file_name(iteration: int) -> str:
+    """``iter_<k>.pth``: the training state of iteration ``k`` (kept when ``train.keep_last`` > 1)."""
+    return f"iter_{int(iteration):08d}.pth"
+
+
+def weights_file_name(entry: str, iteration: int) -> str:
+    """``net_<entry>_iter_<k>.pth``: the float32 weights of one network at iteration ``k``."""
+    return f"net_{entry}_iter_{int(iteration):08d}.pth"
+
+
+def best_file_name(entry: str | None = None) -> str:
+    """``best.pth`` (every network at the overall best) or ``best_<entry>.pth`` (one network at its own best)."""
+    return BEST if entry is None else f"best_{entry}.pth"
+
+
+def _named_path(path: Path, name: Any) -> Path:
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise CheckpointError(f"{path} names the weights file {name!r}, which is not a file name in its folder")
+    return path.parent / name
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """:func:`safe_load` of ``path``, with the networks of a version-3 file read from the weights files it
+    names (relative to its folder) and put under ``networks``: every reader sees one in-memory form."""
+    path = Path(path)
+    ckpt = safe_load(path, map_location=map_location)
+    fmt = check_format(ckpt, str(path))
+    if fmt is None or isinstance(fmt.get("networks"), Mapping):
+        return ckpt
+    networks = {}
+    for entry, name in fmt[WEIGHT_FILES].items():
+        f = _named_path(path, name)
+        if not f.is_file():
+            raise CheckpointError(f"{path} needs the weights file {f}, which is missing (checkpoints copied "
+                                  f"elsewhere must be copied with their weights files: copy_checkpoint)")
+        held = check_format(safe_load(f, map_location=map_location), str(f))
+        if held is None or entry not in held["networks"]:
+            raise CheckpointError(f"{f}, named by {path} for '{entry}', holds no weights for '{entry}'")
+        networks[entry] = held["networks"][entry]
+    return {**fmt, "networks": networks}
+
+
+def weight_file_names(path: str | os.PathLike) -> list[str]:
+    """The weights files a version-3 file names (empty for any other file); read without its tensors."""
+    try:
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a damaged file names nothing (reading it says why)
+        return []
+    named = ckpt.get(WEIGHT_FILES) if isinstance(ckpt, Mapping) and ckpt.get("format") == FORMAT else None
+    return [n for n in named.values() if isinstance(n, str)] if isinstance(named, Mapping) else []
+
+
+def _spec_tuples(ckpt: Mapping[str, Any]) -> dict[str, tuple[str, Mapping[str, Any]]]:
+    return {k: (s["network"], s["args"]) for k, s in ckpt["specs"].items()}
+
+
+def _weights_meta(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: state[k] for k in ("best", "config", "ema_steps_offset") if k in state}
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Put ``src``'s bytes at ``dst`` atomically: a hard link (no second write) where the file system
+    allows one, else a copy. Checkpoint files are only ever replaced, never changed in place, so a
+    linked file stays what it was."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and os.path.samefile(src, dst):
+        return dst
+    tmp = dst.parent / f".{dst.name}.{os.getpid()}.link.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write checkpoint {dst}: {exc.strerror or exc}") from None
+    return dst
+
+
+def save_training_state(state: Mapping[str, Any], folder: str | os.PathLike, keep_iter: bool,
+                        written: dict[str, Path] | None = None) -> Path:
+    """Write a :func:`training_checkpoint` into a run's ``folder``: each network's weights file
+    (``net_<entry>_iter_<k>.pth``, skipped when ``written`` holds it: written by this process at this
+    iteration), then ``last.pth`` naming them (no network tensors), then ``iter_<k>.pth`` (a hard link)
+    when ``keep_iter``. Files are written atomically and the state last: a kill leaves the previous one
+    with all its files."""
+    folder = Path(folder)
+    iteration = int(state["iter"])
+    names = write_weights_files(state, folder, state["networks"], written)
+    on_disk = {k: v for k, v in state.items() if k != "networks"}
+    on_disk.update({"version": FORMAT_VERSION, WEIGHT_FILES: names})
+    last = folder / LAST
+    atomic_save(on_disk, last)
+    if keep_iter:
+        link_or_copy(last, folder / state_file_name(iteration))
+    return last
+
+
+def write_weights_files(state: Mapping[str, Any], folder: str | os.PathLike, entries: Iterable[str],
+                        written: dict[str, Path] | None = None) -> dict[str, str]:
+    """The weights file of each of ``entries`` of an in-memory state at its iteration (``written``:
+    files already written by this process at this iteration, reused); returns {entry: file name}."""
+    folder, iteration = Path(folder), int(state["iter"])
+    specs = _spec_tuples(state)
+    names = {}
+    for entry in entries:
+        name = weights_file_name(entry, iteration)
+        if written is None or name not in written or not Path(written[name]).is_file():
+            one = weights_checkpoint({entry: state["networks"][entry]}, {entry: specs[entry]}, state["network"],
+                                     iteration, best_network=entry, **_weights_meta(state))
+            atomic_save(one, folder / name)
+            if isinstance(written, dict):
+                written[name] = folder / name
+        names[entry] = name
+    return names
+
+
+def save_best(state: Mapping[str, Any], folder: str | os.PathLike, entry: str | None,
+              written: dict[str, Path] | None = None, **meta: Any) -> Path:
+    """``best_<entry>.pth``: a hard link (else a copy) of that network's weights file at this iteration;
+    ``best.pth`` (``entry`` None): a small index naming every network's weights file, with ``meta``
+    (``best_network``). The weights files are written first when this iteration has none yet."""
+    folder = Path(folder)
+    entries = list(state["networks"]) if entry is None else [entry]
+    names = write_weights_files(state, folder, entries, written)
+    target = folder / best_file_name(entry)
+    if entry is not None:
+        return link_or_copy(folder / names[entry], target)
+    index = {"format": FORMAT, "version": FORMAT_VERSION, "kind": "weights", "network": state["network"],
+             "specs": {k: state["specs"][k] for k in entries}, "iter": int(state["iter"]), WEIGHT_FILES: names,
+             **_weights_meta(state), **meta}
+    atomic_save(index, target)
+    return target
+
+
+def prune_checkpoints(folder: str | os.PathLike, keep_last: int) -> list[Path]:
+    """Keep the ``keep_last`` newest ``iter_<k>.pth`` states, then delete every ``net_*_iter_*.pth`` that no
+    remaining file names (``last.pth``, kept states, ``best.pth``, any state copied here by hand). States
+    go first, so a kill in between never leaves a state without its files. Returns what was deleted."""
+    folder = Path(folder)
+    states = sorted((f for f in folder.glob("iter_*.pth") if _ITER.fullmatch(f.name)),
+                    key=lambda f: int(_ITER.fullmatch(f.name).group(1)))
+    gone = states[:-int(keep_last)] if keep_last >= 1 else states
+    for f in gone:
+        f.unlink(missing_ok=True)
+    weights = [f for f in folder.glob("net_*_iter_*.pth") if _WEIGHTS.fullmatch(f.name)]
+    if not weights:
+        return gone
+    named: set[str] = set()
+    for f in folder.glob("*.pth"):
+        if f.is_file() and not _WEIGHTS.fullmatch(f.name):
+            named.update(weight_file_names(f))
+    dropped = [f for f in weights if f.name not in named]
+    for f in dropped:
+        f.unlink(missing_ok=True)
+    return gone + dropped
+
+
+def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a checkpoint file into another place (``dst``: a file, or a folder keeping the name) with
+    the weights files it names (hard links where possible), the file itself last and atomically:
+    what a branch into another run folder (a study's stage 2) uses. Any version; returns ``dst``."""
+    src, dst = Path(src), Path(dst)
+    if dst.is_dir():
+        dst = dst / src.name
+    if not src.is_file():
+        raise CheckpointError(f"checkpoint not found: {src}")
+    for name in weight_file_names(src):
+        f = _named_path(src, name)
+        if not f.is_file():
+            raise CheckpointError(f"{src} needs the weights file {f}, which is missing: nothing was copied to {dst}")
+        link_or_copy(f, dst.parent / name)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.{os.getpid()}.copy.tmp"
+    try:
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not copy {src} to {dst}: {exc.strerror or exc}") from None
+    return dst
+
+
+def run_checkpoint(path: str | os.PathLike, prefer: str = "last") -> Path:
+    """The checkpoint file behind ``path``: ``path`` itself unless it is a run folder or its ``checkpoints/``
+    folder, then its ``last.pth`` (``prefer="last"``, what ``--resume`` takes) or its ``best.pth`` when the
+    run wrote one, else ``last.pth`` (``prefer="best"``, what ``--weight`` and ``eval.checkpoint: best`` take)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    folder = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
+    if prefer == "best" and (folder / BEST).is_file():
+        return folder / BEST
+    if (folder / LAST).is_file():
+        return folder / LAST
+    raise CheckpointError(f"{path} is a folder without {CHECKPOINTS}/{LAST}; give a checkpoint file, a run folder "
+                          f"or its {CHECKPOINTS}/ folder (or the official prefix form <folder>/<prefix> for "
+                          f"<prefix>_<Net>.pth)")
 
 
 def _strip_prefix(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -344,13 +572,13 @@ def _labels_for(network: str) -> list[str]:
 
 
 def resolve_weight(weight: str | os.PathLike, network: str, which: str | None = None) -> Path:
-    """The file behind ``weight``: the file itself, or the official ``<prefix>_<Net>[_ema].pth``."""
+    """The file behind ``weight``: the file itself, a run folder's checkpoint (:func:`run_checkpoint`,
+    ``best``), or the official ``<prefix>_<Net>[_ema].pth``."""
     path = Path(weight).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; give a checkpoint file (or the official prefix form "
-                              f"<folder>/<prefix> for <prefix>_<Net>.pth)")
+        return run_checkpoint(path, "best")
     ema = which == "teacher"
     plain: dict[str, Path] = {}
     emas: dict[str, Path] = {}
@@ -393,6 +621,9 @@ def default_entry(ckpt: Mapping[str, Any]) -> str:
 
 def _framework_state(ckpt: Mapping[str, Any], network: str, which: str | None, source: str) -> NetworkState:
     """``network``'s entry of a framework checkpoint in the current layout (see :func:`check_format`)."""
+    if not isinstance(ckpt.get("networks"), Mapping):
+        raise CheckpointError(f"{source} names its weights files instead of holding them: read it with "
+                              f"read_checkpoint (path), not as a loaded object")
     nets, specs = ckpt["networks"], ckpt["specs"]
     held = list(dict.fromkeys(s["network"] for s in specs.values() if s.get("network")))
     if len(held) > 1:  # several networks in one file (ICEML): the network picks its entry
@@ -440,7 +671,7 @@ def read_network_state(weight: str | os.PathLike, network: str, which: str | Non
     """Resolve ``weight`` (a file or the official prefix form), read it safely, return ``network``'s state."""
     network = network_name(network)
     path = resolve_weight(weight, network, which)
-    return network_state(safe_load(path), network, which, str(path))
+    return network_state(read_checkpoint(path), network, which, str(path))
 
 
 def _build_loaded(name: str, found: NetworkState, network_args: Mapping[str, Any] | None,
@@ -466,8 +697,8 @@ def load_networks(weight: str | os.PathLike, device: torch.device | str = "cpu"
                   ) -> tuple[dict[str, nn.Module], str, dict[str, dict[str, Any]]]:
     """Every network of a framework checkpoint, each built and loaded as :func:`load_network` does;
     returns ``({entry: network}, the entry scored by default, {entry: info})``."""
-    path = Path(weight)
-    ckpt = check_format(safe_load(path), str(path))
+    path = run_checkpoint(weight, "best")
+    ckpt = check_format(read_checkpoint(path), str(path))
     if ckpt is None:
         raise CheckpointError(f"{path} is not a checkpoint of this framework (give the network with eval.py -n)")
     nets, infos = {}, {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -150,12 +151,15 @@ class TrainerAssembly:
         self.log.info(f"initialised from {path}")
 
     @staticmethod
-    def _pretrained_iteration(path: str) -> int | None:
+    def _pretrained_iteration(path: str | Path) -> int | None:
         """EMA steps already taken by the run that wrote ``path``: its own offset plus its iteration
         (a start from a run that itself started pretrained continues that run's EMA count); None for a
         plain weights file."""
-        from common_utils.checkpoint import safe_load
+        from common_utils.checkpoint import run_checkpoint, safe_load
 
+        path = run_checkpoint(path, "best")  # the file read_network_state read for a run folder
+        if not path.is_file():
+            return None  # the official prefix form: released weights, no run
         ckpt = safe_load(path)
         if isinstance(ckpt, dict) and "iter" in ckpt:
             return int(ckpt.get("ema_steps_offset", 0)) + int(ckpt["iter"])

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common_utils.checkpoint import load_networks, safe_load
+from common_utils.checkpoint import load_networks, run_checkpoint, safe_load
 from common_utils.evaluation.report import write_summary
 from common_utils.evaluation.runner import dataset_protocols, evaluate_datasets, open_datasets
 from core.trainer import BaseTrainer
@@ -31,8 +31,7 @@ from core.trainer import BaseTrainer
 
 def selected_checkpoint(trainer: BaseTrainer) -> Path:
     """``best.pth`` when ``eval.checkpoint: best`` and one exists, else ``last.pth``."""
-    best = trainer.ckpt_dir / "best.pth"
-    return best if trainer.cfg.eval.checkpoint == "best" and best.exists() else trainer.ckpt_dir / "last.pth"
+    return run_checkpoint(trainer.ckpt_dir, trainer.cfg.eval.checkpoint)
 
 
 def final_evaluation(trainer: BaseTrainer) -> dict[str, Any]:

@@ -319,8 +319,9 @@ KEY_DOCS: dict[str, str] = {
     "train.val_every_epochs": "validate every this many epochs",
     "train.save_every": "write `last.pth` every this many iterations (empty: at each validation, else once an "
                         "epoch)",
-    "train.keep_last": "how many of the latest `last.pth` states are kept as `iter_*.pth` hard links (1: only "
-                       "`last.pth`)",
+    "train.keep_last": "how many of the latest training states are kept as `iter_*.pth` hard links of `last.pth` (1: "
+                       "only `last.pth`); weights files `net_*_iter_*.pth` that no kept state, `last.pth` or "
+                       "`best.pth` names are deleted",
     "train.amp": "mixed precision: `fp16` (with a gradient scaler on CUDA) or `bf16`",
     "train.tf32": "TF32 matrix products and convolutions on CUDA",
     "train.grad_clip": "clip the gradient norm to this value (empty: no clipping)",

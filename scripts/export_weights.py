@@ -25,7 +25,8 @@ from common_utils.checkpoint import (
     atomic_save,
     check_format,
     network_state,
-    safe_load,
+    read_checkpoint,
+    run_checkpoint,
     weights_checkpoint,
 )
 from common_utils.cli import run_cli
@@ -37,7 +38,8 @@ def export(checkpoint: Path, network: str, which: str | None, out: Path, note: s
            scores: dict | None = None) -> Path:
     """Write the weights file (see the module docstring); return its path."""
     name = network_name(network)
-    src = safe_load(checkpoint)
+    checkpoint = run_checkpoint(checkpoint, "best")
+    src = read_checkpoint(checkpoint)
     wanted = [(n, None) for n in ICEML_ENTRIES] if name in ICEML_ENTRIES else [(name, which)]
     found = {n: network_state(src, n, w, str(checkpoint)) for n, w in wanted}
     entries = {n: ICEML_ENTRIES.get(n) or f.entry or "weights" for n, f in found.items()}
@@ -53,7 +55,8 @@ def export(checkpoint: Path, network: str, which: str | None, out: Path, note: s
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a run checkpoint (last.pth, best.pth, ...)")
+    p.add_argument("--checkpoint", required=True, help="a run checkpoint (last.pth, best.pth, ...), or a run folder "
+                   "or its checkpoints/ folder (its best.pth, else its last.pth)")
     p.add_argument("--network", required=True, help="the network to export (RtxICE-Net exports both ICEML nets)")
     p.add_argument("--which", choices=("student", "teacher"), default=None, help="default: the reader's default")
     p.add_argument("--out", required=True, help="output file")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from common_utils.benchmarking import machine_info, markdown_table  # noqa: E402
+from common_utils.checkpoint import copy_checkpoint  # noqa: E402
 from common_utils.cli import HelpFormatter, run_cli  # noqa: E402
 from common_utils.study import (  # noqa: E402
     StudyRun,
@@ -77,9 +77,8 @@ def execute(runs: dict[str, StudyRun], root: Path) -> None:
         if key.startswith("stage2"):
             src = runs["stage1"].folder(root) / "checkpoints" / "last.pth"
             dst = run.folder(root) / "checkpoints" / "last.pth"
-            if not dst.is_file():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
+            if not dst.is_file():  # the state with the weights files it names
+                copy_checkpoint(src, dst)
         print(f"  {run.name}", flush=True)
         spent = run_training(run, root)
         print(f"    done in {spent / 60:.1f} min", flush=True)

@@ -7,7 +7,9 @@ framework's own low-light and ICEML run checkpoints. Each CLI takes the same pat
 """
 from __future__ import annotations
 
+import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -17,12 +19,18 @@ from common_utils.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     atomic_save,
+    copy_checkpoint,
     load_network,
     load_networks,
+    prune_checkpoints,
+    read_checkpoint,
     read_network_state,
     read_training_checkpoint,
     resolve_weight,
+    run_checkpoint,
     safe_load,
+    save_best,
+    save_training_state,
     training_checkpoint,
     weights_checkpoint,
 )
@@ -178,3 +186,143 @@ def test_a_checkpoint_of_a_newer_format_version_is_one_clear_error(tmp_path, kin
         assert f"format version {FORMAT_VERSION + 1}" in str(info.value) and "newer version" in str(info.value)
     torch.save(state, path)  # the same file at the current version reads
     assert _equal(load_network("UNet", path)[0].state_dict(), s)
+
+
+# ---------------------------------------------------------------- version 3 on disk: a run's checkpoint files
+def _state(iteration: int, seed: int = 3) -> dict:
+    """An in-memory training state (what the trainer hands the writer), a student and a teacher UNet."""
+    s, t = _unet_pair(seed)
+    specs = {e: ("UNet", {"width": 4}) for e in ("student", "teacher")}
+    rest = {"optimizer": {"state": {}, "param_groups": []}, "scheduler": {"last_epoch": iteration}, "scaler": {},
+            "ema_steps_offset": 2, "best": {}, "nonfinite_total": 0, "nonfinite_streak": 0,
+            "rng": {"torch": torch.get_rng_state()}, "trainer": {}, "amp": "off"}
+    return training_checkpoint({"student": s, "teacher": t}, specs, "UNet", iteration, {"seed": 1}, **rest)
+
+
+def _tensors(obj) -> list:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    return []
+
+
+def test_a_state_names_its_weights_files_and_holds_no_network_tensor(tmp_path):
+    state = _state(4)
+    last = save_training_state(state, tmp_path, keep_iter=True)
+    raw = torch.load(last, weights_only=True)
+    assert raw["version"] == FORMAT_VERSION == 3 and "networks" not in raw
+    assert raw["weight_files"] == {e: f"net_{e}_iter_00000004.pth" for e in ("student", "teacher")}
+    assert [t for t in _tensors(raw) if t.numel() > 1000] == [t for t in _tensors(raw["rng"]) if t.numel() > 1000]
+    weights = sum((tmp_path / n).stat().st_size for n in raw["weight_files"].values())
+    assert last.stat().st_size < weights / 10  # no optimizer moments here: nothing but the state's own keys
+    assert os.path.samefile(last, tmp_path / "iter_00000004.pth")
+    back = read_training_checkpoint(last)  # the networks are put back, as versions 1 and 2 held them
+    for entry in ("student", "teacher"):
+        assert _equal(back["networks"][entry], state["networks"][entry])
+        alone = safe_load(tmp_path / raw["weight_files"][entry])  # each weights file loads alone
+        assert alone["kind"] == "weights" and set(alone["networks"]) == {entry}
+    assert _equal(load_network("UNet", last, which="student")[0].state_dict(), state["networks"]["student"])
+    assert back["ema_steps_offset"] == 2 and back["scheduler"] == {"last_epoch": 4}
+
+
+def test_a_version_2_file_still_loads(tmp_path):
+    """Format 2 held the networks in the training state itself (and in every weights file)."""
+    state = {**_state(6), "version": 2}
+    path = tmp_path / "last.pth"
+    torch.save(state, path)
+    back = read_training_checkpoint(path)
+    assert back["version"] == 2 and _equal(back["networks"]["teacher"], state["networks"]["teacher"])
+    assert _equal(load_network("UNet", path)[0].state_dict(), state["networks"]["teacher"])
+    nets, main, _ = load_networks(path)
+    assert main == "teacher" and _equal(nets["student"].state_dict(), state["networks"]["student"])
+
+
+def test_a_missing_weights_file_is_one_line_naming_it(tmp_path):
+    last = save_training_state(_state(4), tmp_path, keep_iter=False)
+    gone = tmp_path / "net_teacher_iter_00000004.pth"
+    gone.unlink()
+    for read in (lambda: read_training_checkpoint(last), lambda: load_network("UNet", last),
+                 lambda: load_networks(last)):
+        with pytest.raises(CheckpointError) as info:
+            read()
+        msg = str(info.value)
+        assert str(gone) in msg and "missing" in msg and "\n" not in msg
+    assert eval_cli.main(["-n", "UNet", "-w", str(last), "-d", str(tmp_path), "--device", "cpu"]) == 2
+
+
+def test_best_files_link_the_weights_and_best_pth_is_an_index(tmp_path):
+    state = _state(4)
+    written: dict = {}
+    save_best(state, tmp_path, "student", written)
+    save_best(state, tmp_path, None, written, best_network="student")
+    save_training_state(state, tmp_path, keep_iter=False, written=written)  # reuses the files of the bests
+    assert os.path.samefile(tmp_path / "best_student.pth", tmp_path / "net_student_iter_00000004.pth")
+    assert (tmp_path / "best.pth").stat().st_size < 10_000
+    assert _equal(load_network("UNet", tmp_path / "best.pth", which="student")[0].state_dict(),
+                  state["networks"]["student"])
+    nets, main, _ = load_networks(tmp_path / "best.pth")  # the final evaluation's loader
+    assert main == "student" and set(nets) == {"student", "teacher"}
+
+
+def test_pruning_keeps_the_newest_states_and_every_named_weights_file(tmp_path):
+    for it in (1, 2, 3, 4, 5):
+        if it == 1:
+            save_best(_state(1, seed=1), tmp_path, None, best_network="teacher")
+            save_best(_state(1, seed=1), tmp_path, "student")
+        save_training_state(_state(it, seed=it), tmp_path, keep_iter=True)
+        if it == 2:  # a state copied by hand in the same folder (a study's branch point)
+            shutil.copyfile(tmp_path / "iter_00000002.pth", tmp_path / "at_iter_2.pth")
+    (tmp_path / "net_student_iter_00000000.pth").write_bytes(b"stray")  # named by nothing
+    prune_checkpoints(tmp_path, keep_last=2)
+    assert sorted(p.name for p in tmp_path.glob("iter_*.pth")) == ["iter_00000004.pth", "iter_00000005.pth"]
+    kept = sorted(p.name for p in tmp_path.glob("net_*.pth"))
+    assert kept == [f"net_{e}_iter_{i:08d}.pth" for e in ("student", "teacher") for i in (1, 2, 4, 5)]
+    for f in ("last.pth", "iter_00000004.pth", "at_iter_2.pth", "best.pth"):  # each still reads
+        assert read_checkpoint(tmp_path / f)["networks"].keys() == {"student", "teacher"}, f
+    (tmp_path / "best.pth").unlink()
+    prune_checkpoints(tmp_path, keep_last=2)
+    assert not (tmp_path / "net_student_iter_00000001.pth").exists()
+    # best_student.pth keeps its bytes through its own link
+    first = _state(1, seed=1)["networks"]["student"]
+    assert _equal(read_network_state(tmp_path / "best_student.pth", "UNet").state, first)
+
+
+def test_copy_checkpoint_brings_the_weights_files(tmp_path):
+    src_dir, dst_dir = tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints"
+    state = _state(3)
+    src = save_training_state(state, src_dir, keep_iter=True)
+    dst = copy_checkpoint(src, dst_dir / "last.pth")
+    assert sorted(p.name for p in dst_dir.iterdir()) == ["last.pth", "net_student_iter_00000003.pth",
+                                                          "net_teacher_iter_00000003.pth"]
+    for f in src_dir.glob("net_*.pth"):  # the copy no longer depends on the source folder
+        f.unlink()
+    assert _equal(read_training_checkpoint(dst)["networks"]["student"], state["networks"]["student"])
+    old = tmp_path / "v2.pth"  # a version-2 file is one file
+    torch.save({**state, "version": 2}, old)
+    (tmp_path / "c").mkdir()
+    copied = copy_checkpoint(old, tmp_path / "c")  # a folder: the name is kept
+    assert copied == tmp_path / "c" / "v2.pth"
+    assert _equal(read_training_checkpoint(copied)["networks"]["teacher"], state["networks"]["teacher"])
+    with pytest.raises(CheckpointError, match="net_student_iter_00000003.pth, which is missing"):
+        copy_checkpoint(src_dir / "iter_00000003.pth", tmp_path / "d" / "x.pth")
+    assert not (tmp_path / "d" / "x.pth").exists()
+
+
+def test_a_run_folder_or_its_checkpoints_folder_stands_for_its_checkpoint(tmp_path):
+    ck = tmp_path / "run" / "checkpoints"
+    state = _state(5)
+    save_training_state(state, ck, keep_iter=False)
+    for folder in (tmp_path / "run", ck):
+        assert run_checkpoint(folder) == ck / "last.pth"
+        assert run_checkpoint(folder, "best") == ck / "last.pth"  # no best.pth yet
+        assert _equal(load_network("UNet", folder, which="student")[0].state_dict(), state["networks"]["student"])
+    save_best(state, ck, None, best_network="student")
+    assert run_checkpoint(tmp_path / "run", "best") == ck / "best.pth"
+    assert run_checkpoint(tmp_path / "run") == ck / "last.pth"  # --resume: the training state
+    assert read_training_checkpoint(run_checkpoint(tmp_path / "run"))["iter"] == 5
+    assert run_checkpoint(ck / "last.pth") == ck / "last.pth"
+    with pytest.raises(CheckpointError, match="folder without checkpoints/last.pth"):
+        run_checkpoint(tmp_path)

@@ -25,6 +25,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from common_utils.checkpoint import read_checkpoint
 from tests.helpers import make_paired_folders, tiny_config, write_yaml
 from tests.test_kill_resume import make_haze_data
 
@@ -137,7 +138,7 @@ def test_ranks_end_with_identical_student_and_teacher(ddp_run):
         k.startswith("student/") for k in r0["checksums"])
     assert r0["checksums"] == r1["checksums"]
     # the rank-0 weights are those of the checkpoint, and training did change them
-    last = torch.load(tmp / "experiments" / "ddp" / "checkpoints" / "last.pth", weights_only=True)
+    last = read_checkpoint(tmp / "experiments" / "ddp" / "checkpoints" / "last.pth")
     from tests.ddp_probe import tensor_checksum
 
     for net, sd in last["networks"].items():
@@ -145,7 +146,7 @@ def test_ranks_end_with_identical_student_and_teacher(ddp_run):
             assert tensor_checksum(t) == r0["checksums"][f"{net}/{key}"], (net, key)
     assert last["iter"] == ITERS
     assert len(last["rng_ranks"]) == 2  # each rank's random state, for an exact resume
-    first = torch.load(tmp / "experiments" / "ddp" / "checkpoints" / "iter_00000002.pth", weights_only=True)
+    first = read_checkpoint(tmp / "experiments" / "ddp" / "checkpoints" / "iter_00000002.pth")
     assert not all(torch.equal(first["networks"]["teacher"][k], v) for k, v in last["networks"]["teacher"].items())
 
 
@@ -195,7 +196,7 @@ def test_only_rank_zero_writes_outputs(ddp_run):
 
 def test_validation_scores_every_image_once_across_ranks(ddp_run):
     tmp, _, _, _ = ddp_run
-    best = torch.load(tmp / "experiments" / "ddp" / "checkpoints" / "best.pth", weights_only=True)
+    best = read_checkpoint(tmp / "experiments" / "ddp" / "checkpoints" / "best.pth")
     # max_images=1 with two ranks: rank 1's shard is empty, and the reduced count is 1
     assert all(entry["images"] == 1 for entry in best["best"].values())
 
@@ -220,7 +221,7 @@ def test_killed_ddp_run_resumes_exactly(ddp_run):
                        env_extra={**NAN_ENV, "SSIR_KILL_AT_ITER": "4"})
     assert killed.returncode != 0
     last = tmp / "experiments" / "ddp_kill" / "checkpoints" / "last.pth"
-    assert torch.load(last, weights_only=True)["iter"] == 4
+    assert read_checkpoint(last)["iter"] == 4
     resumed = _torchrun(tmp, cfg, out_res, "name=ddp_kill", "--resume", str(last), env_extra=NAN_ENV)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     (a0, _), (b0, b1) = _ranks(out_full), _ranks(out_res)

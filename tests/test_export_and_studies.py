@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from common_utils.checkpoint import check_format, load_network
+from common_utils.checkpoint import check_format, load_network, save_training_state, training_checkpoint
 from common_utils.study import mean_std, pm
 from models import build_network
 
@@ -44,6 +44,23 @@ def test_exported_weights_load_like_the_run_and_are_small(tmp_path):
     assert all(torch.equal(net.state_dict()[k], v) for k, v in t.state_dict().items())
     assert info["network_args"] == {"width": 4}
 
+
+
+def test_export_takes_a_format_3_run_folder(tmp_path):
+    """A run folder (format 3: last.pth names its weights files) exports like the file: its best.pth, else last.pth."""
+    torch.manual_seed(1)
+    s, t = build_network("UNet", width=4), build_network("UNet", width=4)
+    specs = {e: ("UNet", {"width": 4}) for e in ("student", "teacher")}
+    state = training_checkpoint({"student": s.state_dict(), "teacher": t.state_dict()}, specs, "UNet", 3, {},
+                                optimizer={}, scheduler={}, scaler={}, ema_steps_offset=0, best={},
+                                nonfinite_total=0, nonfinite_streak=0, rng={}, trainer={}, amp="off")
+    save_training_state(state, tmp_path / "run" / "checkpoints", keep_iter=False)
+    out = tmp_path / "shared.pth"
+    assert _script("export_weights").main(["--checkpoint", str(tmp_path / "run"), "--network", "UNet",
+                                           "--which", "student", "--out", str(out)]) == 0
+    saved = torch.load(out, weights_only=True)
+    assert set(saved["networks"]) == {"student"} and saved["iter"] == 3
+    assert all(torch.equal(saved["networks"]["student"][k], v) for k, v in s.state_dict().items())
 
 def test_exported_iceml_weights_keep_both_networks(tmp_path):
     torch.manual_seed(1)

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+from common_utils.checkpoint import read_checkpoint
 from data.image_io import write_image
 from tests.helpers import make_image, make_paired_folders, tiny_config, write_yaml
 
@@ -153,8 +154,10 @@ def runs(tmp_path_factory):
             continue
         assert proc.returncode == -signal.SIGKILL, f"{name}: rc {proc.returncode}: {proc.stderr[-3000:]}"
         ck = tmp / "experiments" / name / "checkpoints"
-        last = torch.load(ck / "last.pth", weights_only=True)
-        killed_state[name] = (last["iter"], sorted(p.name for p in ck.glob("iter_*.pth")), last["networks"])
+        last = read_checkpoint(ck / "last.pth")
+        killed_state[name] = (last["iter"], sorted(p.name for p in ck.glob("iter_*.pth")), last["networks"],
+                              sorted(p.name for p in ck.glob("net_*.pth")),
+                              torch.load(ck / "last.pth", weights_only=True)["weight_files"])
     phase2 = {}
     for key, path in cfgs.items():
         for spec in KILLS[key]:
@@ -168,7 +171,8 @@ def runs(tmp_path_factory):
 
 
 def _last(tmp: Path, name: str) -> dict:
-    return torch.load(tmp / "experiments" / name / "checkpoints" / "last.pth", weights_only=True)
+    """A run's last.pth with its networks (read from the weights files it names)."""
+    return read_checkpoint(tmp / "experiments" / name / "checkpoints" / "last.pth")
 
 
 def _assert_same_training_state(a: dict, b: dict) -> None:
@@ -234,6 +238,10 @@ def test_iceml_resumes_exactly_after_sigkill_in_mutual_learning(runs):
 def test_a_kill_mid_checkpoint_leaves_the_previous_checkpoint_and_a_stray_temporary(runs):
     tmp, killed_state, _ = runs
     assert killed_state["sup_k6_checkpoint"][0] == 4  # iteration 6's last.pth never replaced iteration 4's
+    # the weights files of iteration 6 were written first; the state of iteration 4 still names its own
+    _, _, _, weights_files, named = killed_state["sup_k6_checkpoint"]
+    assert "net_student_iter_00000006.pth" in weights_files and "net_teacher_iter_00000006.pth" in weights_files
+    assert named == {"student": "net_student_iter_00000004.pth", "teacher": "net_teacher_iter_00000004.pth"}
 
 
 def test_only_the_last_k_iteration_checkpoints_are_kept(runs):

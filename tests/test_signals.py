@@ -24,6 +24,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from common_utils.checkpoint import read_checkpoint
 from tests.helpers import tiny_config, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +96,7 @@ def test_sigterm_to_the_process_group_writes_the_final_checkpoint(tmp_path):
     assert "DataLoader worker" not in err and "Traceback" not in err, err[-3000:]
     last = exp / "checkpoints" / "last.pth"
     assert f"--resume {last}" in err
-    ckpt = torch.load(last, weights_only=True)
+    ckpt = read_checkpoint(last)
     assert ckpt["iter"] >= 6  # every iteration up to the signal is kept (no periodic save ran)
     assert took < 60, took  # a few seconds on an idle 2-core machine (README: grace period)
     time.sleep(1.0)
@@ -145,7 +146,7 @@ def test_sigterm_to_torchrun_stops_every_rank_with_a_checkpoint(tmp_path):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("torchrun did not stop within 90 s of SIGTERM")
-    ckpt = torch.load(exp / "checkpoints" / "last.pth", weights_only=True)
+    ckpt = read_checkpoint(exp / "checkpoints" / "last.pth")
     assert ckpt["iter"] >= 4 and len(ckpt["rng_ranks"]) == 2
     assert err.count("SIGTERM received: stopped after writing") == 2, err[-4000:]  # both ranks, one line each
     assert "DataLoader worker" not in err and "exitcode  : 1" not in err, err[-4000:]
@@ -213,7 +214,7 @@ def test_a_stop_during_the_final_evaluation_ends_it_at_once(tmp_path, capsys, mo
     assert code == 128 + signum, err[-2000:]
     assert f"{signal.Signals(signum).name} received during the final evaluation" in err
     assert f"--resume {last}" in err and "Traceback" not in err
-    assert torch.load(last, weights_only=True)["iter"] == 2
+    assert read_checkpoint(last)["iter"] == 2
     assert took < 30  # not the minute the evaluation would have taken
 
 
@@ -246,7 +247,7 @@ def _slow_validation(monkeypatch, signum: int, at_step: int, sent: list) -> None
 
 
 def _networks(path: Path) -> dict:
-    return torch.load(path, weights_only=True)["networks"]
+    return read_checkpoint(path)["networks"]
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +281,7 @@ def test_a_stop_during_validation_ends_it_before_the_next_image(tmp_path, capsys
     assert f"--resume {last}" in err and "Traceback" not in err, err[-3000:]
     # 4 images x 2 networks x 3 s = 24 s if the validation ran to its end; one image here
     assert took < 3 * SLOW_IMAGE_S, took
-    ckpt = torch.load(last, weights_only=True)
+    ckpt = read_checkpoint(last)
     assert ckpt["iter"] == at_step and ckpt["validation_pending"] is True
     assert not (exp / "results" / "summary.json").exists()  # the final evaluation did not start
     log = (exp / "logs" / "train.log").read_text()
@@ -293,6 +294,6 @@ def test_a_stop_during_validation_ends_it_before_the_next_image(tmp_path, capsys
     for key, sd in _networks(ref_last).items():
         for name, tensor in sd.items():
             assert torch.equal(tensor, _networks(last)[key][name]), (key, name)
-    ref_best = torch.load(ref_last, weights_only=True)["best"]
-    assert torch.load(last, weights_only=True)["best"] == ref_best
+    ref_best = read_checkpoint(ref_last)["best"]
+    assert read_checkpoint(last)["best"] == ref_best
     assert (exp / "results" / "summary.json").exists()

@@ -214,3 +214,36 @@ def test_a_recorded_baseline_whose_folder_is_gone_is_retrained_only_up_to_the_ar
     trained.clear()  # once the start exists, nothing of the baseline is trained again
     mod.main(["study", "--arms", "baseline", "--seeds", "0", "--runs", str(root), "--out", str(out), "--no-extra"])
     assert trained == []
+
+
+def test_iceml_stage_2_starts_from_a_copy_of_stage_1_with_its_weights_files(tmp_path, monkeypatch):
+    """scripts/iceml_study.py copies stage 1's last.pth into stage 2's folder: a format-3 state must come
+    with the weights files it names, so stage 2 reads it although stage 1 prunes its own later."""
+    import importlib.util
+
+    import torch
+
+    from common_utils.checkpoint import read_training_checkpoint, save_training_state, training_checkpoint
+    from models import build_network
+
+    spec = importlib.util.spec_from_file_location("iceml_study", study.REPO_ROOT / "scripts" / "iceml_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    nets = {"rtx": build_network("RtxICE-Net", dim=16), "asm": build_network("ASMICE-Net", dim=16)}
+    specs = {"rtx": ("RtxICE-Net", {"dim": 16}), "asm": ("ASMICE-Net", {"dim": 16})}
+    state = training_checkpoint({k: n.state_dict() for k, n in nets.items()}, specs, "RtxICE-Net", 4, {},
+                                optimizer={}, scheduler={}, scaler={}, ema_steps_offset=0, best={},
+                                nonfinite_total=0, nonfinite_streak=0, rng={}, trainer={}, amp="off")
+    runs = {"stage1": study.StudyRun("c.yaml", "s1"), "stage2": study.StudyRun("c.yaml", "s2")}
+    save_training_state(state, runs["stage1"].folder(tmp_path) / "checkpoints", keep_iter=False)
+    (tmp_path / "s1" / "results").mkdir(parents=True)
+    (tmp_path / "s1" / "results" / "summary.json").write_text("{}")  # stage 1 finished
+    started = []
+    monkeypatch.setattr(mod, "run_training", lambda run, root: started.append(run.name) or 0.0)
+    mod.execute(runs, tmp_path)
+    assert started == ["s2"]
+    for f in (tmp_path / "s1" / "checkpoints").glob("net_*.pth"):
+        f.unlink()  # stage 1's own files may go; the copy has its own
+    back = read_training_checkpoint(tmp_path / "s2" / "checkpoints" / "last.pth")
+    assert all(torch.equal(back["networks"]["asm"][k], v) for k, v in nets["asm"].state_dict().items())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common_utils.checkpoint import FORMAT, FORMAT_VERSION, load_network
+from common_utils.checkpoint import FORMAT, FORMAT_VERSION, load_network, read_checkpoint
 from core import TRAINERS
 from core.config import load_config
 from data.paths import REPO_ROOT
@@ -65,34 +65,49 @@ def test_run_writes_checkpoints_and_logs(run_a):
     log = (exp / "logs" / "train.log").read_text()
     assert "validation @ 4" in log and "validation @ 8" in log and f"training finished at iteration {ITERS}" in log
     assert (exp / "config.yaml").is_file()
-    last = torch.load(ck / "last.pth", weights_only=True)
-    assert (last["format"], last["version"], last["kind"]) == (FORMAT, FORMAT_VERSION, "training")
+    raw = torch.load(ck / "last.pth", weights_only=True)
+    assert (raw["format"], raw["version"], raw["kind"]) == (FORMAT, FORMAT_VERSION, "training")
+    # the state holds no network tensor: it names its weights files, written next to it
+    assert "networks" not in raw and raw["weight_files"] == {e: f"net_{e}_iter_{ITERS:08d}.pth"
+                                                             for e in ("student", "teacher")}
+    last = read_checkpoint(ck / "last.pth")  # the reader puts them back
     assert last["iter"] == ITERS
     assert set(last["networks"]) == {"student", "teacher"}
     assert _states_equal(last["networks"]["student"], trainer.networks["student"].state_dict())
     assert _states_equal(last["networks"]["teacher"], trainer.teachers["teacher"].state_dict())
     # the teacher is an EMA, not a copy of the student
     assert not _states_equal(last["networks"]["student"], last["networks"]["teacher"])
-    best = torch.load(ck / "best.pth", weights_only=True)
+    # best.pth: a small index naming the weights files of the best iteration, read like a weights file
+    raw_best = torch.load(ck / "best.pth", weights_only=True)
+    best = read_checkpoint(ck / "best.pth")
     assert best["best_network"] in ("student", "teacher")
     assert best["iter"] == trainer.best[best["best_network"]]["iter"]
+    assert "networks" not in raw_best and (ck / "best.pth").stat().st_size < 20_000
+    assert raw_best["weight_files"][best["best_network"]] == f"net_{best['best_network']}_iter_{best['iter']:08d}.pth"
     assert last["best"]["student"]["psnr"] == pytest.approx(trainer.best["student"]["psnr"])
     # a small weights file per network and save, no optimizer, kept for the same iterations as the states
+    weights_bytes = 0
     for entry, net in (("student", trainer.networks["student"]), ("teacher", trainer.teachers["teacher"])):
         files = sorted(p.name for p in ck.glob(f"net_{entry}_iter_*.pth"))
         assert files == [f"net_{entry}_iter_{i:08d}.pth" for i in (2, 4, 6, 8)]
         weights = torch.load(ck / files[-1], weights_only=True)
         assert weights["kind"] == "weights" and set(weights["networks"]) == {entry} and "optimizer" not in weights
-        assert (ck / files[-1]).stat().st_size < (ck / "last.pth").stat().st_size / 3
+        weights_bytes += (ck / files[-1]).stat().st_size
         loaded, info = load_network("UNet", ck / files[-1])
         assert info["weights"] == entry and _states_equal(loaded.state_dict(), net.state_dict())
+        # best_<entry>.pth: the weights file of that network's best iteration, linked (no second copy)
+        at = trainer.best[entry]["iter"]
+        assert os.path.samefile(ck / f"best_{entry}.pth", ck / f"net_{entry}_iter_{at:08d}.pth")
+    # the state's size is AdamW's two moments of the student and little else (format 2 held both networks
+    # too: twice this bound); the weights of one save are the two networks
+    assert (ck / "last.pth").stat().st_size < 1.2 * weights_bytes
     # cosine schedule by iteration reaches eta_min at the end
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
 
 
 def _check_exact_resume(tmp: Path, full, num_workers: int, src_ckpt: Path) -> None:
     cfg = _load(tmp, f"resumed_nw{num_workers}", num_workers=num_workers)
-    ck = torch.load(src_ckpt, weights_only=True)
+    ck = read_checkpoint(src_ckpt)
     assert ck["iter"] == 4
     # not vacuous: iterations 5-8 do change both networks
     assert not _states_equal(ck["networks"]["student"], full.networks["student"].state_dict())
@@ -171,6 +186,10 @@ def test_run_py_end_to_end(tmp_path):
     assert "unavailable" in summary["_protocol"]["lpips"]
     assert (exp / "results" / "tiny_test" / "per_image.csv").is_file()
     assert (exp / "results" / "summary.md").is_file()
+    # --resume takes the run folder too: its checkpoints/last.pth
+    proc = _run_py(["-c", str(path), "train.iters=4", "train.val_every=2", "--no-eval", "--resume", str(exp)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed from {exp.resolve() / 'checkpoints' / 'last.pth'} at iteration 2" in proc.stderr
 
 
 def test_run_py_misspelt_key_is_one_line_error(tmp_path):

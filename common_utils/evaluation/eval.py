@@ -26,8 +26,9 @@ Protocols (``--protocol``; default ``auto``: each set with its paper's, named in
 Weights (``--weight``): anything :func:`common_utils.checkpoint.read_network_state` reads: a
 plain state dict or a released wrapper (``params``, ``params_ema``, ``state_dict``, ``model``, DDP
 ``module.``), this framework's checkpoints of any format version up to this code's (a run's
-weights files ``net_<entry>_iter_<k>.pth``, ``best*.pth``, ``last.pth``; by default the network the
-run recorded as best, else the teacher; ``--student`` / ``--ema`` choose), the official ICEML
+weights files ``net_<entry>_iter_<k>.pth``, ``best*.pth``, ``last.pth``, or the run folder or its
+``checkpoints/``: its ``best.pth``, else ``last.pth``; by default the network the run recorded as
+best, else the teacher; ``--student`` / ``--ema`` choose), the official ICEML
 CombinedModel (with ``-n RtxICE-Net`` or ``-n ASMICE-Net``), or the official SSLL training prefix:
 ``--weight ckpt/LOLv2_psnr`` loads ``ckpt/LOLv2_psnr_<Net>.pth`` (``_<Net>_ema.pth`` with ``--ema``).
 A checkpoint of another network is refused with the network it seems to belong to.
@@ -82,7 +83,8 @@ def add_weights_arguments(p: argparse.ArgumentParser) -> None:
     """``--network``, ``--weight``, ``--network-args`` and the student/teacher choice (shared by the CLIs)."""
     p.add_argument("-n", "--network", required=True, help=f"network name ({', '.join(list_networks())})")
     p.add_argument("-w", "--weight", "--weights", dest="weight", required=True,
-                   help="checkpoint file, or the official training prefix (see above)")
+                   help="checkpoint file, a run folder (its best.pth, else last.pth), or the official training "
+                        "prefix (see above)")
     p.add_argument("--network-args", default=None, help="JSON object of network constructor arguments")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--ema", "--teacher", dest="which", action="store_const", const="teacher",

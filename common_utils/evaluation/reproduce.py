@@ -39,7 +39,7 @@ from common_utils.checkpoint import (
     extract_state_dict,
     guess_network,
     load_network,
-    safe_load,
+    read_checkpoint,
 )
 from common_utils.evaluation.runner import build_protocol, dataset_key, evaluate_datasets, open_datasets, select_device
 from data.layouts import ALL_LOWLIGHT, EVAL_ALL, LAYOUTS, PAPER_DEHAZING, expand_dataset_names
@@ -206,7 +206,7 @@ def parse_weight_spec(text: str) -> list[Entry]:
 def identify_checkpoint(path: Path) -> list[str]:
     """The networks a checkpoint file holds, read from its content (empty: not recognised)."""
     try:
-        ckpt = safe_load(path)
+        ckpt = read_checkpoint(path)
     except UserError:
         return []
     if isinstance(ckpt, Mapping) and isinstance(ckpt.get("networks"), Mapping):
