@@ -23,6 +23,7 @@ import re
 import shlex
 import statistics
 import sys
+import time
 import timeit
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -124,6 +125,18 @@ def _on(device: torch.device | str | None) -> contextlib.AbstractContextManager:
     """``torch.utils.benchmark.timer`` synchronises the *current* accelerator: make it ``device``."""
     dev = torch.device(device if device is not None else "cpu")
     return torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+
+
+def compile_for_timing(fn: Callable[..., Any], first_call: Callable[[Callable[..., Any]], Any],
+                       device: torch.device | str | None) -> tuple[Callable[..., Any], float]:
+    """``torch.compile(fn)`` (static shapes) compiled by ``first_call(compiled)``, which is not timed;
+    returns the compiled callable and the seconds compilation took. Errors (a graph break that cannot
+    be compiled, out of memory) propagate: each benchmark says how it records them."""
+    compiled = torch.compile(fn, dynamic=False)
+    t0 = time.perf_counter()
+    first_call(compiled)
+    sync(device)
+    return compiled, time.perf_counter() - t0
 
 
 def time_fn(fn: Callable[[], Any], device: torch.device | str | None, warmup: int, repeats: int) -> Timing:

@@ -201,7 +201,7 @@ class TrainingLoop:
     def _log_train(self, values: dict[str, float], rate: float, bar: Any = None) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
         text = " ".join(f"{k}={v:.4f}" for k, v in values.items())
-        self.log.info(f"iter {self.iter}/{self.total_iters} epoch {self.epoch} lr {lr:.3e} {text} "
+        self.log.info(f"iter {self.iter}/{self.total_iters} epoch {self.epoch_of(self.iter)} lr {lr:.3e} {text} "
                       f"({rate:.2f} it/s)")
         if bar is not None:
             bar.set_postfix_str(" ".join(f"{k}={v:.3f}" for k, v in values.items()), refresh=False)

@@ -98,10 +98,14 @@ class BaseTrainer(TrainerAssembly, TrainingLoop, TrainerCheckpoints):
         self._barrier()
 
     # ------------------------------------------------------------------ step helpers
+    def epoch_of(self, iteration: int) -> int:
+        """1-based epoch of the 1-based ``iteration`` (iterations 1..K are epoch 1 at K per epoch)."""
+        return (iteration - 1) // self.iters_per_epoch + 1
+
     @property
     def epoch(self) -> int:
-        """1-based epoch of the current iteration (as the papers count)."""
-        return self.iter // self.iters_per_epoch + 1
+        """1-based epoch of the step in progress (``self.iter`` steps are done), as the papers count."""
+        return self.epoch_of(self.iter + 1)
 
     @property
     def best(self) -> dict[str, dict[str, Any]]:

@@ -44,6 +44,7 @@ import torch  # noqa: E402
 
 from common_utils.benchmarking import (  # noqa: E402
     backend_flags,
+    compile_for_timing,
     error_text,
     free_memory,
     is_oom,
@@ -108,25 +109,23 @@ def measure_network(name: str, sizes: list[tuple[int, int]], device: torch.devic
     dtype, layout = opts["dtype"], torch.channels_last if opts["channels_last"] else torch.contiguous_format
     net = build_network(name).eval().to(device=device, dtype=dtype, memory_format=layout)
     eager = net.forward_maps if name == "ASMICE-Net" else net.inverse_illumination
-    fn = torch.compile(eager, dynamic=False) if opts["compile"] else eager
-    if opts["compile"]:  # one specialisation per size (dynamo's limit is 8 by default)
-        from torch._dynamo import config as dynamo
-
-        dynamo.cache_size_limit = max(dynamo.cache_size_limit, len(sizes) + 2)
+    want_compile = opts["compile"]
     results = []
     for h, w in sizes:
         entry: dict[str, Any] = {"size": [h, w], "network": name, "what": WHAT[name]}
+        fn = eager
         try:
             with torch.no_grad():
                 x = torch.randn(1, 3, h, w, device=device, dtype=dtype).contiguous(memory_format=layout)
-                if fn is not eager:  # compile now, untimed; eager when it cannot
+                if want_compile:  # compiled per size, untimed (as benchmark.py); eager when it cannot
+                    torch.compiler.reset()
                     try:
-                        fn(x)
+                        fn, entry["compile_s"] = compile_for_timing(eager, lambda f, x=x: f(x), device)
                     except Exception as exc:
                         if is_oom(exc):
                             raise
                         drop(notes, "--compile", f"{name} could not be compiled here ({error_text(exc)}); eager")
-                        fn = eager
+                        want_compile = False
                 try:
                     step = timed_step(fn, x, device, warmup, opts["cuda_graph"])
                 except Exception as exc:

@@ -150,6 +150,9 @@ def test_quick_benchmark_writes_every_section(tmp_path, capsys):
 
     ev = report["evaluation"]
     assert ev["status"] == "ok" and len(ev["rows"]) == 2 and ev["lpips_included"] == report["lpips_available"]
+    # the protocol eval.py scores a folder with (the layout's rule), not one the benchmark builds itself
+    from common_utils.evaluation.runner import dataset_protocol
+    assert ev["protocol"] == dataset_protocol({"type": "paired_folder", "args": {}}).describe("cpu")
     for r in ev["rows"]:
         assert r["status"] == "ok" and r["images"] > 0 and 0 < r["metric_fraction"] < 1
         assert r["total_s"] == pytest.approx(r["metric_s"] + r["forward_s"] + r["other_s"])
@@ -194,3 +197,21 @@ def test_bad_arguments_are_user_errors(argv, message, capsys):
     bench = _load_benchmark()
     assert bench.main(["--quick", "--device", "cpu", "--sections", "inference", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_compile_for_timing_compiles_static_shapes_and_times_only_the_first_call(monkeypatch):
+    """benchmark.py and model_latency.py compile through this one helper: static shapes, the first
+    (compiling) call made once and timed apart from the measured calls."""
+    from common_utils.benchmarking import compile_for_timing
+
+    seen: dict = {}
+
+    def fake_compile(fn, dynamic):
+        seen["dynamic"] = dynamic
+        return lambda *a: ("compiled", fn(*a))
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    first: list = []
+    compiled, seconds = compile_for_timing(lambda x: x + 1, lambda f: first.append(f(1)), "cpu")
+    assert seen == {"dynamic": False} and first == [("compiled", 2)] and seconds >= 0
+    assert compiled(3) == ("compiled", 4)

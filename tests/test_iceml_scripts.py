@@ -184,6 +184,24 @@ def test_model_latency_file_format_and_json(tmp_path, capsys):
         assert r["min_s"] <= r["median_s"] <= r["max_s"] and r["fps"] == pytest.approx(1 / r["median_s"])
 
 
+def test_model_latency_compile_falls_back_to_eager_with_a_note(tmp_path, capsys, monkeypatch):
+    """--compile where compilation fails: timed eager, said once, recorded in the JSON."""
+    def failing_compile(fn, dynamic):
+        def run(*a):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    js = tmp_path / "lat.json"
+    rc = _script("model_latency").main(["--sizes", "32", "--warmup", "1", "--repeats", "2", "--device", "cpu",
+                                        "--output", str(tmp_path / "out"), "--json", str(js), "--compile"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert err.count("--compile ignored") == 2 and "no C++ compiler" in err  # once per network
+    results = json.loads(js.read_text())["results"]
+    assert [r["compiled"] for r in results] == [False, False] and all(r["median_s"] > 0 for r in results)
+
+
 def test_model_latency_rejects_bad_sizes(tmp_path, capsys):
     rc = _script("model_latency").main(["--sizes", "30", "--output", str(tmp_path)])
     assert rc == 2 and "multiples of 4" in capsys.readouterr().err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -272,3 +273,14 @@ def test_resume_restores_the_rng_state(tmp_path):
     torch.manual_seed(12345)  # whatever the process did in between
     resumed, _ = run("half", 8, resume=str(ck / "last.pth"))
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_log_lines_name_the_epoch_of_the_logged_iteration(run_a):
+    """8 pairs at batch 2 are 4 iterations per epoch: iterations 1-4 are epoch 1, 5-8 epoch 2 (the log once
+    printed the next iteration's epoch, "iter 4 epoch 2")."""
+    tmp, trainer = run_a
+    assert trainer.iters_per_epoch == 4
+    assert [trainer.epoch_of(k) for k in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]
+    log = (tmp / "experiments" / "run_a" / "logs" / "train.log").read_text()
+    logged = re.findall(rf"iter (\d+)/{ITERS} epoch (\d+) ", log)
+    assert logged == [("2", "1"), ("4", "1"), ("6", "2"), ("8", "2")]

@@ -9,7 +9,7 @@ import torch
 
 from common_utils.benchmarking import backend_state, failure, fmt, free_memory, markdown_table, sync
 
-from .common import demo_lowlight, log, lpips, out, write_pairs
+from .common import demo_lowlight, log, out, write_pairs
 
 
 def eval_row(net: torch.nn.Module, ds: Any, source: str, device: torch.device, protocol: Any, passes: int,
@@ -43,25 +43,26 @@ def eval_row(net: torch.nn.Module, ds: Any, source: str, device: torch.device, p
 
 def bench_eval(s: dict[str, Any], device: torch.device, tmp: Path, report: dict[str, Any]) -> dict[str, Any]:
     """Metric share of evaluation on the demo test set (96x96) and on LOLv2-Real-sized images (600x400)."""
-    from common_utils.evaluation.evaluator import EvalProtocol
+    from common_utils.evaluation.runner import dataset_protocol
     from data import build_dataset
     from models import build_network
 
-    (lpips_metric, lpips_reason), name, low = lpips(), s["eval_network"], demo_lowlight()
+    name, low = s["eval_network"], demo_lowlight()
     sources = [("demo lowlight/test (96x96)", low / "test" / "low", low / "test" / "high"),
                ("synthetic 600x400 (LOLv2-Real size)", *write_pairs(tmp / "lolv2_like_eval", 2 if s["quick"] else 6))]
     kwargs = s["network_args"].get(name, {})
+    specs = [{"type": "paired_folder", "args": {"lq_dir": str(lq), "gt_dir": str(gt)}} for _, lq, gt in sources]
+    # the protocol a folder is scored with by eval.py (the dataset layout's rule, not a copy of it)
+    protocol = dataset_protocol(specs[0], device=device)
     res: dict[str, Any] = {"network": name, "network_args": kwargs, "rows": [],
-                           "lpips_included": lpips_metric is not None, "lpips_reason": lpips_reason}
+                           "lpips_included": protocol.lpips is not None, "lpips_reason": protocol.lpips_reason}
     try:
         net = build_network(name, **kwargs).eval().to(device)
     except Exception as exc:
         return res | failure(exc)
-    protocol = EvalProtocol(ssim="y", lpips=lpips_metric.to(device) if lpips_metric is not None else None,
-                            lpips_reason=lpips_reason)
     res.update(protocol=protocol.describe(device), backend=backend_state())
-    for source, lq, gt in sources:
-        ds = build_dataset("paired_folder", lq_dir=str(lq), gt_dir=str(gt))
+    for (source, _, _), spec in zip(sources, specs):
+        ds = build_dataset(spec["type"], **spec["args"])
         res["rows"].append(eval_row(net, ds, source, device, protocol, s["eval_passes"], s["workers"]))
     res["status"] = "ok" if all(r["status"] == "ok" for r in res["rows"]) else "error"
     del net

@@ -6,7 +6,6 @@ import copy
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ from common_utils.benchmarking import (
     Timing,
     backend_flags,
     backend_state,
+    compile_for_timing,
     fmt,
     free_memory,
     markdown_table,
     measure,
-    sync,
 )
 from foundation.errors import UserError
 
@@ -83,11 +82,8 @@ def inference_row(net: torch.nn.Module, x: torch.Tensor, device: torch.device, v
                 inp = x.contiguous(memory_format=torch.channels_last)
             if spec.get("compile"):
                 torch.compiler.reset()
-                model = torch.compile(net, dynamic=False)
-                t0 = time.perf_counter()
-                forward_fn(model, inp, device, spec)()  # compilation: the first call, untimed
-                sync(device)
-                extra["compile_s"] = time.perf_counter() - t0
+                model, extra["compile_s"] = compile_for_timing(
+                    model, lambda m: forward_fn(m, inp, device, spec)(), device)
             row = measure("inference", extra["network"], variant, forward_fn(model, inp, device, spec), device,
                           s["warmup"], s["repeats"], **extra)
     except Exception as exc:  # set-up failure of this row (compile, OOM in the copy)
