@@ -3,7 +3,7 @@ types and named layouts (:mod:`data`, :mod:`data.layouts`).
 
 ``scripts/config_reference.py`` writes them: ``docs/config_reference.md`` whole, and the blocks
 between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` of ``docs/datasets.md`` (the rest
-of that page is written by hand). ``tests/test_config_reference.py`` fails when a committed page
+of that page is written by hand). ``tests/core/test_config_reference.py`` fails when a committed page
 differs from what the code gives, so the pages cannot drift from the schema and the registries.
 """
 from __future__ import annotations
@@ -115,7 +115,7 @@ def config_reference() -> str:
     keys = schema_keys()
     lines = ["# Config reference", "",
              "Generated from `core/schema.py` by `python scripts/config_reference.py`; do not edit by hand "
-             "(`tests/test_config_reference.py` fails when this page and the schema disagree).", "",
+             "(`tests/core/test_config_reference.py` fails when this page and the schema disagree).", "",
              "Every key a config file or a dotted override (`python run.py -c CFG train.iters=20`) may set. "
              "A key that is not listed is an error naming the closest valid one; a value of the wrong type "
              "or out of range names its key. `null` (or leaving the key out) means the default. "

@@ -257,7 +257,7 @@ KEY_READ_BY: dict[str, tuple[str, ...]] = {
 }
 
 #: one line of meaning per key (``docs/config_reference.md`` is generated from the schema and this;
-#: ``tests/test_config_reference.py`` fails when a key has none or the committed page is stale)
+#: ``tests/core/test_config_reference.py`` fails when a key has none or the committed page is stale)
 KEY_DOCS: dict[str, str] = {
     "name": "run name: the run folder is `<output_root>/<name>/`",
     "seed": "seed of the network initialisation, data order, augmentations, CutMix draws and label split",

@@ -32,7 +32,7 @@ class UnpairedLoss(nn.Module):
 
     Contract: ``forward(student_out, teacher_out, inputs, mask)`` returns a scalar; the teacher's
     output receives no gradient, and the student's output outside ``mask`` (1 = unpaired pixel)
-    changes neither the value nor the gradient (tests/test_losses.py checks every subclass).
+    changes neither the value nor the gradient (tests/losses/test_losses.py checks every subclass).
     """
 
 

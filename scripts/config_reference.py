@@ -8,7 +8,7 @@
 the trainers that read it, one line of meaning) is written whole; in ``docs/datasets.md`` only the
 blocks between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` (the named sets and the
 dataset types with their arguments) are rewritten. Run it after changing the schema, a dataset's
-arguments or a named layout; ``tests/test_config_reference.py`` fails until then.
+arguments or a named layout; ``tests/core/test_config_reference.py`` fails until then.
 """
 from __future__ import annotations
 

@@ -4,6 +4,8 @@
   :func:`data.image_io.write_image`.
 - :func:`tiny_config` / :func:`write_yaml` / :func:`load_tiny_config`: a supervised config that
   trains a width-4 UNet for a few iterations on CPU, with every output under ``tmp_path``.
+- :data:`REPO_ROOT` / :data:`FIXTURES`: the repository and the committed test fixtures, wherever in
+  the tests tree (which mirrors the source tree) a test file sits.
 """
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ import numpy as np
 import yaml
 
 from data.image_io import write_image
+from data.paths import REPO_ROOT as REPO_ROOT  # re-exported: the tests take both from here
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def make_image(size: int | tuple[int, int], seed: int) -> np.ndarray:

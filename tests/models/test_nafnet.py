@@ -1,17 +1,16 @@
 """NAFNet-specific behaviour: TLSC local-pooling windows, their global fallback, internal padding."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from models import build_network
 from models.nafnet import LocalAvgPool2d, local_pool_kernel_sizes
+from tests.helpers import FIXTURES
 
 SMALL = {"width": 4, "enc_blk_nums": [1, 1, 1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1, 1, 1]}
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "NAFNet.pt"
+FIXTURE = FIXTURES / "reference" / "NAFNet.pt"
 
 
 def _randomised(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -7,14 +7,13 @@ and running the same input must give the same output to 1e-5 relative error (flo
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from models import build_network, list_networks
+from tests.helpers import FIXTURES
 
-FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "reference").glob("*.pt"))
+FIXTURES = sorted((FIXTURES / "reference").glob("*.pt"))
 
 
 def test_every_registered_network_has_an_official_reference():

@@ -19,9 +19,9 @@ from data.datasets import PairedFolderDataset, UnpairedFolderDataset, label_spli
 from data.image_io import write_image
 from data.layouts import open_layout
 from foundation.errors import UserError
-from tests.helpers import load_tiny_config, make_image, make_paired_folders
+from tests.helpers import REPO_ROOT, load_tiny_config, make_image, make_paired_folders
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _lol_tree(root: Path) -> Path:

@@ -26,9 +26,9 @@ import torch
 
 from common_utils.checkpoint import read_checkpoint
 from data.image_io import write_image
-from tests.helpers import make_image, make_paired_folders, tiny_config, write_yaml
+from tests.helpers import REPO_ROOT, make_image, make_paired_folders, tiny_config, write_yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 TIMEOUT = 150
 
 

@@ -10,8 +10,9 @@ import torch
 from common_utils.checkpoint import check_format, load_network, save_training_state, training_checkpoint
 from common_utils.study import mean_std, pm
 from models import build_network
+from tests.helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _script(name: str):
@@ -123,7 +124,7 @@ def test_ssll_study_runs_and_reports_end_to_end(tmp_path, monkeypatch):
 
 def test_committed_weights_load_as_the_readme_says_and_brighten_a_dark_image():
     """pretrained/*.pth: under 10 MB, read by the one checkpoint reader, and doing their job on a tiny image."""
-    root = Path(__file__).resolve().parents[1] / "pretrained"
+    root = REPO_ROOT / "pretrained"
     cases = {"cidnet_lol_real.pth": ["CIDNet"], "iceml_sots_stage1.pth": ["RtxICE-Net", "ASMICE-Net"]}
     dark = torch.linspace(0.02, 0.12, 32 * 32 * 3).reshape(1, 3, 32, 32)
     for file, names in cases.items():

@@ -23,10 +23,10 @@ from common_utils.evaluation import eval as eval_cli
 from common_utils.evaluation import eval_with_any_backbone
 from common_utils.folders import FolderLock, OutputFolder
 from foundation.errors import UserError
-from tests.helpers import make_paired_folders, tiny_config, write_yaml
+from tests.helpers import REPO_ROOT, make_paired_folders, tiny_config, write_yaml
 from tests.test_hardening import one_line_error
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 # ------------------------------------------------------------------ the lock

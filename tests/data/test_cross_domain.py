@@ -20,9 +20,9 @@ from data.cross_domain import SIDES, manifest_paths, read_manifest
 from data.image_io import write_image
 from data.layouts import expand_dataset_names, open_layout
 from foundation.errors import UserError
-from tests.helpers import make_image
+from tests.helpers import REPO_ROOT, make_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _script():

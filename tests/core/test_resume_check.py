@@ -77,7 +77,7 @@ def test_keys_the_code_added_since_the_checkpoint_are_no_change():
 
 
 def test_a_run_shorter_than_its_semi_supervised_start_warns(tmp_path, capsys):
-    from tests.test_kill_resume import _ssll
+    from tests.core.test_kill_resume import _ssll
 
     cfg = _ssll(tmp_path)
     cfg["train"].update({"iters": 3, "val_every": 100, "save_every": 100})
@@ -89,7 +89,7 @@ def test_a_run_shorter_than_its_semi_supervised_start_warns(tmp_path, capsys):
 
 
 def test_iceml_pretraining_longer_than_the_run_warns(tmp_path, capsys):
-    from tests.test_kill_resume import _iceml
+    from tests.core.test_kill_resume import _iceml
 
     cfg = _iceml(tmp_path)
     cfg["train"].update({"iters": 2, "val_every": 100, "save_every": 100})
@@ -100,7 +100,7 @@ def test_iceml_pretraining_longer_than_the_run_warns(tmp_path, capsys):
 
 def test_a_supervised_checkpoint_resumed_into_an_ssll_config_is_a_new_phase(tmp_path, capsys):
     """The SSLL protocol: the baseline's checkpoint continues under the Mean-Teacher config."""
-    from tests.test_kill_resume import _ssll
+    from tests.core.test_kill_resume import _ssll
 
     sup = tiny_config(tmp_path, name="base", iters=2)
     assert run.main(["-c", str(write_yaml(tmp_path / "b.yaml", sup)), "--no-eval"]) == 0

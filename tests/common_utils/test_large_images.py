@@ -7,7 +7,6 @@ scored or enhanced, the large one either tiled or named with the hint, and the t
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,9 @@ import torch.nn as nn
 from common_utils.evaluation import eval_with_any_backbone
 from common_utils.evaluation.evaluator import EvalProtocol, evaluate
 from data.image_io import read_image, write_image
-from tests.helpers import make_image
+from tests.helpers import REPO_ROOT, make_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 class MemoryBound(nn.Module):

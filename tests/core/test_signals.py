@@ -25,9 +25,9 @@ import torch
 import torch.distributed as dist
 
 from common_utils.checkpoint import read_checkpoint
-from tests.helpers import tiny_config, write_yaml
+from tests.helpers import REPO_ROOT, tiny_config, write_yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _env(tmp: Path) -> dict[str, str]:

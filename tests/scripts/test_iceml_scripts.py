@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from data.image_io import read_image, write_image
-from tests.helpers import make_image
+from tests.helpers import REPO_ROOT, make_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _script(name: str):

@@ -16,9 +16,9 @@ from core.mean_teacher import sigmoid_ramp
 from data.cutmix import boxes_to_mask, curriculum_mean, cutmix, cutmix_rng, sample_boxes
 from losses import build_loss
 from losses.semi import brightness_adjust
-from tests.helpers import make_paired_folders, tiny_config, write_yaml
+from tests.helpers import REPO_ROOT, make_paired_folders, tiny_config, write_yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+CONFIG_DIR = REPO_ROOT / "config"
 
 
 # ---------------------------------------------------------------- PICo

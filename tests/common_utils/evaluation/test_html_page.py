@@ -27,9 +27,9 @@ from common_utils.evaluation.runner import evaluate_datasets
 from data import build_dataset
 from data.image_io import read_image, write_image
 from models import build_network
-from tests.helpers import make_image
+from tests.helpers import REPO_ROOT, make_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 # image names with a space, unicode, '#' and '%' (each must be URL-encoded in the links)
 NAMES = ["img 1", "café #2", "ünï 3%", "plain4", "x 5"]

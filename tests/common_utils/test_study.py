@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from common_utils import study
+from tests.helpers import REPO_ROOT
 
 
 class _FakeTraining:
@@ -99,7 +100,7 @@ def test_a_branch_whose_start_is_missing_is_refused(tmp_path, monkeypatch):
 def _scene_study():
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "ssll_scene_study.py"
+    path = REPO_ROOT / "scripts" / "ssll_scene_study.py"
     spec = importlib.util.spec_from_file_location("ssll_scene_study", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

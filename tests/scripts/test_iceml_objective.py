@@ -6,16 +6,15 @@ candidate is known: the ground truth (t 0.5), half-way (0.75) and the input (t =
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
 
 from models.physics import dcp_estimate, dehaze_image
 from scripts.iceml_objective import candidates, check, load_images, objective_config, score
+from tests.helpers import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "iceml_objective"
+FIXTURE = FIXTURES / "iceml_objective"
 CONFIG = "config/study/sots_iceml_arms.yaml"
 
 

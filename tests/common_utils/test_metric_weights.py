@@ -15,8 +15,9 @@ from common_utils import metric_weights as mw
 from common_utils.no_reference import matlab_imresize, try_build_niqe
 from data.image_io import read_image
 from models.lpips import SETUP_STEP, LPIPSMetric, LPIPSUnavailable, try_build_lpips
+from tests.helpers import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "iqa_calibration"
+FIXTURE = FIXTURES / "iqa_calibration"
 LPIPS_OK = try_build_lpips()[0] is not None
 NIQE_OK = try_build_niqe()[0] is not None
 needs_lpips = pytest.mark.skipif(not LPIPS_OK, reason=f"LPIPS weights absent: run '{SETUP_STEP}'")

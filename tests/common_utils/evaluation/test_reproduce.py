@@ -24,9 +24,10 @@ from common_utils.evaluation.reproduce import (
 from data.layouts import ALL_LOWLIGHT
 from foundation.errors import UserError
 from models import build_network
-from tests.test_layouts_eval import make_lowlight_root
+from tests.common_utils.evaluation.test_layouts_eval import make_lowlight_root
+from tests.helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _script():
@@ -174,7 +175,7 @@ def _weights_file(path: Path, network: str, seed: int, **args) -> None:
 
 
 def _lol_and_sots(root: Path) -> Path:
-    from tests.test_layouts_eval import _pair
+    from tests.common_utils.evaluation.test_layouts_eval import _pair
 
     rng = np.random.default_rng(7)
     for n in ("1", "22"):

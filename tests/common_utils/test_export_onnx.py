@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +12,9 @@ from common_utils.onnx_export import OptionalDependencyMissing, _require, parity
 from data.image_io import read_image, write_image
 from foundation.errors import UserError
 from models import build_network
-from tests.helpers import make_image
+from tests.helpers import REPO_ROOT, make_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 MISSING = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
 needs_onnx = pytest.mark.skipif(bool(MISSING), reason=f"optional package(s) {', '.join(MISSING)} not installed "
                                 "(pip install onnx onnxruntime): ONNX export is not tested")

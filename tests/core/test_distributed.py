@@ -26,10 +26,10 @@ import torch
 import torch.distributed as dist
 
 from common_utils.checkpoint import read_checkpoint
-from tests.helpers import make_paired_folders, tiny_config, write_yaml
-from tests.test_kill_resume import make_haze_data
+from tests.core.test_kill_resume import make_haze_data
+from tests.helpers import REPO_ROOT, make_paired_folders, tiny_config, write_yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 PROBE = ROOT / "tests" / "ddp_probe.py"
 ITERS = 6
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,8 +22,9 @@ from common_utils.benchmarking import (
 )
 from foundation.errors import UserError
 from scripts.bench import inference
+from tests.helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _load_benchmark():

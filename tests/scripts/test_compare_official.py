@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from scripts.official_compare import official, protocol, report
+from tests.helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _script():

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from core.config import Config, ConfigError, load_config, load_yaml_with_bases
-from tests.helpers import tiny_config, write_yaml
+from tests.helpers import REPO_ROOT, tiny_config, write_yaml
 
 
 @pytest.fixture()
@@ -299,7 +299,7 @@ def test_a_mapping_of_another_type_replaces_the_one_it_overrides():
     assert deep_merge(base, {"paired": {"type": "haze_synthetic"}})["paired"]["args"]["root"] == "ITS"
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 LINKED = ("datasets/LOL/our485", "datasets/LOL/eval15", "datasets/SICE_dark", "datasets/SOTS/indoor",
           "datasets/DAWN/Fog")  # what scripts/link_datasets.py lays out
 

@@ -30,8 +30,9 @@ from data.layouts import ALL_LOWLIGHT, EVAL_ALL, open_layout
 from foundation.errors import UserError
 from models import build_network
 from models.manifest import load_manifest
+from tests.helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 SMID_SCENES = {"0007": "0001", "0009": "0066"}  # two scenes of the official frame map
 
 
