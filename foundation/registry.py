@@ -88,6 +88,18 @@ class Registry:
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove an entry registered at run time, and its aliases (plugins and tests that must not
+        leak an entry into later users of the registry); names found by the source scan stay."""
+        key = self._key(name)
+        if key not in self._entries:
+            raise KeyError(f"{self.kind} '{name}' was not registered at run time")
+        del self._entries[key]
+        for alias in [a for a, k in self._aliases.items() if k == key]:
+            if key not in self._known():
+                del self._aliases[alias]
+                self._alias_spelling.pop(alias, None)
+
     def names(self) -> list[str]:
         """Display names of every entry (registered or lazily known), sorted."""
         names = {disp for disp, _ in self._entries.values()}

@@ -246,13 +246,20 @@ class _DropoutNet(torch.nn.Module):
         return x + self.drop(self.conv(x))
 
 
-def test_resume_restores_the_rng_state(tmp_path):
-    """A run that draws random numbers in its steps resumes bit-identically only if the checkpoint's
-    RNG state is restored (the data stream and CutMix are seeded by iteration and would not notice)."""
+@pytest.fixture
+def dropout_net_registered():
+    """``test-dropout-net`` in NETWORKS for one test only: a leaked entry would make later tests see
+    a network without an official reference (tests/models/test_reference_outputs.py)."""
     from models import NETWORKS
 
-    if "test-dropout-net" not in NETWORKS:
-        NETWORKS.register("test-dropout-net")(_DropoutNet)
+    NETWORKS.register("test-dropout-net")(_DropoutNet)
+    yield
+    NETWORKS.unregister("test-dropout-net")
+
+
+def test_resume_restores_the_rng_state(tmp_path, dropout_net_registered):
+    """A run that draws random numbers in its steps resumes bit-identically only if the checkpoint's
+    RNG state is restored (the data stream and CutMix are seeded by iteration and would not notice)."""
     base = tiny_config(tmp_path)
     base["network"] = {"name": "test-dropout-net", "args": {}}
     base["scheduler"] = {"type": "constant"}

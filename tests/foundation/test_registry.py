@@ -123,3 +123,14 @@ def test_a_plain_registry_holds_what_is_registered_at_run_time():
     assert reg.names() == ["Knob"] and reg.get("DIAL") is dict and reg.modules() == []
     with pytest.raises(ValueError, match="package and variable go together"):
         Registry("widget", package="models")
+
+
+def test_unregister_removes_the_entry_and_its_aliases():
+    reg = Registry("widget")
+    reg.register("Knob", aliases=["dial"])(dict)
+    reg.unregister("dial")
+    assert reg.names() == [] and "Knob" not in reg and "dial" not in reg
+    with pytest.raises(KeyError, match="widget 'Knob' was not registered at run time"):
+        reg.unregister("Knob")
+    reg.register("Knob")(list)  # the name is free again, for another object
+    assert reg.get("knob") is list
