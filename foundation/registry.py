@@ -95,10 +95,11 @@ class Registry:
         if key not in self._entries:
             raise KeyError(f"{self.kind} '{name}' was not registered at run time")
         del self._entries[key]
+        if key in self._known():  # the scan still knows the name: its aliases stay valid
+            return
         for alias in [a for a, k in self._aliases.items() if k == key]:
-            if key not in self._known():
-                del self._aliases[alias]
-                self._alias_spelling.pop(alias, None)
+            del self._aliases[alias]
+            self._alias_spelling.pop(alias, None)
 
     def names(self) -> list[str]:
         """Display names of every entry (registered or lazily known), sorted."""
