@@ -238,13 +238,13 @@ def dehaze_folder(job: DehazeJob, input_dir: str | os.PathLike, output_dir: str 
                   tile: int | None = None) -> list[Path]:
     """Dehaze every image of ``input_dir`` with ``job.network``; return the files written.
 
-    With ``size == 0`` (full resolution) an image above ``AUTO_TILE_PIXELS`` runs in tiles of
-    ``AUTO_TILE`` pixels unless ``tile`` says otherwise (``tile=0``: never). A file that cannot be
-    read, and an image that runs out of memory, are named in a warning and counted in the final
-    line; the other images are always processed (none processed at all is an error).
+    With ``size == 0`` (full resolution) a large image runs in tiles by the rule of
+    :func:`common_utils.memory_budget.tile_for` unless ``tile`` says otherwise (``tile=0``: never).
+    A file that cannot be read, and an image that runs out of memory, are named in a warning and
+    counted in the final line; the other images are always processed (none processed at all is an error).
     """
+    from common_utils import memory_budget
     from common_utils.device import select_device
-    from common_utils.evaluation.evaluator import AUTO_TILE, AUTO_TILE_PIXELS, is_out_of_memory
     from data.image_io import ImageReadError, read_image
 
     check_size(size)
@@ -268,15 +268,15 @@ def dehaze_folder(job: DehazeJob, input_dir: str | os.PathLike, output_dir: str 
                 print(f"warning: skipped {exc}", file=sys.stderr, flush=True)
                 continue
             x, (h, w) = prepare(img, size, dev)
-            use = tile if tile else (AUTO_TILE if tile is None and h * w > AUTO_TILE_PIXELS else None)
+            use = memory_budget.tile_for(h, w, tile)
             try:
                 outputs = run_job(job, net, x, use)
             except RuntimeError as exc:
-                if not is_out_of_memory(exc):
+                if not memory_budget.is_out_of_memory(exc):
                     raise
                 del exc, x
-                why = (f"{f}: {w}x{h} pixels ran out of memory on {dev}"
-                       f"{f' in tiles of {use}' if use else ''}; use --tile {max(64, (use or AUTO_TILE) // 2)}")
+                memory_budget.free_memory(dev)
+                why = memory_budget.out_of_memory_line(str(f), h, w, dev, use)
                 skipped.append(why)
                 print(f"warning: skipped {why}", file=sys.stderr, flush=True)
                 continue

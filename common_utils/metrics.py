@@ -146,6 +146,63 @@ def ms_ssim_y(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return ms_ssim(yx, yy, data_range=255.0, size_average=False)
 
 
+def _strips(length: int, rows: int, halo: int) -> list[tuple[int, int, int]]:
+    """``(start, stop, weight)`` of strips whose 'valid' maps tile rows ``[0, length - halo)``:
+    each strip reads ``halo`` rows more than it scores, ``weight`` is its number of map rows."""
+    valid = length - halo
+    return [(a, min(a + rows, valid) + halo, min(a + rows, valid) - a) for a in range(0, valid, rows)]
+
+
+def gt_mean_scale(out: torch.Tensor, gt: torch.Tensor, rows: int) -> torch.Tensor:
+    """The factor of :func:`gt_mean_correct` (GT luma mean over output luma mean), summed strip by
+    strip: shape ``(B, 1, 1, 1)``."""
+    acc = torch.zeros(2, out.shape[0], dtype=torch.float64, device=out.device)
+    for a in range(0, out.shape[-2], rows):
+        acc[0] += rgb_to_y(gt[..., a:a + rows, :].double()).flatten(1).sum(1)
+        acc[1] += rgb_to_y(out[..., a:a + rows, :].double()).flatten(1).sum(1)
+    n = out.shape[-2] * out.shape[-1]
+    return ((acc[0] / n) / (acc[1] / n).clamp_min(1e-8)).to(out.dtype).view(-1, 1, 1, 1)
+
+
+def psnr_ssim_in_strips(x: torch.Tensor, y: torch.Tensor, ssim: str = "y", strip_pixels: int = 2048 * 2048,
+                        scale: torch.Tensor | None = None, win_size: int = 11) -> tuple[torch.Tensor, torch.Tensor]:
+    """PSNR and SSIM (``ssim``: a key of :data:`SSIM_PROTOCOLS`) per image, computed over horizontal
+    strips of at most ``strip_pixels`` pixels: for images too large for the whole-image metrics
+    (:mod:`common_utils.memory_budget`). The values are those of :func:`psnr` and the SSIM protocol
+    on the whole image, up to float rounding: PSNR sums squared errors strip by strip; every SSIM
+    protocol is the mean of a 'valid' local map, so each strip reads ``win_size - 1`` rows more than
+    it scores and the strips' means are weighted by their rows; piq's average-pool downsampling runs
+    on strips aligned to its factor, then SSIM on the (small) downsampled image. ``scale`` multiplies
+    ``x`` (clamped to [0, 1]) first: the GT-mean columns (:func:`gt_mean_scale`).
+    """
+    h, w = x.shape[-2:]
+    rows = max(4 * win_size, strip_pixels // max(w, 1))
+
+    def part(a: int, b: int) -> torch.Tensor:  # rows a:b of x, GT-mean corrected when asked
+        t = x[..., a:b, :].float()
+        return (t * scale).clamp(0, 1) if scale is not None else t
+
+    sse = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for a in range(0, h, rows):
+        xs, ys = part(a, a + rows), y[..., a:a + rows, :].float()
+        sse += (xs - ys).double().pow(2).flatten(1).sum(1)
+    mse = (sse / (x.shape[1] * h * w)).float()
+    psnr_value = 10.0 * torch.log10(1.0 / (mse + 1e-8))
+    if ssim == "piq" and max(1, round(min(h, w) / 256)) > 1:
+        f = round(min(h, w) / 256)
+        step = max(f, rows // f * f)
+        pooled = [(F.avg_pool2d(part(a, min(a + step, h // f * f)).double(), f),
+                   F.avg_pool2d(y[..., a:min(a + step, h // f * f), :].double(), f))
+                  for a in range(0, h // f * f, step)]
+        small_x, small_y = (torch.cat(p, dim=-2) for p in zip(*pooled))
+        return psnr_value, ssim_piq(small_x, small_y, downsample=False)
+    fn = {"y": ssim_y, "rgb": ssim_rgb, "piq": lambda a, b: ssim_piq(a, b, downsample=False)}[ssim]
+    acc = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for a, b, weight in _strips(h, rows, win_size - 1):
+        acc += fn(part(a, b), y[..., a:b, :].float()).double() * weight
+    return psnr_value, (acc / (h - win_size + 1)).float()
+
+
 def gt_mean_correct(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Scale ``out`` so its mean gray level equals the GT's (the KinD/LLFlow "GT-mean" protocol)."""
     scale = rgb_to_y(gt).flatten(1).mean(1) / rgb_to_y(out).flatten(1).mean(1).clamp_min(1e-8)

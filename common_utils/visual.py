@@ -10,11 +10,32 @@ import numpy as np
 from data.image_io import to_uint8, write_image
 
 
+def _wrap_label(text: str, width: int, scale: float) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels in cv2's simplex font."""
+    def fits(t: str) -> bool:
+        return cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width
+
+    lines: list[str] = []
+    for word in text.split():
+        if lines and fits(f"{lines[-1]} {word}"):
+            lines[-1] = f"{lines[-1]} {word}"
+            continue
+        while not fits(word) and len(word) > 1:  # a word wider than the column: cut it
+            cut = max(k for k in range(1, len(word) + 1) if fits(word[:k]) or k == 1)
+            lines.append(word[:cut])
+            word = word[cut:]
+        lines.append(word)
+    return lines or [""]
+
+
 def image_grid(rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str], tile_width: int = 300,
                row_labels: Sequence[str] | None = None) -> np.ndarray:
-    """A labelled grid (uint8 RGB) of float RGB images: one row per sample, one column per method."""
+    """A labelled grid (uint8 RGB) of float RGB images: one row per sample, one column per method.
+
+    A column title wider than its column is wrapped onto more lines (the header grows), so titles
+    never run into their neighbours."""
     tiles = []
-    head = 26
+    scale, line_height = 0.55, 20
     for r, row in enumerate(rows):
         cells = []
         for img in row:
@@ -25,13 +46,15 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str], til
         cells = [np.pad(c, ((0, height - c.shape[0]), (0, 0), (0, 0)), constant_values=255) for c in cells]
         line = np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], axis=1)
         if row_labels:
-            cv2.putText(line, row_labels[r], (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 0), 1, cv2.LINE_AA)
+            cv2.putText(line, row_labels[r], (8, 22), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), 1, cv2.LINE_AA)
         tiles.append(line)
     width = max(t.shape[1] for t in tiles)
-    header = np.full((head, width, 3), 255, np.uint8)
-    for i, name in enumerate(columns):
-        cv2.putText(header, name, (i * (tile_width + 4) + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+    titles = [_wrap_label(name, tile_width - 10, scale) for name in columns]
+    header = np.full((6 + line_height * max((len(t) for t in titles), default=1), width, 3), 255, np.uint8)
+    for i, lines in enumerate(titles):
+        for k, text in enumerate(lines):
+            cv2.putText(header, text, (i * (tile_width + 4) + 6, 19 + k * line_height), cv2.FONT_HERSHEY_SIMPLEX,
+                        scale, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([header, *tiles], axis=0)
 
 

@@ -2,8 +2,10 @@
 
 Each image runs through the network at full resolution (padded to its size multiple and
 cropped back, or in overlapping tiles), the output is clamped to [0, 1], and PSNR / SSIM /
-LPIPS are computed on the device. Images above ``AUTO_TILE_PIXELS`` run in tiles unless told
-otherwise, and one that runs out of memory is reported and left out while the rest go on. The
+LPIPS are computed on the device. Large images follow :mod:`common_utils.memory_budget`: above
+2048x2048 pixels they run in tiles unless told otherwise, above 4096x4096 PSNR and SSIM are
+computed in strips and LPIPS / MS-SSIM / NIQE left out for them; one that runs out of memory is
+reported and left out while the rest go on. The
 forward time is measured with device synchronisation: ``latency_ms`` is the median with the first
 image left out as warm-up, ``ms_per_image`` the mean over every image.
 """
@@ -22,28 +24,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common_utils.inference import forward_padded, forward_self_ensemble, forward_tiled
-from common_utils.metrics import SSIM_PROTOCOLS, gt_mean_correct, ms_ssim_y, psnr
+from common_utils.memory_budget import (
+    AUTO_TILE,
+    AUTO_TILE_PIXELS,
+    FULL_METRIC_PIXELS,
+    STRIP_PIXELS,
+    WHOLE_IMAGE_ONLY_NAMES,
+    free_memory,
+    is_out_of_memory,
+    out_of_memory_line,
+    scored_in_strips,
+    tile_for,
+)
+from common_utils.metrics import SSIM_PROTOCOLS, gt_mean_correct, gt_mean_scale, ms_ssim_y, psnr, psnr_ssim_in_strips
 from data.image_io import write_image
 
 #: the Gaussian window of every SSIM variant: smaller images cannot be scored
 SSIM_WINDOW = 11
-
-#: images with more pixels than this run in tiles automatically (unless a tile size is given, or
-#: tiling is turned off with ``--tile 0``): 2048x2048, above every test set of the papers (SDSD's
-#: 1920x1080 frames are the largest), below a phone's 12 MP photo or a 3840x2160 frame, which ran
-#: CIDNet out of memory at 11.5 GB untiled. Feature memory grows with the pixels of one forward,
-#: so a tiled image needs about what one AUTO_TILE x AUTO_TILE image needs, whatever its size.
-AUTO_TILE_PIXELS = 2048 * 2048
-AUTO_TILE = 1024
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is torch's out-of-memory error (CUDA, or the CPU allocator)."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
-                                              or "DefaultCPUAllocator" in text)
 
 
 @dataclass
@@ -65,20 +62,21 @@ class EvalProtocol:
     ms_ssim: bool = False                 # MS-SSIM on Y (images with a short side of 161 px or more)
     niqe: Callable[[torch.Tensor], torch.Tensor] | None = None   # no-reference NIQE (CPU, seconds per image)
     niqe_reason: str | None = None
-    #: tile images above this many pixels when ``tile`` is not set (None: never); see AUTO_TILE_PIXELS
+    #: tile images above this many pixels when ``tile`` is not set (None: never); see
+    #: :mod:`common_utils.memory_budget`, which also sets the metric budget below
     auto_tile_pixels: int | None = AUTO_TILE_PIXELS
     auto_tile: int = AUTO_TILE
+    #: score images above this many pixels in strips (PSNR, SSIM; None: never) and leave LPIPS,
+    #: MS-SSIM and NIQE out for them
+    full_metric_pixels: int | None = FULL_METRIC_PIXELS
+    strip_pixels: int = STRIP_PIXELS
     #: test-time self-ensemble: mean over the 8 flips/rotations (8 forwards per image)
     self_ensemble: bool = False
 
     def tile_for(self, x: torch.Tensor) -> int | None:
         """The tile size an input runs with: ``tile``, else ``auto_tile`` for a large image, else None."""
-        if self.tile:
-            return self.tile
         h, w = x.shape[-2:]
-        if self.auto_tile_pixels is not None and h * w > self.auto_tile_pixels:
-            return self.auto_tile
-        return None
+        return tile_for(h, w, self.tile or None, self.auto_tile_pixels, self.auto_tile)
 
     def describe(self, device: torch.device) -> dict[str, Any]:
         """Protocol fields for summaries."""
@@ -102,6 +100,9 @@ class EvalProtocol:
                 f"{self.auto_tile} for images above {self.auto_tile_pixels} pixels" if self.auto_tile_pixels
                 else None),
             "gt_mean_columns": self.gt_mean,
+            "large_images": (f"above {self.full_metric_pixels} pixels PSNR and SSIM in strips of at most "
+                             f"{self.strip_pixels} pixels (exact), {WHOLE_IMAGE_ONLY_NAMES} not computed"
+                             if self.full_metric_pixels else "every metric on the whole image"),
             **({"self_ensemble": "x8: mean over 4 rotations x 2 flips, each padded/tiled as above"}
                if self.self_ensemble else {}),
             "device": str(device),
@@ -145,6 +146,8 @@ class EvalResult:
     metric_seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
     tiled: list[str] = field(default_factory=list)
+    #: images above the metric budget: PSNR/SSIM in strips, LPIPS/MS-SSIM/NIQE not computed
+    scored_in_strips: list[str] = field(default_factory=list)
     seconds: float = 0.0
     #: ``should_stop`` said stop before every image was scored (the rows are a prefix)
     stopped: bool = False
@@ -158,6 +161,8 @@ class EvalResult:
             out["skipped"] = list(self.skipped)
         if self.tiled:
             out["tiled_automatically"] = list(self.tiled)
+        if self.scored_in_strips:
+            out["scored_in_strips"] = list(self.scored_in_strips)
         keys = [k for k in (self.rows[0] if self.rows else {}) if k != "name"]
         for k in keys:
             vals = [r[k] for r in self.rows if r[k] is not None]
@@ -224,11 +229,8 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
                 raise
             del exc
             lq = gt = None
-            _free_memory(device)
-            h, w = batch["lq"].shape[-2:]
-            smaller = max(64, (tile or min(h, w, AUTO_TILE)) // 2)
-            result.skipped.append(f"{_name(batch, 'path')}: {w}x{h} pixels ran out of memory on {device}"
-                                  f"{f' in tiles of {tile}' if tile else ''}; use --tile {smaller} (or smaller)")
+            free_memory(device)
+            result.skipped.append(out_of_memory_line(_name(batch, "path"), *batch["lq"].shape[-2:], device, tile))
             continue
         if tile and not protocol.tile:
             result.tiled.append(_name(batch))
@@ -238,26 +240,13 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
         t1 = time.perf_counter()
         names = batch["name"]
         row: dict[str, Any] = {"name": names[0] if isinstance(names, (list, tuple)) else names}
+        in_strips = scored_in_strips(*out.shape[-2:], protocol.full_metric_pixels)
+        if in_strips and (gt is not None or protocol.niqe is not None):
+            result.scored_in_strips.append(row["name"])
         if gt is not None:
-            # every metric stays on the device; one host read per image fetches them all
-            values = {"psnr": psnr(out, gt)[0], "ssim": SSIM_PROTOCOLS[protocol.ssim](out, gt)[0]}
-            if protocol.lpips is not None:
-                values["lpips"] = protocol.lpips(out, gt)[0]
-            columns = ["psnr", "ssim", "lpips"]
-            if protocol.ms_ssim:
-                values["ms_ssim"] = ms_ssim_y(out, gt)[0]
-                columns.append("ms_ssim")
-            if protocol.gt_mean:
-                corr = gt_mean_correct(out, gt)
-                values["psnr_gt_mean"] = psnr(corr, gt)[0]
-                values["ssim_gt_mean"] = SSIM_PROTOCOLS[protocol.ssim](corr, gt)[0]
-                columns += ["psnr_gt_mean", "ssim_gt_mean"]
-            host = dict(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
-            row.update({k: host.get(k) for k in columns})  # lpips None when not computed
-            if row.get("ms_ssim") is not None and row["ms_ssim"] != row["ms_ssim"]:
-                row["ms_ssim"] = None  # NaN: image too small for five scales
+            row.update(_full_reference(out, gt, protocol, in_strips))
         if protocol.niqe is not None:
-            row["niqe"] = float(protocol.niqe(out)[0])
+            row["niqe"] = None if in_strips else float(protocol.niqe(out)[0])
         result.metric_seconds += time.perf_counter() - t1
         if save_dir is not None:
             write_image(Path(save_dir) / f"{row['name']}.png", out[0].permute(1, 2, 0).cpu().numpy())
@@ -268,14 +257,38 @@ def evaluate(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[dict
     return result
 
 
+def _full_reference(out: torch.Tensor, gt: torch.Tensor, protocol: EvalProtocol, in_strips: bool) -> dict[str, Any]:
+    """One image's full-reference metric row (PSNR, SSIM, LPIPS; MS-SSIM and the GT-mean columns
+    when the protocol asks). Every metric stays on the device and one host read fetches them all.
+    ``in_strips`` (an image above the metric budget): PSNR and SSIM in strips, the whole-image-only
+    metrics None."""
+    ssim = SSIM_PROTOCOLS[protocol.ssim]
+    columns = ["psnr", "ssim", "lpips", *(["ms_ssim"] if protocol.ms_ssim else []),
+               *(["psnr_gt_mean", "ssim_gt_mean"] if protocol.gt_mean else [])]
+    values: dict[str, torch.Tensor] = {}
+    if in_strips:
+        values["psnr"], values["ssim"] = psnr_ssim_in_strips(out, gt, protocol.ssim, protocol.strip_pixels)
+        if protocol.gt_mean:
+            scale = gt_mean_scale(out, gt, max(1, protocol.strip_pixels // out.shape[-1]))
+            values["psnr_gt_mean"], values["ssim_gt_mean"] = psnr_ssim_in_strips(
+                out, gt, protocol.ssim, protocol.strip_pixels, scale=scale)
+    else:
+        values = {"psnr": psnr(out, gt)[0], "ssim": ssim(out, gt)[0]}
+        if protocol.lpips is not None:
+            values["lpips"] = protocol.lpips(out, gt)[0]
+        if protocol.ms_ssim:
+            values["ms_ssim"] = ms_ssim_y(out, gt)[0]
+        if protocol.gt_mean:
+            corr = gt_mean_correct(out, gt)
+            values["psnr_gt_mean"], values["ssim_gt_mean"] = psnr(corr, gt)[0], ssim(corr, gt)[0]
+    values = {k: v.reshape(-1)[0] for k, v in values.items()}
+    host = dict(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
+    row = {k: host.get(k) for k in columns}  # None: not computed (no LPIPS, or a strip-scored image)
+    if row.get("ms_ssim") is not None and row["ms_ssim"] != row["ms_ssim"]:
+        row["ms_ssim"] = None  # NaN: image too small for five scales
+    return row
+
+
 def _name(batch: dict[str, Any], prefer: str = "name") -> str:
     names = batch.get(prefer, batch["name"])
     return str(names[0] if isinstance(names, (list, tuple)) else names)
-
-
-def _free_memory(device: torch.device) -> None:
-    import gc
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()

@@ -23,6 +23,7 @@ from common_utils.device import select_device
 from common_utils.evaluation.evaluator import EvalProtocol, evaluate
 from common_utils.evaluation.protocols import AUTO, DEFAULT, PROTOCOLS
 from common_utils.evaluation.report import write_rows_csv, write_summary
+from common_utils.memory_budget import WHOLE_IMAGE_ONLY_NAMES
 from common_utils.no_reference import try_build_niqe
 from data import build_dataset
 from data.datasets import DatasetMissing
@@ -285,7 +286,7 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
             entry.get("input", {}).pop("fps", None)
         summary[key] = entry
         report_left_out(entry.get("skipped", []), len(entry.get("tiled_automatically", [])), protocols[key],
-                        lambda line, key=key: say(f"{key}: {line}"))
+                        lambda line, key=key: say(f"{key}: {line}"), in_strips=len(entry.get("scored_in_strips", [])))
         if not entry["images"]:
             summary[key] = {**entry, "error": "no image could be evaluated (see the warnings above)"}
             if report_failures:
@@ -308,15 +309,20 @@ def evaluate_datasets(nets: Mapping[str, Network], datasets: Mapping[str, Any],
 
 
 def report_left_out(skipped: Iterable[str], tiled: int, protocol: EvalProtocol,
-                    say: Callable[[str], None] | None = None) -> None:
-    """Name every image left out (once each) and count those that ran in tiles automatically: the lines
-    both evaluation CLIs end a set with (``say``: default, warnings to stderr and the note to stdout)."""
+                    say: Callable[[str], None] | None = None, in_strips: int = 0) -> None:
+    """Name every image left out (once each), count those that ran in tiles automatically and those
+    scored in strips (:mod:`common_utils.memory_budget`): the lines both evaluation CLIs end a set with
+    (``say``: default, warnings to stderr and the notes to stdout)."""
+    note = say or (lambda m: print(m, flush=True))
     for why in skipped:
         (say or (lambda m: print(m, file=sys.stderr, flush=True)))(f"warning: skipped {why}")
     if tiled:
-        (say or (lambda m: print(m, flush=True)))(
-            f"note: {tiled} large image(s) ran in tiles of {protocol.auto_tile} pixels (above "
-            f"{protocol.auto_tile_pixels} pixels; --tile N to choose, --tile 0 never tiles)")
+        note(f"note: {tiled} large image(s) ran in tiles of {protocol.auto_tile} pixels (above "
+             f"{protocol.auto_tile_pixels} pixels; --tile N to choose, --tile 0 never tiles)")
+    if in_strips:
+        note(f"note: {in_strips} image(s) above {protocol.full_metric_pixels} pixels were scored in strips: PSNR "
+             f"and SSIM exact, {WHOLE_IMAGE_ONLY_NAMES} not computed "
+             f"for them (those means are over the other images; see scored_in_strips in the summary)")
 
 
 def _describe(protocols: Mapping[str, EvalProtocol], device: torch.device,

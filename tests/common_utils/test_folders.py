@@ -39,8 +39,16 @@ def test_a_killed_process_leaves_no_lock_even_while_its_forked_children_live(tmp
         from common_utils.folders import FolderLock
         lock = FolderLock(__import__("pathlib").Path({str(tmp_path)!r}), "run folder")
         lock.take()
-        child = mp.get_context("fork").Process(target=time.sleep, args=(60,), daemon=False)
+        ctx = mp.get_context("fork")
+        started = ctx.Event()
+
+        def worker():  # runs after the fork hooks: once it has started, the child's copy is dropped
+            started.set()
+            time.sleep(60)
+
+        child = ctx.Process(target=worker, daemon=False)
         child.start()
+        started.wait(30)  # a loaded machine may schedule the child late (the race this test once lost)
         print(child.pid, flush=True)
         time.sleep(60)
     """)

@@ -106,7 +106,7 @@ def _script(name: str):
 
 
 def test_dehazing_at_full_size_tiles_large_images_and_skips_unreadable_ones(tmp_path, capsys, monkeypatch):
-    import common_utils.evaluation.evaluator as ev
+    import common_utils.memory_budget as budget
     from models.iceml_nets import ICEMLCombinedModel
 
     torch.manual_seed(0)
@@ -117,8 +117,8 @@ def test_dehazing_at_full_size_tiles_large_images_and_skips_unreadable_ones(tmp_
     write_image(tmp_path / "b.bmp", make_image((36, 44), 2))
     (src / "img2.png").write_bytes((tmp_path / "b.bmp").read_bytes())  # a BMP named .png
     (src / "img3.png").write_text("not an image")
-    monkeypatch.setattr(ev, "AUTO_TILE_PIXELS", 32 * 32)  # "large" for this test: above 32x32
-    monkeypatch.setattr(ev, "AUTO_TILE", 32)
+    monkeypatch.setattr(budget, "AUTO_TILE_PIXELS", 32 * 32)  # "large" for this test: above 32x32
+    monkeypatch.setattr(budget, "AUTO_TILE", 32)
     rc = _script("test_asmice_only").main(["--input", str(src), "--output", str(tmp_path / "out"), "--weights",
                                            str(weights), "--size", "0", "--device", "cpu"])
     cap = capsys.readouterr()
@@ -129,3 +129,41 @@ def test_dehazing_at_full_size_tiles_large_images_and_skips_unreadable_ones(tmp_
     for folder in ("J_ASMICE-Net", "trm_ASMICE-Net"):
         assert read_image(tmp_path / "out" / folder / "img1.png").shape == (40, 52, 3)
         assert read_image(tmp_path / "out" / folder / "img2.png").shape == (36, 44, 3)
+
+
+class CountingLPIPS(nn.Module):
+    """A stand-in LPIPS (mean absolute difference) that records the sizes it was asked to score."""
+
+    description = "test LPIPS"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(tuple(x.shape[-2:]))
+        return (x - y).abs().flatten(1).mean(1)
+
+
+def test_an_image_above_the_metric_budget_is_scored_in_strips_without_the_whole_image_metrics(capsys):
+    """Above ``full_metric_pixels`` PSNR/SSIM come from strips and equal the whole-image values;
+    LPIPS and MS-SSIM are left out for that image only, named in the summary and in the final note."""
+    from common_utils.evaluation.runner import report_left_out
+
+    sizes = [("a", (24, 24)), ("big", (120, 90)), ("c", (24, 30))]
+    whole = evaluate(MemoryBound(10 ** 9), _batches(sizes), torch.device("cpu"),
+                     EvalProtocol(lpips=CountingLPIPS(), ms_ssim=True, full_metric_pixels=None))
+    lpips = CountingLPIPS()
+    proto = EvalProtocol(lpips=lpips, ms_ssim=True, full_metric_pixels=60 * 60, strip_pixels=90 * 20)
+    res = evaluate(MemoryBound(10 ** 9), _batches(sizes), torch.device("cpu"), proto)
+    assert res.scored_in_strips == ["big"] and (120, 90) not in lpips.sizes and len(lpips.sizes) == 2
+    big, big_whole = res.rows[1], whole.rows[1]
+    assert big["psnr"] == pytest.approx(big_whole["psnr"], abs=1e-4)
+    assert big["ssim"] == pytest.approx(big_whole["ssim"], abs=2e-6)
+    assert big["lpips"] is None and big["ms_ssim"] is None and res.rows[0]["lpips"] is not None
+    summary = res.summary()
+    assert summary["scored_in_strips"] == ["big"]
+    assert summary["lpips"] == pytest.approx((res.rows[0]["lpips"] + res.rows[2]["lpips"]) / 2)
+    assert "LPIPS, MS-SSIM" in proto.describe(torch.device("cpu"))["large_images"]
+    report_left_out([], 0, proto, in_strips=1)
+    assert "1 image(s) above 3600 pixels were scored in strips" in capsys.readouterr().out

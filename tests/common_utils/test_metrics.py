@@ -178,3 +178,28 @@ def test_gt_mean_correct_clamps_and_survives_black_output():
     assert corr.max() <= 1.0 and torch.isfinite(corr).all()
     black = gt_mean_correct(torch.zeros(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
     assert torch.isfinite(black).all() and black.abs().max() == 0
+
+
+# --------------------------------------------------------------------------- strip-wise PSNR / SSIM (large images)
+@pytest.mark.parametrize("ssim, h, w", [("y", 130, 90), ("rgb", 130, 90), ("piq", 130, 90),  # piq: no pooling
+                                        ("piq", 530, 400), ("y", 60, 300)])  # piq pools by 2; a wide image
+def test_psnr_and_ssim_in_strips_equal_the_whole_image_values(ssim, h, w):
+    """Every strip reads the window's halo and is weighted by its rows: the strips' result is the
+    whole image's, for every SSIM protocol, with many strips (44-row strips here) and a remainder."""
+    from common_utils.metrics import psnr_ssim_in_strips
+
+    out, gt = _images(2, h, w, seed=3)
+    p, s = psnr_ssim_in_strips(out, gt, ssim, strip_pixels=w * 10)  # 10 rows asked: at least 44 used
+    assert torch.allclose(p, psnr(out, gt), atol=1e-4, rtol=0)
+    assert torch.allclose(s, SSIM_PROTOCOLS[ssim](out, gt), atol=2e-6, rtol=0)
+
+
+def test_psnr_and_ssim_in_strips_of_the_gt_mean_corrected_output():
+    from common_utils.metrics import gt_mean_scale, psnr_ssim_in_strips
+
+    out, gt = _images(1, 150, 70, seed=4)
+    scale = gt_mean_scale(out, gt, rows=17)
+    corr = gt_mean_correct(out, gt)
+    p, s = psnr_ssim_in_strips(out, gt, "y", strip_pixels=70 * 50, scale=scale)
+    assert torch.allclose(p, psnr(corr, gt), atol=1e-4, rtol=0)
+    assert torch.allclose(s, ssim_y(corr, gt), atol=2e-6, rtol=0)
