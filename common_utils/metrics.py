@@ -153,9 +153,10 @@ def _strips(length: int, rows: int, halo: int) -> list[tuple[int, int, int]]:
     return [(a, min(a + rows, valid) + halo, min(a + rows, valid) - a) for a in range(0, valid, rows)]
 
 
-def gt_mean_scale(out: torch.Tensor, gt: torch.Tensor, rows: int) -> torch.Tensor:
-    """The factor of :func:`gt_mean_correct` (GT luma mean over output luma mean), summed strip by
-    strip: shape ``(B, 1, 1, 1)``."""
+def gt_mean_scale(out: torch.Tensor, gt: torch.Tensor, strip_pixels: int = 2048 * 2048) -> torch.Tensor:
+    """The factor of :func:`gt_mean_correct` (GT luma mean over output luma mean), summed over strips
+    of at most ``strip_pixels`` pixels: shape ``(B, 1, 1, 1)``."""
+    rows = max(1, strip_pixels // max(out.shape[-1], 1))
     acc = torch.zeros(2, out.shape[0], dtype=torch.float64, device=out.device)
     for a in range(0, out.shape[-2], rows):
         acc[0] += rgb_to_y(gt[..., a:a + rows, :].double()).flatten(1).sum(1)

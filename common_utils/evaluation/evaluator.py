@@ -269,7 +269,7 @@ def _full_reference(out: torch.Tensor, gt: torch.Tensor, protocol: EvalProtocol,
     if in_strips:
         values["psnr"], values["ssim"] = psnr_ssim_in_strips(out, gt, protocol.ssim, protocol.strip_pixels)
         if protocol.gt_mean:
-            scale = gt_mean_scale(out, gt, max(1, protocol.strip_pixels // out.shape[-1]))
+            scale = gt_mean_scale(out, gt, protocol.strip_pixels)
             values["psnr_gt_mean"], values["ssim_gt_mean"] = psnr_ssim_in_strips(
                 out, gt, protocol.ssim, protocol.strip_pixels, scale=scale)
     else:

@@ -152,14 +152,16 @@ def test_an_image_above_the_metric_budget_is_scored_in_strips_without_the_whole_
 
     sizes = [("a", (24, 24)), ("big", (120, 90)), ("c", (24, 30))]
     whole = evaluate(MemoryBound(10 ** 9), _batches(sizes), torch.device("cpu"),
-                     EvalProtocol(lpips=CountingLPIPS(), ms_ssim=True, full_metric_pixels=None))
+                     EvalProtocol(lpips=CountingLPIPS(), ms_ssim=True, gt_mean=True, full_metric_pixels=None))
     lpips = CountingLPIPS()
-    proto = EvalProtocol(lpips=lpips, ms_ssim=True, full_metric_pixels=60 * 60, strip_pixels=90 * 20)
+    proto = EvalProtocol(lpips=lpips, ms_ssim=True, gt_mean=True, full_metric_pixels=60 * 60, strip_pixels=90 * 20)
     res = evaluate(MemoryBound(10 ** 9), _batches(sizes), torch.device("cpu"), proto)
     assert res.scored_in_strips == ["big"] and (120, 90) not in lpips.sizes and len(lpips.sizes) == 2
     big, big_whole = res.rows[1], whole.rows[1]
     assert big["psnr"] == pytest.approx(big_whole["psnr"], abs=1e-4)
     assert big["ssim"] == pytest.approx(big_whole["ssim"], abs=2e-6)
+    assert big["psnr_gt_mean"] == pytest.approx(big_whole["psnr_gt_mean"], abs=1e-4)
+    assert big["ssim_gt_mean"] == pytest.approx(big_whole["ssim_gt_mean"], abs=2e-6)
     assert big["lpips"] is None and big["ms_ssim"] is None and res.rows[0]["lpips"] is not None
     summary = res.summary()
     assert summary["scored_in_strips"] == ["big"]

@@ -198,7 +198,7 @@ def test_psnr_and_ssim_in_strips_of_the_gt_mean_corrected_output():
     from common_utils.metrics import gt_mean_scale, psnr_ssim_in_strips
 
     out, gt = _images(1, 150, 70, seed=4)
-    scale = gt_mean_scale(out, gt, rows=17)
+    scale = gt_mean_scale(out, gt, strip_pixels=70 * 17)  # 17-row strips
     corr = gt_mean_correct(out, gt)
     p, s = psnr_ssim_in_strips(out, gt, "y", strip_pixels=70 * 50, scale=scale)
     assert torch.allclose(p, psnr(corr, gt), atol=1e-4, rtol=0)
